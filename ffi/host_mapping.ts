@@ -1,0 +1,87 @@
+import { Mman } from "./constants.ts";
+import { hostBytes } from "./host_memory.ts";
+import { libc } from "./libc.ts";
+import { mmap, munmap } from "./mman.ts";
+
+const registry = new FinalizationRegistry<[bigint, bigint]>(([addr, length]) => {
+  // Safety net only: a HostMapping that was never disposed.
+  libc().munmap(addr, length);
+});
+
+/**
+ * An owned range of host virtual memory from `mmap`, unmapped by
+ * `Symbol.dispose`.
+ *
+ * @example
+ * ```ts ignore
+ * import { HostMapping } from "./host_mapping.ts";
+ * using m = HostMapping.anonymous(4096n, true);
+ * m.bytes()[0] = 42;
+ * ```
+ */
+export class HostMapping implements Disposable {
+  #address: bigint;
+  /** Length in bytes. */
+  readonly length: bigint;
+
+  /** Takes ownership of `[address, address + length)`, already mapped. */
+  constructor(address: bigint, length: bigint) {
+    this.#address = address;
+    this.length = length;
+    registry.register(this, [address, length], this);
+  }
+
+  /** A private anonymous read(/write) mapping of `length` bytes. */
+  static anonymous(length: bigint, writable: boolean): HostMapping {
+    const prot = Mman.PROT_READ | (writable ? Mman.PROT_WRITE : 0);
+    const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS;
+    return new HostMapping(mmap(0n, length, prot, flags, -1, 0n), length);
+  }
+
+  /** A shared mapping of `length` bytes of `fd` from `offset`. */
+  static shared(fd: number, offset: bigint, length: bigint, prot: number): HostMapping {
+    return new HostMapping(mmap(0n, length, prot, Mman.MAP_SHARED, fd, offset), length);
+  }
+
+  /** An inaccessible reservation (`PROT_NONE`, `MAP_NORESERVE`) of `length` bytes. */
+  static reserve(length: bigint): HostMapping {
+    const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_NORESERVE;
+    return new HostMapping(mmap(0n, length, Mman.PROT_NONE, flags, -1, 0n), length);
+  }
+
+  /** The start address; throws once unmapped. */
+  get address(): bigint {
+    if (this.#address === 0n) throw new Error("host mapping is already unmapped");
+    return this.#address;
+  }
+
+  /** Whether the mapping is still owned. */
+  get isMapped(): boolean {
+    return this.#address !== 0n;
+  }
+
+  /**
+   * A byte view of `[offset, offset + length)` of the mapping. Only valid
+   * while that part is mapped with read access.
+   */
+  bytes(offset = 0n, length: bigint = this.length - offset): Uint8Array<ArrayBuffer> {
+    if (offset < 0n || length < 0n || offset + length > this.length) {
+      throw new RangeError(`view ${offset}+${length} is outside the ${this.length}-byte mapping`);
+    }
+    return hostBytes(this.address + offset, length);
+  }
+
+  /** `munmap`; idempotent. */
+  unmap(): void {
+    if (this.#address === 0n) return;
+    const address = this.#address;
+    this.#address = 0n;
+    registry.unregister(this);
+    munmap(address, this.length);
+  }
+
+  /** Unmaps the range. */
+  [Symbol.dispose](): void {
+    this.unmap();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Typed wrappers of the `sys/mman.h` calls. Addresses and lengths are
+ * `bigint` host virtual addresses; every failure throws a
+ * {@linkcode SyscallError}.
+ *
+ * @module
+ */
+
+import { Mman } from "./constants.ts";
+import { libc } from "./libc.ts";
+import { check, lastError } from "./syscall_error.ts";
+
+/** `mmap(addr, length, prot, flags, fd, offset)`; returns the mapped address. */
+export function mmap(
+  addr: bigint,
+  length: bigint,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: bigint,
+): bigint {
+  const result = libc().mmap(addr, length, prot, flags, fd, offset);
+  if (result === Mman.MAP_FAILED) throw lastError("mmap");
+  return result;
+}
+
+/** `munmap(addr, length)`. */
+export function munmap(addr: bigint, length: bigint): void {
+  check("munmap", libc().munmap(addr, length));
+}
+
+/** `mprotect(addr, length, prot)`. */
+export function mprotect(addr: bigint, length: bigint, prot: number): void {
+  check("mprotect", libc().mprotect(addr, length, prot));
+}
+
+/** `madvise(addr, length, advice)`. */
+export function madvise(addr: bigint, length: bigint, advice: number): void {
+  check("madvise", libc().madvise(addr, length, advice));
+}
+
+/** `mlock(addr, length)`. */
+export function mlock(addr: bigint, length: bigint): void {
+  check("mlock", libc().mlock(addr, length));
+}
+
+/** `munlock(addr, length)`. */
+export function munlock(addr: bigint, length: bigint): void {
+  check("munlock", libc().munlock(addr, length));
+}
+
+/** Protection bits for a readable mapping, writable and/or executable as asked. */
+export function protFor(writable: boolean, executable = false): number {
+  return Mman.PROT_READ | (writable ? Mman.PROT_WRITE : 0) | (executable ? Mman.PROT_EXEC : 0);
+}

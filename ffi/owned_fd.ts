@@ -1,0 +1,114 @@
+import { Fcntl, Memfd, Seek } from "./constants.ts";
+import { cString, libc } from "./libc.ts";
+import { check, checkBig } from "./syscall_error.ts";
+
+const registry = new FinalizationRegistry<number>((fd) => {
+  // Safety net only: an OwnedFd that was never disposed.
+  libc().close(fd);
+});
+
+/**
+ * An owned file descriptor, closed by `Symbol.dispose` (so `using` works).
+ *
+ * A `FinalizationRegistry` closes a forgotten one as a safety net; do not
+ * rely on it.
+ *
+ * @example
+ * ```ts ignore
+ * import { OwnedFd } from "./owned_fd.ts";
+ * using fd = OwnedFd.memfd("scratch", 0);
+ * fd.truncate(4096n);
+ * console.log(fd.size()); // 4096n
+ * ```
+ */
+export class OwnedFd implements Disposable {
+  #fd: number;
+
+  /** Takes ownership of the raw descriptor `fd`. */
+  constructor(fd: number) {
+    this.#fd = fd;
+    registry.register(this, fd, this);
+  }
+
+  /** `memfd_create(name, flags)`: a new anonymous memory file. */
+  static memfd(name: string, flags: number): OwnedFd {
+    return new OwnedFd(check("memfd_create", libc().memfd_create(cString(name), flags)));
+  }
+
+  /** `open(path, flags)` (`O_CLOEXEC` is always added). */
+  static open(path: string, flags: number): OwnedFd {
+    return new OwnedFd(check("open", libc().open(cString(path), flags | Fcntl.O_CLOEXEC, 0)));
+  }
+
+  /** The raw descriptor; throws once closed. */
+  get fd(): number {
+    if (this.#fd < 0) throw new Error("file descriptor is already closed");
+    return this.#fd;
+  }
+
+  /** Whether the descriptor is still open (owned). */
+  get isOpen(): boolean {
+    return this.#fd >= 0;
+  }
+
+  /** `dup(fd)` with `FD_CLOEXEC`: a second owner of the same open file. */
+  duplicate(): OwnedFd {
+    return new OwnedFd(check("fcntl(F_DUPFD_CLOEXEC)", libc().fcntl(this.fd, F_DUPFD_CLOEXEC, 0)));
+  }
+
+  /** `ftruncate(fd, length)`. */
+  truncate(length: bigint): void {
+    check("ftruncate", libc().ftruncate(this.fd, length));
+  }
+
+  /** `fallocate(fd, mode, offset, length)`. */
+  allocate(mode: number, offset: bigint, length: bigint): void {
+    check("fallocate", libc().fallocate(this.fd, mode, offset, length));
+  }
+
+  /** The file size, by `lseek(fd, 0, SEEK_END)`. */
+  size(): bigint {
+    return checkBig("lseek", libc().lseek(this.fd, 0n, Seek.SEEK_END));
+  }
+
+  /** `fcntl(fd, F_ADD_SEALS, seals)`. */
+  addSeals(seals: number): void {
+    check("fcntl(F_ADD_SEALS)", libc().fcntl(this.fd, Fcntl.F_ADD_SEALS, seals));
+  }
+
+  /** `fcntl(fd, F_GET_SEALS)`. */
+  seals(): number {
+    return check("fcntl(F_GET_SEALS)", libc().fcntl(this.fd, Fcntl.F_GET_SEALS, 0));
+  }
+
+  /** Gives up ownership and returns the raw descriptor (the caller closes it). */
+  release(): number {
+    const fd = this.fd;
+    registry.unregister(this);
+    this.#fd = -1;
+    return fd;
+  }
+
+  /** `close(fd)`; idempotent. */
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    registry.unregister(this);
+    check("close", libc().close(fd));
+  }
+
+  /** Closes the descriptor. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** `F_DUPFD_CLOEXEC` (`include/uapi/linux/fcntl.h`: F_LINUX_SPECIFIC_BASE + 6). */
+const F_DUPFD_CLOEXEC = 1030;
+
+/** memfd flags for a hugetlb file of `pageSize` bytes per page (`include/uapi/linux/memfd.h`). */
+export function hugetlbMemfdFlags(pageSize: bigint): number {
+  const log2 = pageSize.toString(2).length - 1;
+  return Memfd.MFD_HUGETLB | (log2 << Memfd.MFD_HUGE_SHIFT);
+}

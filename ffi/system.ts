@@ -1,0 +1,40 @@
+/**
+ * Process-wide facts and knobs: the page size and VMA names.
+ *
+ * @module
+ */
+
+import { Prctl, Sysconf } from "./constants.ts";
+import { cString, libc } from "./libc.ts";
+import { check, checkBig } from "./syscall_error.ts";
+
+let cachedPageSize: bigint | undefined;
+
+/** The host page size, `sysconf(_SC_PAGESIZE)`. */
+export function hostPageSize(): bigint {
+  cachedPageSize ??= checkBig("sysconf", libc().sysconf(Sysconf._SC_PAGESIZE));
+  return cachedPageSize;
+}
+
+/**
+ * Names an anonymous range (`prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME)`), shown
+ * as `[anon:name]` in /proc/self/maps. Throws a SyscallError (EINVAL on
+ * kernels built without CONFIG_ANON_VMA_NAME).
+ */
+export function setAnonVmaName(address: bigint, length: bigint, name: string): void {
+  check(
+    "prctl(PR_SET_VMA_ANON_NAME)",
+    libc().prctl_str(
+      Prctl.PR_SET_VMA,
+      BigInt(Prctl.PR_SET_VMA_ANON_NAME),
+      address,
+      length,
+      cString(name),
+    ),
+  );
+}
+
+/** Whether this is a Linux host (the library's only supported OS). */
+export function isLinux(): boolean {
+  return Deno.build.os === "linux";
+}

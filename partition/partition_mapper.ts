@@ -1,0 +1,86 @@
+import { warn } from "../diagnostics/warnings.ts";
+import type { MemoryRange } from "../layout/memory_range.ts";
+import type { VaMapper } from "../mapping/va_mapper.ts";
+import type { Partition } from "./partition.ts";
+import { PartitionMapperError } from "./partition_mapper_error.ts";
+
+/** How a region is mapped: guest write and execute access, and prefetch. */
+export interface MapParams {
+  /** Guest may write. */
+  readonly writable: boolean;
+  /** Guest may execute. */
+  readonly executable: boolean;
+  /** Fault the range in ahead of use (failures only warn). */
+  readonly prefetch: boolean;
+}
+
+/**
+ * Connects one partition to the region manager: maps whole regions at
+ * `gpa + offset` (offset non-zero for the VTL0 alias map), pointing at the
+ * region's host addresses in the reservation, pinning and prefetching as
+ * configured.
+ *
+ * @example
+ * ```ts ignore
+ * const mapper = new PartitionMapper(partition, va, 0n, false);
+ * mapper.mapRegion(range, { writable: true, executable: true, prefetch: false });
+ * ```
+ */
+export class PartitionMapper {
+  /** The partition mapped into. */
+  readonly partition: Partition;
+  /** The reservation whose host addresses back the guest ranges. */
+  readonly va: VaMapper;
+  /** Added to every guest address (the VTL0 alias map offset, or 0). */
+  readonly offset: bigint;
+  /** Pin every mapped range. */
+  readonly pin: boolean;
+
+  /** Creates the mapper. */
+  constructor(partition: Partition, va: VaMapper, offset: bigint, pin: boolean) {
+    this.partition = partition;
+    this.va = va;
+    this.offset = offset;
+    this.pin = pin;
+  }
+
+  /**
+   * Maps `range` (guest physical, before the offset) with `params`. Throws
+   * {@linkcode PartitionMapperError} (`map`, or `pin` after unmapping the
+   * range again); a prefetch failure only warns.
+   */
+  mapRegion(range: MemoryRange, params: MapParams): void {
+    const gpa = range.start + this.offset;
+    try {
+      this.partition.mapRange(
+        this.va.hostAddress(range.start),
+        range.len,
+        gpa,
+        params.writable,
+        params.executable,
+      );
+    } catch (cause) {
+      throw new PartitionMapperError("map", cause);
+    }
+    if (this.pin) {
+      try {
+        this.partition.pinRange?.(gpa, range.len);
+      } catch (cause) {
+        this.partition.unmapRange(gpa, range.len);
+        throw new PartitionMapperError("pin", cause);
+      }
+    }
+    if (params.prefetch && this.partition.prefetchRange !== undefined) {
+      try {
+        this.partition.prefetchRange(gpa, range.len);
+      } catch (cause) {
+        warn(`failed to prefetch ${range} into partition`, cause);
+      }
+    }
+  }
+
+  /** Unmaps `range` (guest physical, before the offset). */
+  unmapRegion(range: MemoryRange): void {
+    this.partition.unmapRange(range.start + this.offset, range.len);
+  }
+}
