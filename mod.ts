@@ -16,6 +16,10 @@
 // Core value types.
 export { MAX_ADDRESS, MemoryRange, PAGE_SIZE, subtractRanges } from "./layout/memory_range.ts";
 export { MemorySize } from "./layout/memory_size.ts";
+export { MemoryLayout } from "./layout/memory_layout.ts";
+export type { MemoryLayoutOptions } from "./layout/memory_layout.ts";
+export { MemoryLayoutError } from "./layout/memory_layout_error.ts";
+export type { MemoryLayoutErrorKind } from "./layout/memory_layout_error.ts";
 
 // FFI layer: errors and owned resources.
 export { SyscallError } from "./ffi/syscall_error.ts";
@@ -33,6 +37,31 @@ export { PartitionMapper } from "./partition/partition_mapper.ts";
 export type { MapParams } from "./partition/partition_mapper.ts";
 export { PartitionMapperError } from "./partition/partition_mapper_error.ts";
 export type { PartitionMapperErrorKind } from "./partition/partition_mapper_error.ts";
+export { RecordingPartition } from "./partition/recording_partition.ts";
+export type {
+  PartitionEvent,
+  RecordedMapping,
+  RecordingPartitionOptions,
+} from "./partition/recording_partition.ts";
+
+// Regions: the priority map, DMA targets, device memory, RAM visibility.
+export { RegionManager } from "./regions/region_manager.ts";
+export type { DmaTargetHandle, RegionInfo } from "./regions/region_manager.ts";
+export { RegionHandle } from "./regions/region_handle.ts";
+export type { RegionMapping } from "./regions/region_tree.ts";
+export { RegionError } from "./regions/region_error.ts";
+export type { RegionErrorKind } from "./regions/region_error.ts";
+export { RegionOverlapError } from "./regions/region_overlap_error.ts";
+export type { DmaTarget } from "./regions/dma_target.ts";
+export { DmaMapperClient } from "./regions/dma_mapper_client.ts";
+export { DeviceMemoryMapper } from "./regions/device_memory_mapper.ts";
+export type { DeviceMemory } from "./regions/device_memory_mapper.ts";
+export { DeviceMemoryControl } from "./regions/device_memory_control.ts";
+export { DeviceMemoryRegion } from "./regions/device_memory_region.ts";
+export { RamVisibility, RamVisibilityControl } from "./regions/ram_visibility_control.ts";
+export type { RamRegionEntry } from "./regions/ram_visibility_control.ts";
+export { InvalidRamRegionError } from "./regions/invalid_ram_region_error.ts";
+export { splitX86LegacyRam } from "./regions/x86_legacy.ts";
 
 // Diagnostics.
 export { setWarningHandler } from "./diagnostics/warnings.ts";

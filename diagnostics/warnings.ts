@@ -6,7 +6,16 @@
  * @module
  */
 
-/** A non-fatal problem: what happened, and the error behind it if any. */
+/**
+ * A non-fatal problem: what happened, and the error behind it if any.
+ *
+ * @example
+ * ```ts
+ * import type { Warning } from "./warnings.ts";
+ * const warning: Warning = { message: "failed to prefetch range", cause: new Error("EFAULT") };
+ * console.log(warning.message);
+ * ```
+ */
 export interface Warning {
   /** A lower-case sentence saying what failed. */
   readonly message: string;
@@ -14,7 +23,17 @@ export interface Warning {
   readonly cause?: unknown;
 }
 
-/** Receives warnings. */
+/**
+ * Receives warnings.
+ *
+ * @example
+ * ```ts
+ * import { setWarningHandler, type WarningHandler } from "./warnings.ts";
+ * const quiet: WarningHandler = () => {};
+ * const previous = setWarningHandler(quiet);
+ * setWarningHandler(previous);
+ * ```
+ */
 export type WarningHandler = (warning: Warning) => void;
 
 const defaultHandler: WarningHandler = (warning) => {

@@ -50,6 +50,8 @@ export const Fcntl = {
   O_CLOEXEC: 0o2000000,
   F_GETFD: 1,
   F_GETFL: 3,
+  /** `F_LINUX_SPECIFIC_BASE + 6` (`include/uapi/linux/fcntl.h`). */
+  F_DUPFD_CLOEXEC: 1030,
   F_ADD_SEALS: 1033,
   F_GET_SEALS: 1034,
   F_SEAL_SEAL: 0x0001,

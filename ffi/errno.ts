@@ -68,6 +68,7 @@ export const Errno = {
   EPERM: 1,
   ENOENT: 2,
   EINTR: 4,
+  EIO: 5,
   EBADF: 9,
   EAGAIN: 11,
   ENOMEM: 12,

@@ -43,10 +43,24 @@ export class HostMapping implements Disposable {
     return new HostMapping(mmap(0n, length, prot, Mman.MAP_SHARED, fd, offset), length);
   }
 
-  /** An inaccessible reservation (`PROT_NONE`, `MAP_NORESERVE`) of `length` bytes. */
-  static reserve(length: bigint): HostMapping {
+  /**
+   * An inaccessible reservation (`PROT_NONE`, `MAP_NORESERVE`) of `length`
+   * bytes, starting at a multiple of `alignment` (a power of two) when one
+   * larger than a page is given: hugetlb files can only be mapped at
+   * hugepage-aligned addresses.
+   */
+  static reserve(length: bigint, alignment = 0n): HostMapping {
     const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_NORESERVE;
-    return new HostMapping(mmap(0n, length, Mman.PROT_NONE, flags, -1, 0n), length);
+    if (alignment <= 0x1000n) {
+      return new HostMapping(mmap(0n, length, Mman.PROT_NONE, flags, -1, 0n), length);
+    }
+    // Over-reserve, then give back the slack on both sides of the aligned part.
+    const total = length + alignment;
+    const raw = mmap(0n, total, Mman.PROT_NONE, flags, -1, 0n);
+    const start = (raw + alignment - 1n) & ~(alignment - 1n);
+    if (start > raw) munmap(raw, start - raw);
+    if (raw + total > start + length) munmap(start + length, raw + total - (start + length));
+    return new HostMapping(start, length);
   }
 
   /** The start address; throws once unmapped. */

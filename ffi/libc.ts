@@ -170,6 +170,45 @@ export const LIBC_SYMBOLS = {
     ],
     result: "i32",
   },
+  /** `ssize_t read(int fd, void *buf, size_t count);` */
+  read: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // void *buf
+      "usize", // size_t count
+    ],
+    result: "isize",
+  },
+  /** `ssize_t write(int fd, const void *buf, size_t count);` */
+  write: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *buf
+      "usize", // size_t count
+    ],
+    result: "isize",
+  },
+  /** `DIR *opendir(const char *name);` */
+  opendir: {
+    parameters: [
+      "buffer", // const char *name (NUL-terminated)
+    ],
+    result: "pointer", // DIR * (NULL on failure)
+  },
+  /** `struct dirent *readdir(DIR *dirp);` */
+  readdir: {
+    parameters: [
+      "pointer", // DIR *dirp
+    ],
+    result: "pointer", // struct dirent * (NULL at the end or on failure)
+  },
+  /** `int closedir(DIR *dirp);` */
+  closedir: {
+    parameters: [
+      "pointer", // DIR *dirp
+    ],
+    result: "i32",
+  },
   /** `int dup(int oldfd);` */
   dup: {
     parameters: [

@@ -53,7 +53,9 @@ export class OwnedFd implements Disposable {
 
   /** `dup(fd)` with `FD_CLOEXEC`: a second owner of the same open file. */
   duplicate(): OwnedFd {
-    return new OwnedFd(check("fcntl(F_DUPFD_CLOEXEC)", libc().fcntl(this.fd, F_DUPFD_CLOEXEC, 0)));
+    return new OwnedFd(
+      check("fcntl(F_DUPFD_CLOEXEC)", libc().fcntl(this.fd, Fcntl.F_DUPFD_CLOEXEC, 0)),
+    );
   }
 
   /** `ftruncate(fd, length)`. */
@@ -103,9 +105,6 @@ export class OwnedFd implements Disposable {
     this.close();
   }
 }
-
-/** `F_DUPFD_CLOEXEC` (`include/uapi/linux/fcntl.h`: F_LINUX_SPECIFIC_BASE + 6). */
-const F_DUPFD_CLOEXEC = 1030;
 
 /** memfd flags for a hugetlb file of `pageSize` bytes per page (`include/uapi/linux/memfd.h`). */
 export function hugetlbMemfdFlags(pageSize: bigint): number {

@@ -1,7 +1,23 @@
-/** The guest page size every range is aligned to: 4 KiB. */
+/**
+ * The guest page size every range is aligned to: 4 KiB.
+ *
+ * @example
+ * ```ts
+ * import { PAGE_SIZE } from "./memory_range.ts";
+ * console.log(PAGE_SIZE); // 4096n
+ * ```
+ */
 export const PAGE_SIZE: bigint = 0x1000n;
 
-/** The highest address a range may reach: 2^64 - 4096. */
+/**
+ * The highest address a range may reach: 2^64 - 4096.
+ *
+ * @example
+ * ```ts
+ * import { MAX_ADDRESS } from "./memory_range.ts";
+ * console.log(MAX_ADDRESS.toString(16)); // fffffffffffff000
+ * ```
+ */
 export const MAX_ADDRESS: bigint = (1n << 64n) - PAGE_SIZE;
 
 const PAGE_MASK = PAGE_SIZE - 1n;
@@ -75,9 +91,10 @@ export class MemoryRange {
     return this.start === this.end;
   }
 
-  /** Whether the two ranges share at least one byte. */
+  /** Whether the two ranges share at least one byte (an empty range overlaps nothing). */
   overlaps(other: MemoryRange): boolean {
-    return this.start < other.end && other.start < this.end;
+    return this.start < other.end && other.start < this.end && this.start < this.end &&
+      other.start < other.end;
   }
 
   /** Whether `other` lies fully inside (an empty range on a boundary counts). */

@@ -6,12 +6,31 @@ import { setAnonVmaName } from "../ffi/system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 
-/** What backs one live range of the reservation. */
+/**
+ * What backs one live range of the reservation: `"shared"` (a file mapping)
+ * or `"private"` (anonymous private RAM).
+ *
+ * @example
+ * ```ts
+ * import type { VaBackingKind } from "./va_mapper.ts";
+ * const kind: VaBackingKind = "shared";
+ * console.log(kind);
+ * ```
+ */
 export type VaBackingKind = "shared" | "private";
 
 /**
  * One accessible range of the reservation, in guest physical addresses.
  * Everything in the reservation that no entry covers is `PROT_NONE`.
+ *
+ * @example
+ * ```ts ignore
+ * import { VaMapper } from "./va_mapper.ts";
+ * using va = VaMapper.reserve(0x100000n);
+ * for (const entry of va.entries()) {
+ *   console.log(`${entry.range}`, entry.kind, entry.writable);
+ * }
+ * ```
  */
 export class VaEntry {
   /** The guest physical range (host address = base + gpa). */
@@ -32,6 +51,8 @@ export class VaEntry {
   readonly endNumber: number;
   #bytes: Uint8Array<ArrayBuffer> | undefined;
   #view: DataView<ArrayBuffer> | undefined;
+  #words32: Uint32Array<ArrayBuffer> | undefined;
+  #words64: BigUint64Array<ArrayBuffer> | undefined;
 
   /** Describes a live range; made only by {@linkcode VaMapper}. */
   constructor(
@@ -62,6 +83,18 @@ export class VaEntry {
   get view(): DataView<ArrayBuffer> {
     this.#view ??= new DataView(this.bytes.buffer);
     return this.#view;
+  }
+
+  /** 32-bit words over the whole entry (for `Atomics`), made once and reused. */
+  get words32(): Uint32Array<ArrayBuffer> {
+    this.#words32 ??= new Uint32Array(this.bytes.buffer);
+    return this.#words32;
+  }
+
+  /** 64-bit words over the whole entry (for `Atomics`), made once and reused. */
+  get words64(): BigUint64Array<ArrayBuffer> {
+    this.#words64 ??= new BigUint64Array(this.bytes.buffer);
+    return this.#words64;
   }
 
   /** The part of this entry inside `range` (which must overlap it). */
@@ -105,9 +138,13 @@ export class VaMapper implements Disposable {
     this.#reservation = reservation;
   }
 
-  /** Reserves `size` bytes of inaccessible address space (no swap reservation). */
-  static reserve(size: bigint): VaMapper {
-    return new VaMapper(HostMapping.reserve(size));
+  /**
+   * Reserves `size` bytes of inaccessible address space (no swap
+   * reservation), starting at a multiple of `alignment` when given (the
+   * hugepage size, for hugetlb-backed guest RAM).
+   */
+  static reserve(size: bigint, alignment?: bigint): VaMapper {
+    return new VaMapper(HostMapping.reserve(size, alignment));
   }
 
   /** Host address of guest physical address 0. */

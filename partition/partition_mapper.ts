@@ -4,7 +4,16 @@ import type { VaMapper } from "../mapping/va_mapper.ts";
 import type { Partition } from "./partition.ts";
 import { PartitionMapperError } from "./partition_mapper_error.ts";
 
-/** How a region is mapped: guest write and execute access, and prefetch. */
+/**
+ * How a region is mapped: guest write and execute access, and prefetch.
+ *
+ * @example
+ * ```ts
+ * import type { MapParams } from "./partition_mapper.ts";
+ * const ram: MapParams = { writable: true, executable: true, prefetch: false };
+ * console.log(ram.writable);
+ * ```
+ */
 export interface MapParams {
   /** Guest may write. */
   readonly writable: boolean;

@@ -1,4 +1,13 @@
-/** Which step of mapping a range into a partition failed. */
+/**
+ * Which step of mapping a range into a partition failed.
+ *
+ * @example
+ * ```ts
+ * import type { PartitionMapperErrorKind } from "./partition_mapper_error.ts";
+ * const kind: PartitionMapperErrorKind = "pin";
+ * console.log(kind);
+ * ```
+ */
 export type PartitionMapperErrorKind = "map" | "pin";
 
 const MESSAGES: Record<PartitionMapperErrorKind, string> = {

@@ -7,30 +7,36 @@
  * Use as `Deno.test({ name, ignore: skipWithoutKvm(), fn })`.
  */
 
+import { Fcntl } from "../../ffi/constants.ts";
+import { OwnedFd } from "../../ffi/owned_fd.ts";
+import { listDirectory, readTextFile, writeTextFile } from "../../ffi/proc_files.ts";
+
+// Deno's own file APIs need --allow-all for anything under /proc and /dev,
+// so these helpers go through libc (--allow-ffi) instead.
+
+const NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages";
+
+function canOpenReadWrite(path: string): boolean {
+  try {
+    OwnedFd.open(path, Fcntl.O_RDWR).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function required(name: string): boolean {
   return Deno.env.get(name) === "1";
 }
 
 /** Whether /dev/kvm can be opened for reading and writing. */
 export function hasKvm(): boolean {
-  try {
-    const file = Deno.openSync("/dev/kvm", { read: true, write: true });
-    file.close();
-    return true;
-  } catch {
-    return false;
-  }
+  return canOpenReadWrite("/dev/kvm");
 }
 
 /** Whether the hugetlb pool can be resized (root with /proc/sys/vm/nr_hugepages). */
 export function canUseHugetlb(): boolean {
-  try {
-    const file = Deno.openSync("/proc/sys/vm/nr_hugepages", { read: true, write: true });
-    file.close();
-    return true;
-  } catch {
-    return false;
-  }
+  return canOpenReadWrite(NR_HUGEPAGES);
 }
 
 /** `ignore` value for a KVM test: true only when KVM is missing and not required. */
@@ -45,7 +51,7 @@ export function skipWithoutHugetlb(): boolean {
 
 /** Reads the hugetlb pool size (2 MiB pages). */
 export function hugetlbPool(): number {
-  return Number(Deno.readTextFileSync("/proc/sys/vm/nr_hugepages").trim());
+  return Number(readTextFile(NR_HUGEPAGES).trim());
 }
 
 /**
@@ -57,22 +63,20 @@ export async function withHugetlbPool<T>(
   fn: (granted: number) => T | Promise<T>,
 ): Promise<T> {
   const previous = hugetlbPool();
-  Deno.writeTextFileSync("/proc/sys/vm/nr_hugepages", `${pages}\n`);
+  writeTextFile(NR_HUGEPAGES, `${pages}\n`);
   try {
     return await fn(hugetlbPool());
   } finally {
-    Deno.writeTextFileSync("/proc/sys/vm/nr_hugepages", `${previous}\n`);
+    writeTextFile(NR_HUGEPAGES, `${previous}\n`);
   }
 }
 
 /** Number of open file descriptors of this process. */
 export function openFdCount(): number {
-  let n = 0;
-  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-  return n;
+  return listDirectory("/proc/self/fd").length;
 }
 
 /** Number of lines in /proc/self/maps. */
 export function mapsLineCount(): number {
-  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
+  return readTextFile("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
 }

@@ -1,0 +1,309 @@
+/**
+ * The guest memory builder: checks a configuration against a memory layout,
+ * allocates guest RAM, reserves the host address range and creates the RAM
+ * regions, giving a {@linkcode GuestMemoryManager}.
+ *
+ * @module
+ */
+
+import type { OwnedFd } from "./ffi/owned_fd.ts";
+import { hostPageSize, isLinux } from "./ffi/system.ts";
+import { warn } from "./diagnostics/warnings.ts";
+import type { MemoryLayout } from "./layout/memory_layout.ts";
+import { MemoryRange } from "./layout/memory_range.ts";
+import { MemorySize } from "./layout/memory_size.ts";
+import { VaMapper } from "./mapping/va_mapper.ts";
+import { GuestMemoryManager, type RamRegion } from "./manager/guest_memory_manager.ts";
+import {
+  DEFAULT_HUGEPAGE_SIZE,
+  MAX_HOST_SIZE,
+  validateHugepageRamAlignment,
+  validateHugepageSize,
+} from "./manager/hugepage_validation.ts";
+import { MemoryBuildError } from "./manager/memory_build_error.ts";
+import { allocateHugetlbRam, allocateSharedRam } from "./manager/ram_backing.ts";
+import type { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
+import { RegionManager } from "./regions/region_manager.ts";
+import { splitX86LegacyRam, X86_LEGACY_MIN_END } from "./regions/x86_legacy.ts";
+
+/** The region priority of RAM: it overrides everything else. */
+export const RAM_PRIORITY = 255;
+
+/**
+ * The host reservation starts at a multiple of 2 MiB (or of the hugepage
+ * size, if larger): hugetlb files map only at hugepage-aligned addresses,
+ * and transparent hugepages back only 2 MiB-aligned host ranges, so guest
+ * RAM aligned in guest physical space is aligned in the host too.
+ */
+export const VA_ALIGNMENT: bigint = 2n << 20n;
+
+/** The VMA name of private guest RAM in /proc/self/maps (`[anon:guest-ram-private]`). */
+export const PRIVATE_RAM_NAME = "guest-ram-private";
+
+/**
+ * Builds a {@linkcode GuestMemoryManager}. Every option is off by default;
+ * the setters return the builder so calls chain.
+ *
+ * `build(layout)` checks the options in a fixed order and throws a
+ * {@linkcode MemoryBuildError} for the first rule broken:
+ * 1. private memory with x86 legacy support, or with an existing backing;
+ * 2. transparent hugepages without private memory, or off Linux;
+ * 3. hugepages off Linux, with private memory, with an existing backing,
+ *    with x86 legacy support; then the hugepage size; then the alignment of
+ *    the RAM size and of each RAM range (VTL2 range included).
+ *
+ * It then allocates RAM (`guest-ram` memfd, hugetlb memfd with every page
+ * taken from the pool, the existing backing, or nothing in private mode),
+ * checks the VTL0 alias map fits, reserves host address space for
+ * `[0, max(end of layout, end of VTL2))`, splits low RAM for x86 legacy
+ * support, backs private RAM with anonymous memory, and creates one mapped
+ * `ram` region (priority 255) per RAM range. Whatever fails releases all
+ * that was allocated before it.
+ *
+ * @example
+ * ```ts ignore
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange } from "./mod.ts";
+ * const layout = MemoryLayout.fromGaps(2n << 30n, [new MemoryRange(0xe0000000n, 0x100000000n)]);
+ * using manager = new GuestMemoryBuilder().prefetchRam(true).build(layout);
+ * manager.client().guestMemory().writeAt(0x1000n, new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export class GuestMemoryBuilder {
+  #existingBacking: SharedMemoryBacking | undefined;
+  #vtl0AliasMap: bigint | undefined;
+  #pinMappings = false;
+  #prefetchRam = false;
+  #x86LegacySupport = false;
+  #privateMemory = false;
+  #transparentHugepages = false;
+  #hugepages: { size: bigint | undefined } | undefined;
+
+  /**
+   * Uses `backing` (from `GuestMemoryManager.sharedMemoryBacking`) as guest
+   * RAM instead of allocating it; `undefined` allocates. The builder takes
+   * its own duplicate of the descriptor; the caller still disposes `backing`.
+   */
+  existingBacking(backing: SharedMemoryBacking | undefined): this {
+    this.#existingBacking = backing;
+    return this;
+  }
+
+  /**
+   * The offset of the VTL0 alias map: VTL2 partitions additionally see all
+   * guest memory again at `gpa + offset`. `undefined` turns it off.
+   */
+  vtl0AliasMap(offset: bigint | undefined): this {
+    this.#vtl0AliasMap = offset;
+    return this;
+  }
+
+  /** Pins every range mapped into a partition (for assigned devices). */
+  pinMappings(enable: boolean): this {
+    this.#pinMappings = enable;
+    return this;
+  }
+
+  /** Prefetches RAM mappings into partitions (shared memory mode only). */
+  prefetchRam(enable: boolean): this {
+    this.#prefetchRam = enable;
+    return this;
+  }
+
+  /**
+   * Splits the first 1 MiB of RAM into separately controllable regions (VGA
+   * window, PAM pieces of the BIOS area) for `RamVisibilityControl`.
+   */
+  x86LegacySupport(enable: boolean): this {
+    this.#x86LegacySupport = enable;
+    return this;
+  }
+
+  /**
+   * Backs RAM with private anonymous memory placed in the reservation
+   * instead of a shared memfd. No shared backing exists then.
+   */
+  privateMemory(enable: boolean): this {
+    this.#privateMemory = enable;
+    return this;
+  }
+
+  /** Advises transparent hugepages on private RAM (`MADV_HUGEPAGE`). */
+  transparentHugepages(enable: boolean): this {
+    this.#transparentHugepages = enable;
+    return this;
+  }
+
+  /**
+   * Backs RAM with a hugetlb memfd of `size`-byte pages (default 2 MiB),
+   * taking every page from the pool at build time. Calling this at all
+   * turns hugetlb backing on.
+   */
+  hugepages(size?: bigint): this {
+    this.#hugepages = { size };
+    return this;
+  }
+
+  /**
+   * Checks the options against `layout`, allocates guest memory and returns
+   * its manager. Throws {@linkcode MemoryBuildError}; nothing stays
+   * allocated on failure.
+   */
+  build(layout: MemoryLayout): GuestMemoryManager {
+    // 1. Private memory constraints.
+    if (this.#privateMemory) {
+      if (this.#x86LegacySupport) fail("privateMemoryWithLegacy");
+      if (this.#existingBacking !== undefined) fail("privateMemoryWithExistingBacking");
+    }
+
+    // 2. Transparent hugepage constraints.
+    if (this.#transparentHugepages) {
+      if (!this.#privateMemory) fail("thpWithoutPrivateMemory");
+      if (!isLinux()) fail("thpUnsupportedPlatform");
+    }
+
+    // 3. RAM: the layout's ranges, then the VTL2 range.
+    const vtl2 = layout.vtl2Range();
+    const ramSize = layout.ramSize() + (vtl2?.len ?? 0n);
+    let ramRanges: MemoryRange[] = [...layout.ram()];
+    if (vtl2 !== undefined) ramRanges.push(vtl2);
+
+    // 4. Hugepage constraints, size and alignment.
+    let hugepageSize: bigint | undefined;
+    if (this.#hugepages !== undefined) {
+      if (!isLinux()) fail("hugepagesUnsupportedPlatform");
+      if (this.#privateMemory) fail("hugepagesWithPrivateMemory");
+      if (this.#existingBacking !== undefined) fail("hugepagesWithExistingBacking");
+      if (this.#x86LegacySupport) fail("hugepagesWithLegacy");
+      hugepageSize = validateHugepageSize(
+        this.#hugepages.size ?? DEFAULT_HUGEPAGE_SIZE,
+        hostPageSize(),
+      );
+      validateHugepageRamAlignment(ramSize, ramRanges, hugepageSize);
+    }
+
+    using stack = new DisposableStack();
+
+    // 5. The shared RAM object.
+    let backing: OwnedFd | undefined;
+    if (this.#privateMemory) {
+      backing = undefined;
+    } else if (this.#existingBacking !== undefined) {
+      backing = stack.use(this.#existingBacking.duplicate());
+      hugepageSize = this.#existingBacking.hugepageSize;
+      if (hugepageSize !== undefined) {
+        // A hugetlb backing can only be mapped in whole hugepages.
+        validateHugepageRamAlignment(ramSize, ramRanges, hugepageSize);
+      }
+      const size = backing.size();
+      if (size < ramSize) {
+        throw new MemoryBuildError({
+          kind: "existingBackingTooSmall",
+          size: new MemorySize(size),
+          ramSize: new MemorySize(ramSize),
+        });
+      }
+    } else {
+      if (ramSize > MAX_HOST_SIZE) {
+        throw new MemoryBuildError({ kind: "ramTooLarge", size: new MemorySize(ramSize) });
+      }
+      backing = stack.use(
+        hugepageSize !== undefined
+          ? allocateHugetlbRam(ramSize, hugepageSize)
+          : allocateSharedRam(ramSize),
+      );
+    }
+
+    // 6. Address space size and the VTL0 alias map.
+    const endOfLayout = layout.endOfLayout();
+    const maxAddr = vtl2 !== undefined && vtl2.end > endOfLayout ? vtl2.end : endOfLayout;
+    const aliasOffset = this.#vtl0AliasMap;
+    if (aliasOffset !== undefined && maxAddr > aliasOffset) fail("aliasMapWontFit");
+
+    // 7. The host address reservation.
+    let va: VaMapper;
+    try {
+      const alignment = hugepageSize !== undefined && hugepageSize > VA_ALIGNMENT
+        ? hugepageSize
+        : VA_ALIGNMENT;
+      va = stack.use(VaMapper.reserve(maxAddr, alignment));
+    } catch (cause) {
+      throw new MemoryBuildError({ kind: "vaMapper" }, { cause });
+    }
+    const regionManager = stack.use(new RegionManager(va));
+
+    // 8. x86 legacy splitting of the first RAM range.
+    if (this.#x86LegacySupport) {
+      const first = ramRanges[0];
+      if (first.start !== 0n || first.end < X86_LEGACY_MIN_END) fail("invalidRamForX86");
+      // A first range of exactly 1 MiB leaves an empty last piece: no region for it.
+      const pieces = splitX86LegacyRam(first).filter((piece) => !piece.isEmpty());
+      ramRanges = [...pieces, ...ramRanges.slice(1)];
+    }
+
+    // 9. Private RAM: anonymous memory in place, named, optionally THP-advised.
+    if (this.#privateMemory) {
+      for (const range of ramRanges) {
+        try {
+          va.allocPrivate(range, PRIVATE_RAM_NAME);
+        } catch (cause) {
+          throw new MemoryBuildError({ kind: "privateRamAlloc", range }, { cause });
+        }
+      }
+      if (this.#transparentHugepages) {
+        for (const range of ramRanges) {
+          try {
+            va.adviseHugepages(range);
+          } catch (cause) {
+            warn(`failed to mark RAM range ${range} as THP eligible`, cause);
+          }
+        }
+      }
+    }
+
+    // 10. One mapped RAM region per range, packed into the backing in order.
+    const ramRegions: RamRegion[] = [];
+    let fileOffset = 0n;
+    for (const range of ramRanges) {
+      const handle = regionManager.newRegion("ram", range, RAM_PRIORITY, true);
+      if (backing !== undefined) {
+        handle.addMapping(new MemoryRange(0n, range.len), backing, fileOffset, true);
+      }
+      handle.map({
+        writable: true,
+        executable: true,
+        prefetch: this.#prefetchRam && !this.#privateMemory,
+      });
+      ramRegions.push({ range, handle });
+      fileOffset += range.len;
+    }
+
+    const manager = new GuestMemoryManager({
+      backing,
+      hugepageSize,
+      va,
+      regionManager,
+      ramRegions,
+      vtl0AliasMapOffset: aliasOffset,
+      pinMappings: this.#pinMappings,
+    });
+    stack.move();
+    return manager;
+  }
+}
+
+function fail(kind: SimpleKind): never {
+  throw new MemoryBuildError({ kind });
+}
+
+/** The build errors that carry no values. */
+type SimpleKind =
+  | "aliasMapWontFit"
+  | "invalidRamForX86"
+  | "privateMemoryWithLegacy"
+  | "privateMemoryWithExistingBacking"
+  | "thpWithoutPrivateMemory"
+  | "thpUnsupportedPlatform"
+  | "hugepagesUnsupportedPlatform"
+  | "hugepagesWithPrivateMemory"
+  | "hugepagesWithExistingBacking"
+  | "hugepagesWithLegacy";

@@ -1,0 +1,256 @@
+/**
+ * KVM ioctl numbers, capability numbers, flags, exit reasons and the byte
+ * layouts of the structures the library passes to KVM, for x86_64.
+ *
+ * Sources: `include/uapi/linux/kvm.h` (generic API) and
+ * `arch/x86/include/uapi/asm/kvm.h` (x86 register structures). Request
+ * numbers are computed with the `_IO`/`_IOR`/`_IOW`/`_IOWR` encoding of
+ * `include/uapi/asm-generic/ioctl.h`.
+ *
+ * @module
+ */
+
+/** `KVMIO`, the ioctl type byte of every KVM request (`include/uapi/linux/kvm.h`). */
+export const KVMIO = 0xae;
+
+const IOC_NONE = 0n;
+const IOC_WRITE = 1n;
+const IOC_READ = 2n;
+
+/** `_IOC(dir, type, nr, size)` (`include/uapi/asm-generic/ioctl.h`). */
+function ioc(dir: bigint, nr: number, size: number): bigint {
+  return (dir << 30n) | (BigInt(size) << 16n) | (BigInt(KVMIO) << 8n) | BigInt(nr);
+}
+
+/** Byte sizes of the structures passed by pointer. */
+export const KvmStructSize = {
+  /** `struct kvm_userspace_memory_region` (`include/uapi/linux/kvm.h`). */
+  userspaceMemoryRegion: 32,
+  /** `struct kvm_regs` (`arch/x86/include/uapi/asm/kvm.h`): 18 `__u64`. */
+  regs: 144,
+  /** `struct kvm_sregs` (`arch/x86/include/uapi/asm/kvm.h`). */
+  sregs: 312,
+  /** `struct kvm_pre_fault_memory` (`include/uapi/linux/kvm.h`). */
+  preFaultMemory: 64,
+} as const;
+
+/**
+ * KVM ioctl request numbers (`include/uapi/linux/kvm.h`). System ioctls go to
+ * the `/dev/kvm` fd, VM ioctls to a VM fd, vCPU ioctls to a vCPU fd.
+ */
+export const KvmIoctl = {
+  /** `_IO(KVMIO, 0x00)`: system; returns the API version (12). */
+  KVM_GET_API_VERSION: ioc(IOC_NONE, 0x00, 0),
+  /** `_IO(KVMIO, 0x01)`: system; returns a new VM fd. */
+  KVM_CREATE_VM: ioc(IOC_NONE, 0x01, 0),
+  /** `_IO(KVMIO, 0x03)`: system or VM; returns a capability's value (0 = absent). */
+  KVM_CHECK_EXTENSION: ioc(IOC_NONE, 0x03, 0),
+  /** `_IO(KVMIO, 0x04)`: system; returns the size of the vCPU's `kvm_run` mapping. */
+  KVM_GET_VCPU_MMAP_SIZE: ioc(IOC_NONE, 0x04, 0),
+  /** `_IO(KVMIO, 0x41)`: VM; returns a new vCPU fd. */
+  KVM_CREATE_VCPU: ioc(IOC_NONE, 0x41, 0),
+  /** `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`: VM. */
+  KVM_SET_USER_MEMORY_REGION: ioc(IOC_WRITE, 0x46, KvmStructSize.userspaceMemoryRegion),
+  /** `_IO(KVMIO, 0x47)`: VM (x86); address of a 3-page region for the real-mode TSS. */
+  KVM_SET_TSS_ADDR: ioc(IOC_NONE, 0x47, 0),
+  /** `_IO(KVMIO, 0x80)`: vCPU; runs the guest until an exit. */
+  KVM_RUN: ioc(IOC_NONE, 0x80, 0),
+  /** `_IOR(KVMIO, 0x81, struct kvm_regs)`: vCPU. */
+  KVM_GET_REGS: ioc(IOC_READ, 0x81, KvmStructSize.regs),
+  /** `_IOW(KVMIO, 0x82, struct kvm_regs)`: vCPU. */
+  KVM_SET_REGS: ioc(IOC_WRITE, 0x82, KvmStructSize.regs),
+  /** `_IOR(KVMIO, 0x83, struct kvm_sregs)`: vCPU. */
+  KVM_GET_SREGS: ioc(IOC_READ, 0x83, KvmStructSize.sregs),
+  /** `_IOW(KVMIO, 0x84, struct kvm_sregs)`: vCPU. */
+  KVM_SET_SREGS: ioc(IOC_WRITE, 0x84, KvmStructSize.sregs),
+  /** `_IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)`: vCPU (Linux 6.10+). */
+  KVM_PRE_FAULT_MEMORY: ioc(IOC_READ | IOC_WRITE, 0xd5, KvmStructSize.preFaultMemory),
+} as const;
+
+/** The only KVM API version there is (`KVM_API_VERSION`, `include/uapi/linux/kvm.h`). */
+export const KVM_API_VERSION = 12;
+
+/** Capabilities for `KVM_CHECK_EXTENSION` (`include/uapi/linux/kvm.h`). */
+export const KvmCap = {
+  /** `KVM_SET_USER_MEMORY_REGION` is available. */
+  KVM_CAP_USER_MEMORY: 3,
+  /** Maximum number of memory slots per VM (per address space). */
+  KVM_CAP_NR_MEMSLOTS: 10,
+  /** `KVM_MEM_READONLY` slots are supported. */
+  KVM_CAP_READONLY_MEM: 81,
+  /** `KVM_EXIT_MEMORY_FAULT` details accompany some `EFAULT`s of `KVM_RUN`. */
+  KVM_CAP_MEMORY_FAULT_INFO: 232,
+  /** `KVM_PRE_FAULT_MEMORY` is available. */
+  KVM_CAP_PRE_FAULT_MEMORY: 236,
+} as const;
+
+/** `kvm_userspace_memory_region.flags` bits (`include/uapi/linux/kvm.h`). */
+export const KvmMemFlag = {
+  /** `1 << 0`: track dirty pages. */
+  KVM_MEM_LOG_DIRTY_PAGES: 1 << 0,
+  /** `1 << 1`: guest writes exit to userspace as MMIO. */
+  KVM_MEM_READONLY: 1 << 1,
+} as const;
+
+/** `kvm_run.exit_reason` values (`include/uapi/linux/kvm.h`). */
+export const KvmExit = {
+  KVM_EXIT_UNKNOWN: 0,
+  KVM_EXIT_EXCEPTION: 1,
+  KVM_EXIT_IO: 2,
+  KVM_EXIT_HYPERCALL: 3,
+  KVM_EXIT_DEBUG: 4,
+  KVM_EXIT_HLT: 5,
+  KVM_EXIT_MMIO: 6,
+  KVM_EXIT_IRQ_WINDOW_OPEN: 7,
+  KVM_EXIT_SHUTDOWN: 8,
+  KVM_EXIT_FAIL_ENTRY: 9,
+  KVM_EXIT_INTR: 10,
+  KVM_EXIT_INTERNAL_ERROR: 17,
+  KVM_EXIT_SYSTEM_EVENT: 24,
+  KVM_EXIT_MEMORY_FAULT: 39,
+} as const;
+
+/** The symbolic name of an exit reason (`KVM_EXIT_MMIO`), or `KVM_EXIT_<n>`. */
+export function kvmExitName(reason: number): string {
+  for (const [name, value] of Object.entries(KvmExit)) {
+    if (value === reason) return name;
+  }
+  return `KVM_EXIT_${reason}`;
+}
+
+/**
+ * Offsets in `struct kvm_userspace_memory_region` (`include/uapi/linux/kvm.h`):
+ * `{ __u32 slot; __u32 flags; __u64 guest_phys_addr; __u64 memory_size; __u64 userspace_addr; }`.
+ */
+export const UserspaceMemoryRegionLayout = {
+  slot: 0, // __u32
+  flags: 4, // __u32
+  guestPhysAddr: 8, // __u64
+  memorySize: 16, // __u64 (0 deletes the slot)
+  userspaceAddr: 24, // __u64
+} as const;
+
+/**
+ * Offsets in `struct kvm_pre_fault_memory` (`include/uapi/linux/kvm.h`):
+ * `{ __u64 gpa; __u64 size; __u64 flags; __u64 padding[5]; }`. KVM advances
+ * `gpa` and shrinks `size` as it makes progress.
+ */
+export const PreFaultMemoryLayout = {
+  gpa: 0, // __u64
+  size: 8, // __u64
+  flags: 16, // __u64 (must be 0)
+} as const;
+
+/**
+ * Offsets in `struct kvm_regs` (`arch/x86/include/uapi/asm/kvm.h`): 18
+ * `__u64` in this order.
+ */
+export const RegsLayout = {
+  rax: 0,
+  rbx: 8,
+  rcx: 16,
+  rdx: 24,
+  rsi: 32,
+  rdi: 40,
+  rsp: 48,
+  rbp: 56,
+  r8: 64,
+  r9: 72,
+  r10: 80,
+  r11: 88,
+  r12: 96,
+  r13: 104,
+  r14: 112,
+  r15: 120,
+  rip: 128,
+  rflags: 136,
+} as const;
+
+/**
+ * Offsets in `struct kvm_segment` (24 bytes, `arch/x86/include/uapi/asm/kvm.h`):
+ * `{ __u64 base; __u32 limit; __u16 selector; __u8 type, present, dpl, db, s, l, g, avl, unusable, padding; }`.
+ */
+export const SegmentLayout = {
+  base: 0, // __u64
+  limit: 8, // __u32
+  selector: 12, // __u16
+  type: 14, // __u8
+  present: 15,
+  dpl: 16,
+  db: 17,
+  s: 18,
+  l: 19,
+  g: 20,
+  avl: 21,
+  unusable: 22,
+  size: 24,
+} as const;
+
+/**
+ * Offsets in `struct kvm_dtable` (16 bytes): `{ __u64 base; __u16 limit; __u16 padding[3]; }`.
+ */
+export const DtableLayout = {
+  base: 0, // __u64
+  limit: 8, // __u16
+  size: 16,
+} as const;
+
+/**
+ * Offsets in `struct kvm_sregs` (312 bytes, `arch/x86/include/uapi/asm/kvm.h`):
+ * eight `kvm_segment` (cs, ds, es, fs, gs, ss, tr, ldt), two `kvm_dtable`
+ * (gdt, idt), then `__u64` cr0, cr2, cr3, cr4, cr8, efer, apic_base and
+ * `__u64 interrupt_bitmap[4]`.
+ */
+export const SregsLayout = {
+  cs: 0,
+  ds: 24,
+  es: 48,
+  fs: 72,
+  gs: 96,
+  ss: 120,
+  tr: 144,
+  ldt: 168,
+  gdt: 192,
+  idt: 208,
+  cr0: 224,
+  cr2: 232,
+  cr3: 240,
+  cr4: 248,
+  cr8: 256,
+  efer: 264,
+  apicBase: 272,
+  interruptBitmap: 280, // __u64[4]
+} as const;
+
+/**
+ * Offsets in `struct kvm_run` (the mmap of a vCPU fd, `include/uapi/linux/kvm.h`).
+ * The exit-specific union starts at 32.
+ */
+export const KvmRunLayout = {
+  /** `__u8 request_interrupt_window` */
+  requestInterruptWindow: 0,
+  /** `__u8 immediate_exit`: when 1, `KVM_RUN` completes pending I/O and returns EINTR. */
+  immediateExit: 1,
+  /** `__u32 exit_reason` */
+  exitReason: 8,
+  /** Start of the exit union. */
+  exitUnion: 32,
+  /** mmio: `__u64 phys_addr` */
+  mmioPhysAddr: 32,
+  /** mmio: `__u8 data[8]` */
+  mmioData: 40,
+  /** mmio: `__u32 len` */
+  mmioLen: 48,
+  /** mmio: `__u8 is_write` */
+  mmioIsWrite: 52,
+  /** memory_fault: `__u64 flags` */
+  memoryFaultFlags: 32,
+  /** memory_fault: `__u64 gpa` */
+  memoryFaultGpa: 40,
+  /** memory_fault: `__u64 size` */
+  memoryFaultSize: 48,
+  /** fail_entry: `__u64 hardware_entry_failure_reason` */
+  failEntryReason: 32,
+  /** internal: `__u32 suberror` */
+  internalSuberror: 32,
+} as const;

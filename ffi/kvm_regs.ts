@@ -1,0 +1,167 @@
+/**
+ * Owned copies of the x86 vCPU register structures `struct kvm_regs` and
+ * `struct kvm_sregs`, as passed to `KVM_GET_REGS`/`KVM_SET_REGS` and
+ * `KVM_GET_SREGS`/`KVM_SET_SREGS`.
+ *
+ * @module
+ */
+
+import {
+  DtableLayout,
+  KvmStructSize,
+  RegsLayout,
+  SegmentLayout,
+  SregsLayout,
+} from "./kvm_constants.ts";
+
+/** Names of the general-purpose registers in `struct kvm_regs`. */
+export type KvmRegName = keyof typeof RegsLayout;
+
+/**
+ * `struct kvm_regs`: the general-purpose registers, `rip` and `rflags`.
+ *
+ * @example
+ * ```ts
+ * import { KvmRegs } from "./kvm_regs.ts";
+ * const regs = new KvmRegs();
+ * regs.set("rip", 0xfff0n);
+ * console.log(regs.get("rip")); // 65520n
+ * ```
+ */
+export class KvmRegs {
+  /** The raw 144-byte structure. */
+  readonly buffer: Uint8Array<ArrayBuffer> = new Uint8Array(KvmStructSize.regs);
+  readonly #view = new DataView(this.buffer.buffer);
+
+  /** Reads one register. */
+  get(name: KvmRegName): bigint {
+    return this.#view.getBigUint64(RegsLayout[name], true);
+  }
+
+  /** Writes one register. */
+  set(name: KvmRegName, value: bigint): void {
+    this.#view.setBigUint64(RegsLayout[name], BigInt.asUintN(64, value), true);
+  }
+}
+
+/** `struct kvm_segment` as a plain object. */
+export interface KvmSegment {
+  /** Segment base. */
+  base: bigint;
+  /** Segment limit in bytes (already scaled by `g`). */
+  limit: number;
+  /** Selector. */
+  selector: number;
+  /** Descriptor type (e.g. 0xb execute/read accessed code, 0x3 read/write accessed data). */
+  type: number;
+  /** Present bit. */
+  present: number;
+  /** Descriptor privilege level. */
+  dpl: number;
+  /** Default operation size (1 = 32-bit). */
+  db: number;
+  /** Code/data (1) or system (0) descriptor. */
+  s: number;
+  /** 64-bit code segment. */
+  l: number;
+  /** Granularity (1 = 4 KiB units). */
+  g: number;
+  /** Available-for-software bit. */
+  avl: number;
+  /** Whether the segment is unusable. */
+  unusable: number;
+}
+
+/** Names of the segments in `struct kvm_sregs`. */
+export type KvmSegmentName = "cs" | "ds" | "es" | "fs" | "gs" | "ss" | "tr" | "ldt";
+/** Names of the descriptor tables in `struct kvm_sregs`. */
+export type KvmDtableName = "gdt" | "idt";
+/** Names of the 64-bit control fields in `struct kvm_sregs`. */
+export type KvmSregName = "cr0" | "cr2" | "cr3" | "cr4" | "cr8" | "efer" | "apicBase";
+
+const SEGMENT_BYTES = [
+  "type",
+  "present",
+  "dpl",
+  "db",
+  "s",
+  "l",
+  "g",
+  "avl",
+  "unusable",
+] as const;
+
+/**
+ * `struct kvm_sregs`: segments, descriptor tables and control registers.
+ *
+ * @example
+ * ```ts
+ * import { KvmSregs } from "./kvm_regs.ts";
+ * const sregs = new KvmSregs();
+ * sregs.set("cr0", sregs.get("cr0") | 1n); // CR0.PE
+ * console.log(sregs.segment("cs").limit); // 0
+ * ```
+ */
+export class KvmSregs {
+  /** The raw 312-byte structure. */
+  readonly buffer: Uint8Array<ArrayBuffer> = new Uint8Array(KvmStructSize.sregs);
+  readonly #view = new DataView(this.buffer.buffer);
+
+  /** Reads a control field. */
+  get(name: KvmSregName): bigint {
+    return this.#view.getBigUint64(SregsLayout[name], true);
+  }
+
+  /** Writes a control field. */
+  set(name: KvmSregName, value: bigint): void {
+    this.#view.setBigUint64(SregsLayout[name], BigInt.asUintN(64, value), true);
+  }
+
+  /** Reads one segment. */
+  segment(name: KvmSegmentName): KvmSegment {
+    const at = SregsLayout[name];
+    const v = this.#view;
+    const segment: KvmSegment = {
+      base: v.getBigUint64(at + SegmentLayout.base, true),
+      limit: v.getUint32(at + SegmentLayout.limit, true),
+      selector: v.getUint16(at + SegmentLayout.selector, true),
+      type: 0,
+      present: 0,
+      dpl: 0,
+      db: 0,
+      s: 0,
+      l: 0,
+      g: 0,
+      avl: 0,
+      unusable: 0,
+    };
+    for (const field of SEGMENT_BYTES) segment[field] = v.getUint8(at + SegmentLayout[field]);
+    return segment;
+  }
+
+  /** Writes one segment. */
+  setSegment(name: KvmSegmentName, segment: KvmSegment): void {
+    const at = SregsLayout[name];
+    const v = this.#view;
+    v.setBigUint64(at + SegmentLayout.base, segment.base, true);
+    v.setUint32(at + SegmentLayout.limit, segment.limit, true);
+    v.setUint16(at + SegmentLayout.selector, segment.selector, true);
+    for (const field of SEGMENT_BYTES) v.setUint8(at + SegmentLayout[field], segment[field]);
+  }
+
+  /** Reads a descriptor table register. */
+  dtable(name: KvmDtableName): { base: bigint; limit: number } {
+    const at = SregsLayout[name];
+    return {
+      base: this.#view.getBigUint64(at + DtableLayout.base, true),
+      limit: this.#view.getUint16(at + DtableLayout.limit, true),
+    };
+  }
+
+  /** Writes a descriptor table register. */
+  setDtable(name: KvmDtableName, table: { base: bigint; limit: number }): void {
+    const at = SregsLayout[name];
+    this.#view.setBigUint64(at + DtableLayout.base, table.base, true);
+    this.#view.setUint16(at + DtableLayout.limit, table.limit, true);
+  }
+}

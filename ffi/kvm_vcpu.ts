@@ -1,0 +1,220 @@
+import { Mman } from "./constants.ts";
+import {
+  KvmExit,
+  KvmIoctl,
+  KvmRunLayout,
+  KvmStructSize,
+  PreFaultMemoryLayout,
+} from "./kvm_constants.ts";
+import { KvmRegs, KvmSregs } from "./kvm_regs.ts";
+import { hostBytes } from "./host_memory.ts";
+import { libc } from "./libc.ts";
+import { mmap, munmap } from "./mman.ts";
+import type { OwnedFd } from "./owned_fd.ts";
+import { check, lastError } from "./syscall_error.ts";
+import { SyscallError } from "./syscall_error.ts";
+
+/** The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`. */
+export interface KvmMmioExit {
+  /** Guest physical address of the access. */
+  physAddr: bigint;
+  /** Access width in bytes (1 to 8). */
+  len: number;
+  /** Whether the guest wrote. */
+  isWrite: boolean;
+  /** The written bytes (`len` of them); for reads, what is currently in the buffer. */
+  data: Uint8Array;
+}
+
+/** The `memory_fault` member of `kvm_run` after a `KVM_EXIT_MEMORY_FAULT`. */
+export interface KvmMemoryFaultExit {
+  /** `KVM_MEMORY_EXIT_FLAG_*` bits. */
+  flags: bigint;
+  /** First guest physical address of the faulting range. */
+  gpa: bigint;
+  /** Size of the faulting range. */
+  size: bigint;
+}
+
+/**
+ * A KVM vCPU fd and its mapped `kvm_run` structure: one method per vCPU
+ * ioctl. Every failure throws a {@linkcode SyscallError} named after the
+ * ioctl (`ioctl(KVM_RUN)`); `KVM_RUN` failing with EFAULT is how KVM reports
+ * a guest access to a slot whose host memory cannot be faulted in.
+ *
+ * @example
+ * ```ts ignore
+ * import { KvmExit } from "./kvm_constants.ts";
+ * const exit = vcpu.run();
+ * if (exit === KvmExit.KVM_EXIT_MMIO) console.log(vcpu.mmioExit());
+ * ```
+ */
+export class KvmVcpu implements Disposable {
+  readonly #fd: OwnedFd;
+  #runAddress: bigint;
+  readonly #runSize: bigint;
+  readonly #run: DataView;
+  readonly #runBytes: Uint8Array;
+  readonly #preFault = new Uint8Array(KvmStructSize.preFaultMemory);
+  readonly #preFaultView = new DataView(this.#preFault.buffer);
+
+  /** Takes ownership of a vCPU fd and maps its `kvm_run` (`mmapSize` bytes). */
+  constructor(fd: OwnedFd, mmapSize: number) {
+    this.#runSize = BigInt(mmapSize);
+    this.#runAddress = mmap(
+      0n,
+      this.#runSize,
+      Mman.PROT_READ | Mman.PROT_WRITE,
+      Mman.MAP_SHARED,
+      fd.fd,
+      0n,
+    );
+    this.#fd = fd;
+    this.#runBytes = hostBytes(this.#runAddress, this.#runSize);
+    this.#run = new DataView(
+      this.#runBytes.buffer,
+      this.#runBytes.byteOffset,
+      this.#runBytes.byteLength,
+    );
+  }
+
+  /** The raw descriptor. */
+  get fd(): number {
+    return this.#fd.fd;
+  }
+
+  #live(): DataView {
+    if (this.#runAddress === 0n) throw new Error("vcpu is already closed");
+    return this.#run;
+  }
+
+  /**
+   * `KVM_RUN`: runs the guest until it exits to userspace and returns
+   * `kvm_run.exit_reason` (a {@linkcode KvmExit} value). Throws the
+   * SyscallError `ioctl(KVM_RUN)` with EINTR (signal or immediate exit) or
+   * EFAULT (host memory behind a slot not accessible); after EFAULT,
+   * {@linkcode KvmVcpu.memoryFaultExit} may say which range.
+   */
+  run(): number {
+    const run = this.#live();
+    run.setUint32(KvmRunLayout.exitReason, KvmExit.KVM_EXIT_UNKNOWN, true);
+    check("ioctl(KVM_RUN)", libc().ioctl_int(this.fd, KvmIoctl.KVM_RUN, 0n));
+    return run.getUint32(KvmRunLayout.exitReason, true);
+  }
+
+  /** `kvm_run.exit_reason` of the last `KVM_RUN`. */
+  get exitReason(): number {
+    return this.#live().getUint32(KvmRunLayout.exitReason, true);
+  }
+
+  /** `kvm_run.immediate_exit`. */
+  get immediateExit(): boolean {
+    return this.#live().getUint8(KvmRunLayout.immediateExit) !== 0;
+  }
+
+  /** Sets `kvm_run.immediate_exit`: while set, `KVM_RUN` only completes pending I/O and returns EINTR. */
+  set immediateExit(value: boolean) {
+    this.#live().setUint8(KvmRunLayout.immediateExit, value ? 1 : 0);
+  }
+
+  /**
+   * Completes a pending MMIO or port I/O exit without running the guest:
+   * sets `immediate_exit`, runs `KVM_RUN` (expecting EINTR) and clears it.
+   */
+  completePendingIo(): void {
+    this.immediateExit = true;
+    try {
+      this.run();
+    } catch (err) {
+      if (!(err instanceof SyscallError && err.code === "EINTR")) throw err;
+    } finally {
+      this.immediateExit = false;
+    }
+  }
+
+  /** The `mmio` member after a `KVM_EXIT_MMIO` (data copied out). */
+  mmioExit(): KvmMmioExit {
+    const run = this.#live();
+    const len = run.getUint32(KvmRunLayout.mmioLen, true);
+    const start = KvmRunLayout.mmioData;
+    return {
+      physAddr: run.getBigUint64(KvmRunLayout.mmioPhysAddr, true),
+      len,
+      isWrite: run.getUint8(KvmRunLayout.mmioIsWrite) !== 0,
+      data: this.#runBytes.slice(start, start + Math.min(len, 8)),
+    };
+  }
+
+  /** Fills `kvm_run.mmio.data` with the value a pending MMIO read returns. */
+  setMmioData(data: Uint8Array): void {
+    if (data.length > 8) throw new RangeError("mmio data is at most 8 bytes");
+    this.#live();
+    this.#runBytes.set(data, KvmRunLayout.mmioData);
+  }
+
+  /** The `memory_fault` member after `KVM_EXIT_MEMORY_FAULT` (or an EFAULT that filled it). */
+  memoryFaultExit(): KvmMemoryFaultExit {
+    const run = this.#live();
+    return {
+      flags: run.getBigUint64(KvmRunLayout.memoryFaultFlags, true),
+      gpa: run.getBigUint64(KvmRunLayout.memoryFaultGpa, true),
+      size: run.getBigUint64(KvmRunLayout.memoryFaultSize, true),
+    };
+  }
+
+  /** `KVM_GET_REGS`. */
+  getRegs(): KvmRegs {
+    const regs = new KvmRegs();
+    check("ioctl(KVM_GET_REGS)", libc().ioctl(this.fd, KvmIoctl.KVM_GET_REGS, regs.buffer));
+    return regs;
+  }
+
+  /** `KVM_SET_REGS`. */
+  setRegs(regs: KvmRegs): void {
+    check("ioctl(KVM_SET_REGS)", libc().ioctl(this.fd, KvmIoctl.KVM_SET_REGS, regs.buffer));
+  }
+
+  /** `KVM_GET_SREGS`. */
+  getSregs(): KvmSregs {
+    const sregs = new KvmSregs();
+    check("ioctl(KVM_GET_SREGS)", libc().ioctl(this.fd, KvmIoctl.KVM_GET_SREGS, sregs.buffer));
+    return sregs;
+  }
+
+  /** `KVM_SET_SREGS`. */
+  setSregs(sregs: KvmSregs): void {
+    check("ioctl(KVM_SET_SREGS)", libc().ioctl(this.fd, KvmIoctl.KVM_SET_SREGS, sregs.buffer));
+  }
+
+  /**
+   * `KVM_PRE_FAULT_MEMORY` over `[gpa, gpa + size)`: populates the stage-2
+   * page tables as if the guest had touched the range. KVM may stop early
+   * (EINTR, EAGAIN, or a short return); this loops until the whole range is
+   * done. Throws `ioctl(KVM_PRE_FAULT_MEMORY)` for other errors (ENOENT
+   * where no slot is, EOPNOTSUPP without two-dimensional paging).
+   */
+  preFaultMemory(gpa: bigint, size: bigint): void {
+    const v = this.#preFaultView;
+    this.#preFault.fill(0);
+    v.setBigUint64(PreFaultMemoryLayout.gpa, gpa, true);
+    v.setBigUint64(PreFaultMemoryLayout.size, size, true);
+    while (v.getBigUint64(PreFaultMemoryLayout.size, true) > 0n) {
+      const result = libc().ioctl(this.fd, KvmIoctl.KVM_PRE_FAULT_MEMORY, this.#preFault);
+      if (result === -1) {
+        const err = lastError("ioctl(KVM_PRE_FAULT_MEMORY)");
+        if (err.code === "EINTR" || err.code === "EAGAIN") continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Unmaps `kvm_run` and closes the vCPU fd; idempotent. */
+  [Symbol.dispose](): void {
+    if (this.#runAddress !== 0n) {
+      const address = this.#runAddress;
+      this.#runAddress = 0n;
+      munmap(address, this.#runSize);
+    }
+    this.#fd.close();
+  }
+}

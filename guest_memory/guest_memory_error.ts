@@ -1,0 +1,129 @@
+/**
+ * Why a guest memory access was refused.
+ *
+ * - `invalid_address`: the address is negative or not below 2^64.
+ * - `overflow`: the range `[address, address + length)` wraps past 2^64.
+ * - `out_of_range`: the range reaches past the end of the guest address
+ *   reservation.
+ * - `unmapped`: a byte of the range has no active mapping.
+ * - `read_only`: a write touches a byte that is mapped read-only.
+ * - `misaligned`: an atomic access is not naturally aligned.
+ */
+export type GuestMemoryErrorKind =
+  | "invalid_address"
+  | "overflow"
+  | "out_of_range"
+  | "unmapped"
+  | "read_only"
+  | "misaligned";
+
+function hex(value: bigint): string {
+  return value < 0n ? `-0x${(-value).toString(16)}` : `0x${value.toString(16)}`;
+}
+
+/** What the refused access asked for. */
+export interface GuestMemoryAccess {
+  /** First guest physical address of the access. */
+  readonly address: bigint;
+  /** Length of the access in bytes. */
+  readonly length: bigint;
+  /** Whether the access writes. */
+  readonly write: boolean;
+}
+
+/**
+ * A guest memory access was refused before any memory was touched. `gpa` is
+ * the offending guest physical address (the first byte that fails the
+ * check, or the start of the access for `overflow`, `invalid_address` and
+ * `misaligned`); `access` is the whole access.
+ *
+ * Messages (stable; addresses in lower-case hex, `{end}` is the reservation
+ * size):
+ * - `invalid_address`: `guest address {gpa} is not a valid 64-bit address`
+ * - `overflow`: `guest address range at {gpa} of {length} bytes wraps past 2^64`
+ * - `out_of_range`: `guest address {gpa} is outside guest memory 0x0-{end}`
+ * - `unmapped`: `guest address {gpa} is not mapped`
+ * - `read_only`: `guest address {gpa} is mapped read-only`
+ * - `misaligned`: `guest address {gpa} is not aligned to {size} bytes`
+ *
+ * @example
+ * ```ts
+ * import { GuestMemoryError } from "./guest_memory_error.ts";
+ * const err = GuestMemoryError.unmapped(0x1000n, { address: 0x1000n, length: 8n, write: false });
+ * console.log(err.kind, err.message); // unmapped guest address 0x1000 is not mapped
+ * ```
+ */
+export class GuestMemoryError extends Error {
+  /** Why the access was refused. */
+  readonly kind: GuestMemoryErrorKind;
+  /** The offending guest physical address. */
+  readonly gpa: bigint;
+  /** The refused access. */
+  readonly access: GuestMemoryAccess;
+
+  /** Creates an error of `kind` at `gpa` with an explicit message; prefer the static factories. */
+  constructor(kind: GuestMemoryErrorKind, gpa: bigint, access: GuestMemoryAccess, message: string) {
+    super(message);
+    this.name = "GuestMemoryError";
+    this.kind = kind;
+    this.gpa = gpa;
+    this.access = access;
+  }
+
+  /** `guest address {gpa} is not a valid 64-bit address`. */
+  static invalidAddress(gpa: bigint, access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError(
+      "invalid_address",
+      gpa,
+      access,
+      `guest address ${hex(gpa)} is not a valid 64-bit address`,
+    );
+  }
+
+  /** `guest address range at {gpa} of {length} bytes wraps past 2^64`. */
+  static overflow(access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError(
+      "overflow",
+      access.address,
+      access,
+      `guest address range at ${hex(access.address)} of ${
+        hex(access.length)
+      } bytes wraps past 2^64`,
+    );
+  }
+
+  /** `guest address {gpa} is outside guest memory 0x0-{end}`. */
+  static outOfRange(gpa: bigint, end: bigint, access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError(
+      "out_of_range",
+      gpa,
+      access,
+      `guest address ${hex(gpa)} is outside guest memory 0x0-${hex(end)}`,
+    );
+  }
+
+  /** `guest address {gpa} is not mapped`. */
+  static unmapped(gpa: bigint, access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError("unmapped", gpa, access, `guest address ${hex(gpa)} is not mapped`);
+  }
+
+  /** `guest address {gpa} is mapped read-only`. */
+  static readOnly(gpa: bigint, access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError(
+      "read_only",
+      gpa,
+      access,
+      `guest address ${hex(gpa)} is mapped read-only`,
+    );
+  }
+
+  /** `guest address {gpa} is not aligned to {size} bytes`. */
+  static misaligned(size: number, access: GuestMemoryAccess): GuestMemoryError {
+    return new GuestMemoryError(
+      "misaligned",
+      access.address,
+      access,
+      `guest address ${hex(access.address)} is not aligned to ${size} bytes`,
+    );
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * Which rule a {@linkcode MemoryLayout} description broke:
+ * - `"badSize"`: the RAM size is zero or not 4 KiB aligned (`invalid memory size`);
+ * - `"badRanges"`: a range list is unsorted, holds an empty range, or ranges
+ *   overlap (`invalid memory or MMIO ranges`);
+ * - `"vtl2BelowRam"`: the VTL2 range starts below the end of RAM
+ *   (`vtl2 range is below end of ram`).
+ *
+ * @example
+ * ```ts
+ * import type { MemoryLayoutErrorKind } from "./memory_layout_error.ts";
+ * const kind: MemoryLayoutErrorKind = "badSize";
+ * console.log(kind);
+ * ```
+ */
+export type MemoryLayoutErrorKind = "badSize" | "badRanges" | "vtl2BelowRam";
+
+const MESSAGES: Readonly<Record<MemoryLayoutErrorKind, string>> = {
+  badSize: "invalid memory size",
+  badRanges: "invalid memory or MMIO ranges",
+  vtl2BelowRam: "vtl2 range is below end of ram",
+};
+
+/**
+ * A guest physical memory layout could not be built. The message is one of
+ * `invalid memory size`, `invalid memory or MMIO ranges` or
+ * `vtl2 range is below end of ram`, chosen by {@linkcode MemoryLayoutErrorKind}.
+ *
+ * @example
+ * ```ts
+ * import { MemoryLayoutError } from "./memory_layout_error.ts";
+ * const err = new MemoryLayoutError("vtl2BelowRam");
+ * console.log(err.kind, err.message); // vtl2BelowRam vtl2 range is below end of ram
+ * ```
+ */
+export class MemoryLayoutError extends Error {
+  /** The broken rule. */
+  readonly kind: MemoryLayoutErrorKind;
+
+  /** Creates the error for `kind`, with its fixed message. */
+  constructor(kind: MemoryLayoutErrorKind) {
+    super(MESSAGES[kind]);
+    this.name = "MemoryLayoutError";
+    this.kind = kind;
+  }
+}

@@ -1,0 +1,231 @@
+import type { OwnedFd } from "../ffi/owned_fd.ts";
+import { GuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
+import type { MemoryRange } from "../layout/memory_range.ts";
+import type { VaMapper } from "../mapping/va_mapper.ts";
+import type { Partition } from "../partition/partition.ts";
+import { PartitionMapper } from "../partition/partition_mapper.ts";
+import { PartitionMapperError } from "../partition/partition_mapper_error.ts";
+import { DeviceMemoryMapper } from "../regions/device_memory_mapper.ts";
+import { DmaMapperClient } from "../regions/dma_mapper_client.ts";
+import { RamVisibilityControl } from "../regions/ram_visibility_control.ts";
+import type { RegionHandle } from "../regions/region_handle.ts";
+import type { RegionManager } from "../regions/region_manager.ts";
+import { PartitionAttachError } from "./partition_attach_error.ts";
+import { PartitionAttachment } from "./partition_attachment.ts";
+import { SharedMemoryBacking } from "./shared_memory_backing.ts";
+import { Vtl } from "./vtl.ts";
+
+/** One RAM region of a manager: its guest range and the handle that controls it. */
+export interface RamRegion {
+  /** The guest physical range. */
+  readonly range: MemoryRange;
+  /** The region in the region manager. */
+  readonly handle: RegionHandle;
+}
+
+/**
+ * What {@linkcode GuestMemoryManager} is made of; the builder assembles it
+ * and hands over ownership of every resource in it.
+ */
+export interface GuestMemoryManagerParts {
+  /** The shared RAM object (owned), or undefined in private memory mode. */
+  readonly backing: OwnedFd | undefined;
+  /** The page size of a hugetlb RAM object, else undefined. */
+  readonly hugepageSize: bigint | undefined;
+  /** The host address reservation (owned). */
+  readonly va: VaMapper;
+  /** The region manager over `va` (owned). */
+  readonly regionManager: RegionManager;
+  /** The RAM regions, in guest address order. */
+  readonly ramRegions: readonly RamRegion[];
+  /** The VTL0 alias map offset, if any. */
+  readonly vtl0AliasMapOffset: bigint | undefined;
+  /** Whether partition mappings are pinned. */
+  readonly pinMappings: boolean;
+}
+
+function hex(value: bigint): string {
+  return `0x${value.toString(16)}`;
+}
+
+/**
+ * Guest memory of one virtual machine: the RAM, the host address
+ * reservation holding it, and the region manager that decides what the
+ * guest sees at each address. Made by `GuestMemoryBuilder.build`.
+ *
+ * Disposing of it detaches every partition (unmapping everything from
+ * them), removes all regions, releases the reservation and closes the RAM
+ * object (a {@linkcode SharedMemoryBacking} taken from it stays valid).
+ * Disposing twice does nothing.
+ *
+ * @example
+ * ```ts ignore
+ * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 30n, []));
+ * const memory = manager.client().guestMemory();
+ * using attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ * ```
+ */
+export class GuestMemoryManager implements Disposable {
+  #backing: OwnedFd | undefined;
+  #hugepageSize: bigint | undefined;
+  #va: VaMapper;
+  #regionManager: RegionManager;
+  #ramRegions: readonly RamRegion[];
+  #aliasOffset: bigint | undefined;
+  #pin: boolean;
+  #client: GuestMemoryClient | undefined;
+  #attachments = new Set<PartitionAttachment>();
+  #disposed = false;
+
+  /** Takes ownership of `parts` (use `GuestMemoryBuilder.build` instead). */
+  constructor(parts: GuestMemoryManagerParts) {
+    this.#backing = parts.backing;
+    this.#hugepageSize = parts.hugepageSize;
+    this.#va = parts.va;
+    this.#regionManager = parts.regionManager;
+    this.#ramRegions = Object.freeze([...parts.ramRegions]);
+    this.#aliasOffset = parts.vtl0AliasMapOffset;
+    this.#pin = parts.pinMappings;
+  }
+
+  /** The host address reservation holding guest memory (host address = `va.base + gpa`). */
+  get va(): VaMapper {
+    return this.#va;
+  }
+
+  /** The region manager (the priority map of what the guest sees). */
+  get regionManager(): RegionManager {
+    return this.#regionManager;
+  }
+
+  /** The RAM regions, in guest address order. */
+  get ramRegions(): readonly RamRegion[] {
+    return this.#ramRegions;
+  }
+
+  /** Whether the manager has been disposed. */
+  get isDisposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * The guest memory client. Always the same object: there is one host
+   * address reservation per manager, however often this is called.
+   */
+  client(): GuestMemoryClient {
+    this.#checkLive();
+    this.#client ??= new GuestMemoryClient(this.#va);
+    return this.#client;
+  }
+
+  /** A mapper for device memory (priority-0 regions that RAM overrides). */
+  deviceMemoryMapper(): DeviceMemoryMapper {
+    this.#checkLive();
+    return new DeviceMemoryMapper(this.#regionManager);
+  }
+
+  /** A client for registering DMA targets (VFIO, iommufd). */
+  dmaMapperClient(): DmaMapperClient {
+    this.#checkLive();
+    return new DmaMapperClient(this.#regionManager);
+  }
+
+  /** Control of RAM region visibility (`Unmapped`, `ReadOnly`, `ReadWrite`). */
+  ramVisibilityControl(): RamVisibilityControl {
+    this.#checkLive();
+    return new RamVisibilityControl(this.#ramRegions);
+  }
+
+  /**
+   * The RAM object, for `GuestMemoryBuilder.existingBacking`: a new manager
+   * built with it sees the same memory. The returned backing owns its own
+   * descriptor (dispose of it when done). `undefined` in private memory mode.
+   */
+  sharedMemoryBacking(): SharedMemoryBacking | undefined {
+    this.#checkLive();
+    if (this.#backing === undefined) return undefined;
+    return SharedMemoryBacking.adopt(this.#backing.duplicate(), this.#hugepageSize);
+  }
+
+  /**
+   * Maps every active region into `partition` and keeps it up to date until
+   * the returned attachment is disposed. For VTL2 with a VTL0 alias map
+   * offset, the same memory is first attached shifted up by that offset.
+   * With pinned mappings each mapped range is pinned too.
+   *
+   * Throws {@linkcode PartitionAttachError} (cause: the
+   * `PartitionMapperError`) and leaves nothing mapped in the partition.
+   */
+  attachPartition(vtl: Vtl, partition: Partition): PartitionAttachment {
+    this.#checkLive();
+    const mappers: PartitionMapper[] = [];
+    try {
+      if (vtl === Vtl.Vtl2 && this.#aliasOffset !== undefined) {
+        const alias = new PartitionMapper(partition, this.#va, this.#aliasOffset, this.#pin);
+        this.#regionManager.addPartition(alias);
+        mappers.push(alias);
+      }
+      const direct = new PartitionMapper(partition, this.#va, 0n, this.#pin);
+      this.#regionManager.addPartition(direct);
+      mappers.push(direct);
+    } catch (error) {
+      this.#removeMappers(mappers);
+      if (error instanceof PartitionMapperError) throw new PartitionAttachError(error);
+      throw error;
+    }
+    const attachment = new PartitionAttachment(partition, vtl, () => {
+      this.#attachments.delete(attachment);
+      this.#removeMappers(mappers);
+    });
+    this.#attachments.add(attachment);
+    return attachment;
+  }
+
+  /**
+   * A plain JSON tree: the regions (from the region manager), the live
+   * ranges of the host reservation keyed by guest range, and the options
+   * that shape partition attachment.
+   */
+  inspect(): Record<string, unknown> {
+    this.#checkLive();
+    const vaMappings: Record<string, unknown> = {};
+    for (const entry of this.#va.entries()) {
+      vaMappings[String(entry.range)] = entry.kind === "shared"
+        ? { kind: entry.kind, writable: entry.writable, file_offset: hex(entry.fileOffset) }
+        : { kind: entry.kind, writable: entry.writable };
+    }
+    const tree: Record<string, unknown> = {
+      regions: this.#regionManager.inspect(),
+      va_mappings: vaMappings,
+      pin_mappings: this.#pin,
+    };
+    if (this.#aliasOffset !== undefined) tree.vtl0_alias_map_offset = hex(this.#aliasOffset);
+    return tree;
+  }
+
+  /**
+   * Detaches every partition, removes all regions, releases the host
+   * reservation and closes the RAM object. Idempotent.
+   */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    using stack = new DisposableStack();
+    // Disposed in reverse: partitions are detached first, the RAM fd closed last.
+    const backing = this.#backing;
+    this.#backing = undefined;
+    if (backing !== undefined) stack.use(backing);
+    stack.use(this.#va);
+    stack.use(this.#regionManager);
+    for (const attachment of this.#attachments) stack.use(attachment);
+  }
+
+  #removeMappers(mappers: readonly PartitionMapper[]): void {
+    for (const mapper of [...mappers].reverse()) this.#regionManager.removePartition(mapper);
+  }
+
+  #checkLive(): void {
+    if (this.#disposed) throw new Error("guest memory manager is disposed");
+  }
+}

@@ -1,0 +1,30 @@
+import type { PartitionMapperError } from "../partition/partition_mapper_error.ts";
+
+/**
+ * Attaching a partition to a guest memory manager failed: `failed to attach
+ * partition to memory manager`, with the {@linkcode PartitionMapperError}
+ * (`failed to map range to partition` or `failed to pin range to partition`)
+ * as `cause`. Nothing stays mapped in the partition.
+ *
+ * @example
+ * ```ts
+ * import { PartitionAttachError } from "./partition_attach_error.ts";
+ * import { PartitionMapperError } from "../partition/partition_mapper_error.ts";
+ * const err = new PartitionAttachError(new PartitionMapperError("pin", new Error("EPERM")));
+ * console.log(err.message, "/", err.cause.message);
+ * // failed to attach partition to memory manager / failed to pin range to partition
+ * ```
+ */
+export class PartitionAttachError extends Error {
+  /** Always `partitionMapper` (the only way attaching fails in this design). */
+  readonly kind: "partitionMapper" = "partitionMapper";
+  /** The mapping failure. */
+  override readonly cause: PartitionMapperError;
+
+  /** Wraps `cause`. */
+  constructor(cause: PartitionMapperError) {
+    super("failed to attach partition to memory manager", { cause });
+    this.name = "PartitionAttachError";
+    this.cause = cause;
+  }
+}

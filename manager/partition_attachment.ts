@@ -1,0 +1,46 @@
+import type { Partition } from "../partition/partition.ts";
+import type { Vtl } from "./vtl.ts";
+
+/**
+ * A partition attached to a guest memory manager. Disposing of it detaches
+ * the partition: every region the manager had mapped into it (including the
+ * VTL0 alias map) is unmapped, and later changes no longer reach it.
+ * Detaching twice, or after the manager is gone, does nothing.
+ *
+ * @example
+ * ```ts ignore
+ * using attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ * // ... run the guest ...
+ * ```
+ */
+export class PartitionAttachment implements Disposable {
+  /** The attached partition. */
+  readonly partition: Partition;
+  /** The VTL it was attached for. */
+  readonly vtl: Vtl;
+  #detach: (() => void) | undefined;
+
+  /** Made by the manager; `detach` undoes the attachment. */
+  constructor(partition: Partition, vtl: Vtl, detach: () => void) {
+    this.partition = partition;
+    this.vtl = vtl;
+    this.#detach = detach;
+  }
+
+  /** Whether the partition is still attached. */
+  get isAttached(): boolean {
+    return this.#detach !== undefined;
+  }
+
+  /** Detaches the partition; idempotent. */
+  detach(): void {
+    const detach = this.#detach;
+    this.#detach = undefined;
+    detach?.();
+  }
+
+  /** Detaches the partition. */
+  [Symbol.dispose](): void {
+    this.detach();
+  }
+}

@@ -1,0 +1,246 @@
+import { HostMapping } from "../ffi/host_mapping.ts";
+import { KvmExit, kvmExitName } from "../ffi/kvm_constants.ts";
+import { KvmRegs } from "../ffi/kvm_regs.ts";
+import type { KvmVcpu } from "../ffi/kvm_vcpu.ts";
+import { SyscallError } from "../ffi/syscall_error.ts";
+import { PAGE_SIZE } from "../layout/memory_range.ts";
+import type { KvmPartition } from "./kvm_partition.ts";
+
+/** Width of a guest access in bytes. */
+export type ProbeSize = 1 | 2 | 4;
+
+/** What one guest access did. */
+export type ProbeResult =
+  /** A load completed from RAM; `value` is what the guest read (zero-extended). */
+  | { readonly kind: "value"; readonly value: number }
+  /** A store completed into RAM. */
+  | { readonly kind: "done" }
+  /**
+   * The access left the guest as an MMIO exit: no slot at `gpa`, or a write
+   * to a read-only slot. `data` holds the written bytes (stores) or is empty
+   * (loads). Memory was not changed; the exit has been completed (loads get
+   * all-ones).
+   */
+  | {
+    readonly kind: "mmio";
+    readonly gpa: bigint;
+    readonly isWrite: boolean;
+    readonly size: number;
+    readonly data: Uint8Array;
+  }
+  /**
+   * The address is inside a slot whose host pages cannot be faulted in (or
+   * a store hit host pages that are not writable): `KVM_RUN` failed with
+   * EFAULT, exited with `KVM_EXIT_MEMORY_FAULT`, or (where KVM emulates the
+   * access, e.g. shadow paging without TDP) exited as MMIO at an address
+   * inside a slot, which is not MMIO. `gpa` is given when known.
+   */
+  | { readonly kind: "memory_fault"; readonly gpa?: bigint }
+  /** Any other exit (`KVM_EXIT_SHUTDOWN`, `KVM_EXIT_INTERNAL_ERROR`, ...). */
+  | { readonly kind: "exit"; readonly reason: number; readonly name: string };
+
+/** Options of {@linkcode GuestProbe.create}. */
+export interface GuestProbeOptions {
+  /**
+   * Guest physical address of the probe's one code page (default
+   * `0xfffff000`, the top of the 32-bit space, inside the usual MMIO gap).
+   * It becomes a read-only slot of its own; keep it clear of what you test.
+   */
+  readonly codeGpa?: bigint;
+  /** Where `KVM_SET_TSS_ADDR` puts the 3-page real-mode TSS (default `0xfffbd000`). */
+  readonly tssAddress?: bigint;
+}
+
+const LIMIT_4G = 1n << 32n;
+const MMIO_READ_FILL = 0xff;
+
+// 32-bit code stubs (operand address in EBX, value in EAX), each ending in HLT.
+const STUBS = {
+  load1: { offset: 0x00, code: [0x0f, 0xb6, 0x03, 0xf4] }, // movzx eax, byte [ebx]; hlt
+  load2: { offset: 0x10, code: [0x0f, 0xb7, 0x03, 0xf4] }, // movzx eax, word [ebx]; hlt
+  load4: { offset: 0x20, code: [0x8b, 0x03, 0xf4] }, // mov eax, [ebx]; hlt
+  store1: { offset: 0x30, code: [0x88, 0x03, 0xf4] }, // mov [ebx], al; hlt
+  store2: { offset: 0x40, code: [0x66, 0x89, 0x03, 0xf4] }, // mov [ebx], ax; hlt
+  store4: { offset: 0x50, code: [0x89, 0x03, 0xf4] }, // mov [ebx], eax; hlt
+} as const;
+
+/**
+ * A tiny guest that performs one memory access at a time, to see guest
+ * physical memory exactly as the guest does: one vCPU in 32-bit flat
+ * protected mode without paging and without firmware, running stubs such as
+ * `mov eax, [ebx]; hlt` from a code page the probe owns.
+ *
+ * Addresses must be below 4 GiB (the guest runs 32-bit code without paging)
+ * and the access must not cross 4 GiB. The probe uses
+ * {@linkcode KvmPartition.vcpu} and one slot for its code page; dispose it
+ * before the partition.
+ *
+ * @example
+ * ```ts ignore
+ * import { GuestProbe } from "./guest_probe.ts";
+ * using probe = GuestProbe.create(partition);
+ * probe.store(0x1000n, 4, 0xdeadbeef); // { kind: "done" }
+ * probe.load(0x1000n, 4); // { kind: "value", value: 3735928559 }
+ * probe.load(0xfee00000n, 4); // { kind: "mmio", gpa: 0xfee00000n, ... }
+ * ```
+ */
+export class GuestProbe implements Disposable {
+  readonly #partition: KvmPartition;
+  readonly #code: HostMapping;
+  readonly #vcpu: KvmVcpu;
+  /** Guest physical address of the code page. */
+  readonly codeGpa: bigint;
+  #needsSetup = true;
+  #disposed = false;
+
+  private constructor(partition: KvmPartition, code: HostMapping, codeGpa: bigint) {
+    this.#partition = partition;
+    this.#code = code;
+    this.codeGpa = codeGpa;
+    this.#vcpu = partition.vcpu();
+  }
+
+  /** Creates the probe's code page slot and sets up vCPU 0 of `partition`. */
+  static create(partition: KvmPartition, options: GuestProbeOptions = {}): GuestProbe {
+    const codeGpa = options.codeGpa ?? 0xfffff000n;
+    if (codeGpa % PAGE_SIZE !== 0n || codeGpa + PAGE_SIZE > LIMIT_4G) {
+      throw new RangeError(
+        `probe code page 0x${codeGpa.toString(16)} must be page aligned and below 4 GiB`,
+      );
+    }
+    try {
+      partition.vm.setTssAddr(options.tssAddress ?? 0xfffbd000n);
+    } catch (err) {
+      // A second probe on the same VM: the TSS is already placed.
+      if (!(err instanceof SyscallError && err.code === "EEXIST")) throw err;
+    }
+    const code = HostMapping.anonymous(PAGE_SIZE, true);
+    try {
+      const bytes = code.bytes();
+      bytes.fill(0xf4); // hlt everywhere else
+      for (const stub of Object.values(STUBS)) bytes.set(stub.code, stub.offset);
+      partition.mapRange(code.address, PAGE_SIZE, codeGpa, false, true);
+      try {
+        return new GuestProbe(partition, code, codeGpa);
+      } catch (err) {
+        partition.unmapRange(codeGpa, PAGE_SIZE);
+        throw err;
+      }
+    } catch (err) {
+      code.unmap();
+      throw err;
+    }
+  }
+
+  /** The guest loads `size` bytes at `gpa`. */
+  load(gpa: bigint, size: ProbeSize): ProbeResult {
+    return this.#access(gpa, size, false, 0);
+  }
+
+  /** The guest stores the low `size` bytes of `value` at `gpa` (little-endian). */
+  store(gpa: bigint, size: ProbeSize, value: number): ProbeResult {
+    return this.#access(gpa, size, true, value);
+  }
+
+  #access(gpa: bigint, size: ProbeSize, isStore: boolean, value: number): ProbeResult {
+    if (this.#disposed) throw new Error("guest probe is already disposed");
+    if (size !== 1 && size !== 2 && size !== 4) {
+      throw new RangeError(`probe access size must be 1, 2 or 4, not ${size}`);
+    }
+    if (gpa < 0n || gpa + BigInt(size) > LIMIT_4G) {
+      throw new RangeError(
+        `guest probe address 0x${gpa.toString(16)} (+${size}) is not below 4 GiB`,
+      );
+    }
+    if (this.#needsSetup) this.#setup();
+    const stub = STUBS[`${isStore ? "store" : "load"}${size}`];
+    const regs = new KvmRegs();
+    regs.set("rip", this.codeGpa + BigInt(stub.offset));
+    regs.set("rflags", 2n);
+    regs.set("rbx", gpa);
+    regs.set("rax", BigInt(value >>> 0));
+    this.#vcpu.setRegs(regs);
+
+    let reason: number;
+    try {
+      reason = this.#vcpu.run();
+    } catch (err) {
+      if (err instanceof SyscallError && err.code === "EFAULT") {
+        if (this.#vcpu.exitReason === KvmExit.KVM_EXIT_MEMORY_FAULT) {
+          return { kind: "memory_fault", gpa: this.#vcpu.memoryFaultExit().gpa };
+        }
+        return { kind: "memory_fault" };
+      }
+      this.#needsSetup = true;
+      throw err;
+    }
+    switch (reason) {
+      case KvmExit.KVM_EXIT_HLT:
+        if (isStore) return { kind: "done" };
+        return { kind: "value", value: Number(this.#vcpu.getRegs().get("rax") & 0xffff_ffffn) };
+      case KvmExit.KVM_EXIT_MMIO: {
+        const mmio = this.#vcpu.mmioExit();
+        if (!mmio.isWrite) this.#vcpu.setMmioData(new Uint8Array(8).fill(MMIO_READ_FILL));
+        this.#vcpu.completePendingIo();
+        // Inside a slot, only a write to a read-only slot is real MMIO. Where
+        // KVM emulates the access (shadow paging, no TDP), host pages it
+        // cannot fault in come back as MMIO instead of EFAULT.
+        const slot = this.#partition.slotAt(mmio.physAddr);
+        if (slot !== undefined && !(mmio.isWrite && slot.readonly)) {
+          return { kind: "memory_fault", gpa: mmio.physAddr };
+        }
+        return {
+          kind: "mmio",
+          gpa: mmio.physAddr,
+          isWrite: mmio.isWrite,
+          size: mmio.len,
+          data: mmio.isWrite ? mmio.data : new Uint8Array(0),
+        };
+      }
+      case KvmExit.KVM_EXIT_MEMORY_FAULT:
+        return { kind: "memory_fault", gpa: this.#vcpu.memoryFaultExit().gpa };
+      default:
+        this.#needsSetup = true;
+        return { kind: "exit", reason, name: kvmExitName(reason) };
+    }
+  }
+
+  /** Flat 32-bit protected mode: CR0.PE, 4 GiB code and data segments, no paging. */
+  #setup(): void {
+    const sregs = this.#vcpu.getSregs();
+    const flat = {
+      base: 0n,
+      limit: 0xffff_ffff,
+      selector: 0,
+      type: 0x3, // read/write data, accessed
+      present: 1,
+      dpl: 0,
+      db: 1,
+      s: 1,
+      l: 0,
+      g: 1,
+      avl: 0,
+      unusable: 0,
+    };
+    sregs.setSegment("cs", { ...flat, selector: 0x8, type: 0xb }); // execute/read code, accessed
+    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) {
+      sregs.setSegment(name, { ...flat, selector: 0x10 });
+    }
+    sregs.set("cr0", (sregs.get("cr0") | 1n) & ~(1n << 31n)); // PE on, PG off
+    sregs.set("cr4", 0n);
+    sregs.set("efer", 0n);
+    this.#vcpu.setSregs(sregs);
+    this.#needsSetup = false;
+  }
+
+  /** Removes the code page slot and unmaps the code page; idempotent. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    try {
+      if (!this.#partition.isDisposed) this.#partition.unmapRange(this.codeGpa, PAGE_SIZE);
+    } finally {
+      this.#code.unmap();
+    }
+  }
+}

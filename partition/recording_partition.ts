@@ -1,0 +1,137 @@
+import type { Partition } from "./partition.ts";
+
+const hex = (value: bigint): string => `0x${value.toString(16)}`;
+
+/** One range mapped into a {@linkcode RecordingPartition}. */
+export interface RecordedMapping {
+  /** Guest physical start. */
+  readonly gpa: bigint;
+  /** Length in bytes. */
+  readonly size: bigint;
+  /** Host address of `gpa`. */
+  readonly hostAddress: bigint;
+  /** Guest may write. */
+  readonly writable: boolean;
+  /** Guest may execute. */
+  readonly executable: boolean;
+}
+
+/** One call a {@linkcode RecordingPartition} received. */
+export type PartitionEvent =
+  | ({ readonly kind: "map" } & RecordedMapping)
+  | { readonly kind: "unmap" | "prefetch" | "pin"; readonly gpa: bigint; readonly size: bigint };
+
+/** Options of a {@linkcode RecordingPartition}. */
+export interface RecordingPartitionOptions {
+  /** Keep the event log (default true; turn off for long runs and benchmarks). */
+  readonly recordEvents?: boolean;
+}
+
+/**
+ * A partition that only remembers what it is told: the current memory map
+ * (what a KVM VM would have in its memory slots) and a log of calls. Useful
+ * on hosts without KVM, to see what the guest would see, and in tests.
+ *
+ * Like a KVM partition, it refuses a `mapRange` overlapping a mapped range
+ * and an `unmapRange` that cuts through one (`RangeError`).
+ *
+ * @example
+ * ```ts
+ * import { RecordingPartition } from "./recording_partition.ts";
+ * const partition = new RecordingPartition();
+ * partition.mapRange(0x7f0000000000n, 0x1000n, 0x0n, true, true);
+ * partition.unmapRange(0x0n, 0x100000n);
+ * console.log(partition.mappings().length, partition.events.length); // 0 2
+ * ```
+ */
+export class RecordingPartition implements Partition {
+  /** Every call received, oldest first (empty when not recording). */
+  readonly events: PartitionEvent[] = [];
+  readonly #record: boolean;
+  /** Current mappings, ordered by gpa, disjoint. */
+  readonly #mappings: RecordedMapping[] = [];
+
+  /** An empty partition. */
+  constructor(options: RecordingPartitionOptions = {}) {
+    this.#record = options.recordEvents ?? true;
+  }
+
+  /** Records a mapping of `[gpa, gpa + size)`. */
+  mapRange(
+    hostAddress: bigint,
+    size: bigint,
+    gpa: bigint,
+    writable: boolean,
+    executable: boolean,
+  ): void {
+    if (size === 0n) return;
+    const end = gpa + size;
+    const index = this.#firstEndingAfter(gpa);
+    const next = this.#mappings[index];
+    if (next !== undefined && next.gpa < end) {
+      throw new RangeError(
+        `range ${hex(gpa)}-${hex(end)} overlaps the mapped range at ${hex(next.gpa)}`,
+      );
+    }
+    const mapping: RecordedMapping = { gpa, size, hostAddress, writable, executable };
+    this.#mappings.splice(index, 0, mapping);
+    if (this.#record) this.events.push({ kind: "map", ...mapping });
+  }
+
+  /** Forgets every mapping inside `[gpa, gpa + size)`. */
+  unmapRange(gpa: bigint, size: bigint): void {
+    const end = gpa + size;
+    const list = this.#mappings;
+    const first = this.#firstEndingAfter(gpa);
+    let last = first;
+    for (; last < list.length && list[last].gpa < end; last++) {
+      const mapping = list[last];
+      if (mapping.gpa < gpa || mapping.gpa + mapping.size > end) {
+        throw new RangeError(
+          `mapped range at ${hex(mapping.gpa)} is only partly inside ${hex(gpa)}-${hex(end)}`,
+        );
+      }
+    }
+    if (last > first) list.splice(first, last - first);
+    if (this.#record) this.events.push({ kind: "unmap", gpa, size });
+  }
+
+  /** Records a prefetch request. */
+  prefetchRange(gpa: bigint, size: bigint): void {
+    if (this.#record) this.events.push({ kind: "prefetch", gpa, size });
+  }
+
+  /** Records a pin request. */
+  pinRange(gpa: bigint, size: bigint): void {
+    if (this.#record) this.events.push({ kind: "pin", gpa, size });
+  }
+
+  /** The current memory map, ordered by gpa. */
+  mappings(): readonly RecordedMapping[] {
+    return this.#mappings;
+  }
+
+  /** The mapping containing `gpa`, if any. */
+  mappingAt(gpa: bigint): RecordedMapping | undefined {
+    const mapping = this.#mappings[this.#firstEndingAfter(gpa)];
+    return mapping !== undefined && mapping.gpa <= gpa ? mapping : undefined;
+  }
+
+  /** Empties the event log (the memory map is kept). */
+  clearEvents(): void {
+    this.events.length = 0;
+  }
+
+  /** Index of the first mapping ending above `gpa`. */
+  #firstEndingAfter(gpa: bigint): number {
+    const list = this.#mappings;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (list[mid].gpa + list[mid].size <= gpa) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}

@@ -1,0 +1,54 @@
+import type { MemoryRange } from "../layout/memory_range.ts";
+import type { Mappable } from "../mapping/mappable.ts";
+import type { DeviceMemoryState } from "./device_memory_state.ts";
+
+/**
+ * The inside of a device memory region: backing objects placed at offsets.
+ * Changes show in the guest at once when the region is placed there.
+ *
+ * @example
+ * ```ts ignore
+ * const { region } = mapper.newRegion(0x100000n, "framebuffer");
+ * region.map(0n, framebufferFd, 0n, 0x100000n, true);
+ * ```
+ */
+export class DeviceMemoryRegion {
+  readonly #state: DeviceMemoryState;
+
+  /** Made by {@linkcode DeviceMemoryMapper.newRegion}. */
+  constructor(state: DeviceMemoryState) {
+    this.#state = state;
+  }
+
+  /** The device region's name. */
+  get name(): string {
+    return this.#state.name;
+  }
+
+  /** The device region's length in bytes. */
+  get length(): bigint {
+    return this.#state.length;
+  }
+
+  /** The current mappings (offsets inside the device region). */
+  get mappings(): readonly { range: MemoryRange; fileOffset: bigint; writable: boolean }[] {
+    return this.#state.mappings;
+  }
+
+  /**
+   * Maps `length` bytes of `backing` from `fileOffset` at `offset`. A range
+   * outside the region or overlapping a mapping is a `RegionError`;
+   * unaligned values are a `RangeError`. Nothing changes on error.
+   */
+  map(offset: bigint, backing: Mappable, fileOffset: bigint, length: bigint, writable: boolean): void {
+    this.#state.map(offset, backing, fileOffset, length, writable);
+  }
+
+  /**
+   * Removes the mappings inside `[offset, offset + length)`; one only partly
+   * inside is a `RegionError` (`partial-removal`) and nothing changes.
+   */
+  unmap(offset: bigint, length: bigint): void {
+    this.#state.unmap(offset, length);
+  }
+}

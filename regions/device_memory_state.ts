@@ -1,0 +1,130 @@
+import { MemoryRange } from "../layout/memory_range.ts";
+import type { Mappable } from "../mapping/mappable.ts";
+import { RegionError } from "./region_error.ts";
+import type { RegionHandle } from "./region_handle.ts";
+import type { RegionManager } from "./region_manager.ts";
+import type { RegionMapping } from "./region_tree.ts";
+
+/** Priority of device memory regions: RAM (255) always wins over them. */
+export const DEVICE_PRIORITY = 0;
+
+const hex = (value: bigint): string => `0x${value.toString(16)}`;
+
+/**
+ * What a device memory region and its control share: the mappings (offsets
+ * inside the device region) and, when placed in the guest, the region
+ * handle. Internal to the device memory mapper.
+ */
+export class DeviceMemoryState {
+  readonly manager: RegionManager;
+  readonly name: string;
+  readonly length: bigint;
+  /** Mappings relative to the device region, ordered, disjoint. */
+  readonly mappings: RegionMapping[] = [];
+  handle: RegionHandle | undefined = undefined;
+  writable = false;
+
+  constructor(manager: RegionManager, name: string, length: bigint) {
+    this.manager = manager;
+    this.name = name;
+    this.length = length;
+  }
+
+  /** The range `[offset, offset + length)` inside the device region, checked. */
+  rangeAt(offset: bigint, length: bigint): MemoryRange {
+    const range = MemoryRange.fromLength(offset, length);
+    if (range.end > this.length) {
+      throw new RegionError(
+        "mapping-outside-region",
+        `range ${range} is outside device memory region ${this.name} (${hex(this.length)} bytes)`,
+      );
+    }
+    return range;
+  }
+
+  map(offset: bigint, backing: Mappable, fileOffset: bigint, length: bigint, writable: boolean) {
+    const range = this.rangeAt(offset, length);
+    if (range.isEmpty()) return;
+    const index = this.#firstEndingAfter(range.start);
+    const next = this.mappings[index];
+    if (next !== undefined && next.range.start < range.end) {
+      throw new RegionError(
+        "mapping-overlap",
+        `mapping ${range} overlaps mapping ${next.range} in device memory region ${this.name}`,
+      );
+    }
+    this.handle?.addMapping(range, backing, fileOffset, writable);
+    this.mappings.splice(index, 0, { range, backing, fileOffset, writable });
+  }
+
+  unmap(offset: bigint, length: bigint): void {
+    const range = this.rangeAt(offset, length);
+    const first = this.#firstEndingAfter(range.start);
+    let last = first;
+    for (; last < this.mappings.length && this.mappings[last].range.start < range.end; last++) {
+      const mapping = this.mappings[last];
+      if (!range.contains(mapping.range)) {
+        throw new RegionError(
+          "partial-removal",
+          `mapping ${mapping.range} of device memory region ${this.name} is only partly inside ${range}`,
+        );
+      }
+    }
+    if (last === first) return;
+    this.handle?.removeMappings(range);
+    this.mappings.splice(first, last - first);
+  }
+
+  mapToGuest(gpa: bigint, writable: boolean): void {
+    const range = MemoryRange.fromLength(gpa, this.length);
+    const params = { writable, executable: true, prefetch: false };
+    const old = this.handle;
+    if (old !== undefined && old.range.equals(range)) {
+      old.map(params);
+      this.writable = writable;
+      return;
+    }
+    const oldWritable = this.writable;
+    this.unmapFromGuest();
+    try {
+      this.#place(range, writable);
+    } catch (error) {
+      // Put the region back where it was: the move failed, nothing changes.
+      if (old !== undefined) this.#place(old.range, oldWritable);
+      throw error;
+    }
+  }
+
+  unmapFromGuest(): void {
+    const handle = this.handle;
+    if (handle === undefined) return;
+    this.handle = undefined;
+    handle[Symbol.dispose]();
+  }
+
+  #place(range: MemoryRange, writable: boolean): void {
+    const handle = this.manager.newRegion(this.name, range, DEVICE_PRIORITY, false);
+    try {
+      for (const m of this.mappings) {
+        handle.addMapping(m.range, m.backing, m.fileOffset, m.writable);
+      }
+      handle.map({ writable, executable: true, prefetch: false });
+    } catch (error) {
+      handle[Symbol.dispose]();
+      throw error;
+    }
+    this.handle = handle;
+    this.writable = writable;
+  }
+
+  #firstEndingAfter(start: bigint): number {
+    let lo = 0;
+    let hi = this.mappings.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.mappings[mid].range.end <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}

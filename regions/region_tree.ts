@@ -1,0 +1,213 @@
+import type { MemoryRange } from "../layout/memory_range.ts";
+import type { Mappable } from "../mapping/mappable.ts";
+import type { MapParams } from "../partition/partition_mapper.ts";
+
+/** One mapping of a region: a sub-range (relative to the region) backed by an object. */
+export interface RegionMapping {
+  /** Range relative to the region start. */
+  readonly range: MemoryRange;
+  /** The backing object. */
+  readonly backing: Mappable;
+  /** Offset of `range.start` in the backing object. */
+  readonly fileOffset: bigint;
+  /** Whether the mapping may be written (also needs writable map params). */
+  readonly writable: boolean;
+}
+
+/**
+ * The region manager's record of one region, and its place in the nesting
+ * tree. Internal: users hold a {@linkcode RegionHandle}.
+ */
+export class RegionNode {
+  /** Insertion sequence number (earlier added = smaller). */
+  readonly id: number;
+  readonly name: string;
+  readonly range: MemoryRange;
+  readonly priority: number;
+  readonly dmaTarget: boolean;
+  params: MapParams | undefined = undefined;
+  active = false;
+  removed = false;
+  /** Mappings ordered by start, disjoint. */
+  readonly mappings: RegionMapping[] = [];
+  /** Smallest region containing this one (undefined: top level). */
+  parent: RegionNode | undefined = undefined;
+  /** Regions directly inside, disjoint, ordered by start. */
+  children: RegionNode[] = [];
+  /** Mapped regions strictly below this one. */
+  mappedBelow = 0;
+  /** Active regions strictly below this one. */
+  activeBelow = 0;
+
+  constructor(id: number, name: string, range: MemoryRange, priority: number, dmaTarget: boolean) {
+    this.id = id;
+    this.name = name;
+    this.range = range;
+    this.priority = priority;
+    this.dmaTarget = dmaTarget;
+  }
+
+  /** Whether the region has map params. */
+  get isMapped(): boolean {
+    return this.params !== undefined;
+  }
+}
+
+/**
+ * The admission rule: may `incoming` coexist with the overlapping `existing`
+ * region? Lower priority must be inside, equal priority must be the same
+ * range, higher priority must contain.
+ */
+export function admits(incoming: RegionNode, existing: RegionNode): boolean {
+  if (!incoming.range.overlaps(existing.range)) return true;
+  if (incoming.priority < existing.priority) return existing.range.contains(incoming.range);
+  if (incoming.priority === existing.priority) return existing.range.equals(incoming.range);
+  return incoming.range.contains(existing.range);
+}
+
+/** Index of the first sibling whose end is above `range.start`. */
+function firstEndingAfter(list: readonly RegionNode[], start: bigint): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid].range.end <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Index of the first sibling starting at or above `end`, searching from `from`. */
+function firstStartingAt(list: readonly RegionNode[], end: bigint, from: number): number {
+  let lo = from;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid].range.start < end) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * The regions as a tree. The admission rule makes them a laminar family: two
+ * overlapping regions always nest, the outer one has at least the priority
+ * of the inner one, and equal priority means the same range. Identical
+ * ranges are nested too (higher priority outside, then the earlier added),
+ * so every region's parent is the smallest region beating it that contains
+ * it, and siblings are disjoint and sorted by start (binary search).
+ *
+ * A region is visible (active) exactly when it is mapped and no ancestor is
+ * mapped: everything that beats it on its range is an ancestor.
+ */
+export class RegionTree {
+  /** Top-level regions, disjoint, ordered by start. */
+  readonly roots: RegionNode[] = [];
+
+  /** The children list of `parent` (the top level for `undefined`). */
+  childrenOf(parent: RegionNode | undefined): RegionNode[] {
+    return parent === undefined ? this.roots : parent.children;
+  }
+
+  /**
+   * Inserts `node` (non-empty range, not yet in the tree). Returns the first
+   * region found that the admission rule refuses, leaving the tree unchanged,
+   * or `undefined` when inserted.
+   */
+  insert(node: RegionNode): RegionNode | undefined {
+    const range = node.range;
+    let parent: RegionNode | undefined = undefined;
+    for (;;) {
+      const list = this.childrenOf(parent);
+      const lo = firstEndingAfter(list, range.start);
+      const hi = firstStartingAt(list, range.end, lo);
+      if (lo === hi) {
+        list.splice(lo, 0, node);
+        node.parent = parent;
+        return undefined;
+      }
+      if (hi - lo === 1) {
+        const only = list[lo];
+        if (
+          only.range.contains(range) &&
+          (!only.range.equals(range) || only.priority >= node.priority)
+        ) {
+          // `only` beats the new region here: descend into it.
+          if (!admits(node, only)) return only;
+          parent = only;
+          continue;
+        }
+      }
+      // Everything overlapping at this level must fit inside the new region
+      // with a lower priority; their descendants then do too.
+      for (let i = lo; i < hi; i++) {
+        const child = list[i];
+        if (!(range.contains(child.range) && node.priority > child.priority)) return child;
+      }
+      const adopted = list.splice(lo, hi - lo, node);
+      for (const child of adopted) {
+        child.parent = node;
+        node.mappedBelow += child.mappedBelow + (child.isMapped ? 1 : 0);
+        node.activeBelow += child.activeBelow + (child.active ? 1 : 0);
+      }
+      node.children = adopted;
+      node.parent = parent;
+      return undefined;
+    }
+  }
+
+  /** Takes `node` out of the tree; its children take its place under its parent. */
+  remove(node: RegionNode): void {
+    const list = this.childrenOf(node.parent);
+    const index = firstEndingAfter(list, node.range.start);
+    if (list[index] !== node) throw new Error("region tree is inconsistent");
+    for (const child of node.children) child.parent = node.parent;
+    list.splice(index, 1, ...node.children);
+    node.children = [];
+    node.parent = undefined;
+  }
+
+  /** Whether any ancestor of `node` is mapped. */
+  hasMappedAncestor(node: RegionNode): boolean {
+    for (let p = node.parent; p !== undefined; p = p.parent) {
+      if (p.params !== undefined) return true;
+    }
+    return false;
+  }
+
+  /** Adds `delta` to `mappedBelow` of every ancestor. */
+  addMappedBelow(node: RegionNode, delta: number): void {
+    for (let p = node.parent; p !== undefined; p = p.parent) p.mappedBelow += delta;
+  }
+
+  /** Adds `delta` to `activeBelow` of every ancestor. */
+  addActiveBelow(node: RegionNode, delta: number): void {
+    for (let p = node.parent; p !== undefined; p = p.parent) p.activeBelow += delta;
+  }
+
+  /** Active regions strictly below `node`, in address order. */
+  activeBelow(node: RegionNode): RegionNode[] {
+    const found: RegionNode[] = [];
+    const walk = (n: RegionNode) => {
+      for (const child of n.children) {
+        if (child.active) found.push(child);
+        else if (child.activeBelow > 0) walk(child);
+      }
+    };
+    if (node.activeBelow > 0) walk(node);
+    return found;
+  }
+
+  /** The topmost mapped regions strictly below `node`, in address order. */
+  topmostMappedBelow(node: RegionNode): RegionNode[] {
+    const found: RegionNode[] = [];
+    const walk = (n: RegionNode) => {
+      for (const child of n.children) {
+        if (child.isMapped) found.push(child);
+        else if (child.mappedBelow > 0) walk(child);
+      }
+    };
+    if (node.mappedBelow > 0) walk(node);
+    return found;
+  }
+}

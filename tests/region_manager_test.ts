@@ -1,0 +1,388 @@
+import assert from "node:assert/strict";
+import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
+import { MemoryRange } from "../layout/memory_range.ts";
+import { VaMapper } from "../mapping/va_mapper.ts";
+import { PartitionMapper } from "../partition/partition_mapper.ts";
+import { RecordingPartition } from "../partition/recording_partition.ts";
+import type { Partition } from "../partition/partition.ts";
+import { RegionError } from "../regions/region_error.ts";
+import type { RegionHandle } from "../regions/region_handle.ts";
+import { RegionManager } from "../regions/region_manager.ts";
+import { RegionOverlapError } from "../regions/region_overlap_error.ts";
+import { protectionAt, vaProtections } from "./support/proc_maps.ts";
+import { r, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
+
+Deno.test("region admission", async (t) => {
+  await t.step("reference overlap sequence", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const add = (priority: number, start: number, end: number): RegionHandle => {
+      const handle = m.newRegion(`${priority}`, r(start, end), priority, false);
+      handle.map(RWX);
+      return handle;
+    };
+    const overlapErr = (priority: number, start: number, end: number, existing: string) =>
+      assert.throws(() => add(priority, start, end), (e: unknown) => {
+        assert.ok(e instanceof RegionOverlapError);
+        assert.equal(e.kind, "overlap");
+        assert.equal(e.message, `memory region ${priority} overlaps with existing region ${existing}`);
+        assert.equal(e.existingName, existing);
+        return true;
+      });
+
+    const high = add(1, 0x1000, 0x3000);
+    overlapErr(0, 0x2000, 0x4000, "1");
+    const low = add(0, 0x1000, 0x3000);
+    high[Symbol.dispose]();
+    overlapErr(1, 0x2000, 0x4000, "0");
+    overlapErr(1, 0x2000, 0x3000, "0");
+    add(1, 0x0, 0x10000);
+    low[Symbol.dispose]();
+    overlapErr(0, 0x0, 0x20000, "1");
+    add(0, 0x1000, 0x8000);
+    assert.deepEqual(m.regionInfos().map((i) => `${i.name} ${i.range} ${i.active}`), [
+      "1 0x0-0x10000 true",
+      "0 0x1000-0x8000 false",
+    ]);
+  });
+
+  await t.step("the error names the first offender in insertion order", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    m.newRegion("b", r(0x4000, 0x5000), 5, false);
+    m.newRegion("a", r(0x1000, 0x2000), 5, false);
+    // Refused by both: "b" was added first, although "a" comes first by address.
+    assert.throws(
+      () => m.newRegion("c", r(0x0, 0x8000), 5, false),
+      { message: "memory region c overlaps with existing region b" },
+    );
+    assert.equal(m.regionCount, 2);
+  });
+
+  await t.step("equal priority and identical range nest, earlier added wins", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const first = m.newRegion("first", r(0x1000, 0x3000), 3, false);
+    const second = m.newRegion("second", r(0x1000, 0x3000), 3, false);
+    const lower = m.newRegion("lower", r(0x1000, 0x3000), 2, false);
+    const higher = m.newRegion("higher", r(0x1000, 0x3000), 4, false);
+    second.map(RWX);
+    assert.equal(second.isActive, true);
+    first.map(RWX);
+    assert.equal(first.isActive, true);
+    assert.equal(second.isActive, false);
+    lower.map(RX);
+    assert.equal(lower.isActive, false);
+    higher.map(RX);
+    assert.deepEqual([higher, first, second, lower].map((h) => h.isActive), [
+      true,
+      false,
+      false,
+      false,
+    ]);
+    higher.unmap();
+    first.unmap();
+    assert.equal(second.isActive, true);
+    second[Symbol.dispose]();
+    assert.equal(lower.isActive, true);
+    assert.deepEqual(f.partitionMap(), ["0x1000-0x3000 ro"]);
+  });
+
+  await t.step("bad priority and ranges past the reservation are refused", () => {
+    using f = new RegionFixture(0x100000n);
+    assert.throws(() => f.manager.newRegion("x", r(0, 0x1000), 256, false), {
+      name: "RegionError",
+      message: "memory region x priority 256 is not an integer in 0-255",
+    });
+    assert.throws(() => f.manager.newRegion("x", r(0, 0x1000), 1.5, false), RegionError);
+    assert.throws(() => f.manager.newRegion("x", r(0xff000, 0x101000), 0, false), {
+      name: "RegionError",
+      message: "memory region x at 0xff000-0x101000 is outside the 0x100000-byte guest address space",
+    });
+    assert.equal(f.manager.regionCount, 0);
+  });
+});
+
+Deno.test("region activation", async (t) => {
+  await t.step("highest priority mapped region is what partitions see", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const ram = m.newRegion("ram", r(0, 0x100000), 255, true);
+    const dev = m.newRegion("dev", r(0xa0000, 0xc0000), 0, false);
+    dev.map(RWX);
+    assert.equal(dev.isActive, true);
+    assert.deepEqual(f.takePartitionEvents(), ["map 0xa0000-0xc0000 rw"]);
+    ram.map(RWX);
+    assert.equal(dev.isActive, false);
+    assert.equal(ram.isActive, true);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0xa0000-0xc0000", "map 0x0-0x100000 rw"]);
+    ram.unmap();
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x100000", "map 0xa0000-0xc0000 rw"]);
+    ram.map(RX);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0xa0000-0xc0000", "map 0x0-0x100000 ro"]);
+  });
+
+  await t.step("mapping with the same params does nothing; new params re-map", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0, 0x10000), 255, true);
+    ram.map(RWX);
+    f.takePartitionEvents();
+    ram.map({ ...RWX });
+    assert.deepEqual(f.takePartitionEvents(), []);
+    ram.map(RX);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x10000", "map 0x0-0x10000 ro"]);
+    assert.deepEqual(ram.mapParams, RX);
+  });
+
+  await t.step("mapping under a mapped region only records params", () => {
+    using f = new RegionFixture(0x100000n);
+    const outer = f.manager.newRegion("outer", r(0, 0x10000), 10, false);
+    const inner = f.manager.newRegion("inner", r(0x2000, 0x4000), 5, false);
+    outer.map(RWX);
+    f.takePartitionEvents();
+    inner.map(RX);
+    assert.deepEqual(f.takePartitionEvents(), []);
+    assert.equal(inner.isActive, false);
+    assert.deepEqual(inner.mapParams, RX);
+    outer[Symbol.dispose]();
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x10000", "map 0x2000-0x4000 ro"]);
+    assert.equal(inner.isActive, true);
+  });
+
+  await t.step("unmapping a region reveals all topmost mapped regions beneath, in order", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const top = m.newRegion("top", r(0, 0x20000), 9, false);
+    const mid = m.newRegion("mid", r(0x0, 0x8000), 8, false);
+    const deep = m.newRegion("deep", r(0x1000, 0x2000), 7, false);
+    const side = m.newRegion("side", r(0x10000, 0x12000), 3, false);
+    deep.map(RWX);
+    side.map(RWX);
+    top.map(RWX);
+    f.takePartitionEvents();
+    top.unmap();
+    assert.deepEqual(f.takePartitionEvents(), [
+      "unmap 0x0-0x20000",
+      "map 0x1000-0x2000 rw",
+      "map 0x10000-0x12000 rw",
+    ]);
+    mid.map(RX);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x1000-0x2000", "map 0x0-0x8000 ro"]);
+    assert.deepEqual(f.partitionMap(), ["0x0-0x8000 ro", "0x10000-0x12000 rw"]);
+  });
+
+  await t.step("the VA reservation follows the active regions", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0, 0x10000), 255, true);
+    ram.addMapping(r(0, 0x4000), f.backing, 0x10000n, true);
+    ram.addMapping(r(0x8000, 0x10000), f.backing, 0x20000n, false);
+    const perms = () => {
+      const list = vaProtections(f.va.base, f.va.size);
+      return [0x0n, 0x4000n, 0x8000n].map((o) => protectionAt(list, o));
+    };
+    assert.deepEqual(perms(), ["---p", "---p", "---p"]);
+    ram.map(RWX);
+    assert.deepEqual(perms(), ["rw-s", "---p", "r--s"]);
+    assert.deepEqual(
+      f.va.entries().map((e) => `${e.range} ${e.writable} ${e.fd === f.backing.fd} ${e.fileOffset}`),
+      ["0x0-0x4000 true true 65536", "0x8000-0x10000 false true 131072"],
+    );
+    ram.map(RX);
+    assert.deepEqual(perms(), ["r--s", "---p", "r--s"]);
+    ram.unmap();
+    assert.deepEqual(perms(), ["---p", "---p", "---p"]);
+    assert.deepEqual(f.va.entries(), []);
+  });
+});
+
+Deno.test("region mappings", async (t) => {
+  await t.step("live add and remove go to the VA but not to partitions", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0x10000, 0x20000), 255, true);
+    ram.map(RWX);
+    f.takePartitionEvents();
+    ram.addMapping(r(0x1000, 0x3000), f.backing, 0n, true);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x11000-0x13000"]);
+    ram.removeMappings(r(0, 0x10000));
+    assert.deepEqual(f.va.entries(), []);
+    assert.deepEqual(f.takePartitionEvents(), []);
+  });
+
+  await t.step("overlapping mappings are an error and change nothing", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0x10000, 0x20000), 255, true);
+    ram.addMapping(r(0x1000, 0x3000), f.backing, 0n, true);
+    assert.throws(() => ram.addMapping(r(0x2000, 0x4000), f.backing, 0n, true), (e: unknown) => {
+      assert.ok(e instanceof RegionError);
+      assert.equal(e.kind, "mapping-overlap");
+      assert.equal(
+        e.message,
+        "mapping 0x2000-0x4000 overlaps mapping 0x1000-0x3000 in memory region ram",
+      );
+      return true;
+    });
+    assert.throws(() => ram.addMapping(r(0x0, 0x11000), f.backing, 0n, true), {
+      name: "RegionError",
+      message: "mapping 0x0-0x11000 is outside memory region ram (0x10000 bytes)",
+    });
+    assert.deepEqual(ram.mappings.map((m) => `${m.range}`), ["0x1000-0x3000"]);
+  });
+
+  await t.step("partial removal is an error and changes nothing", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0x10000, 0x20000), 255, true);
+    ram.addMapping(r(0x0, 0x1000), f.backing, 0n, true);
+    ram.addMapping(r(0x1000, 0x3000), f.backing, 0n, true);
+    ram.map(RWX);
+    assert.throws(() => ram.removeMappings(r(0x0, 0x2000)), (e: unknown) => {
+      assert.ok(e instanceof RegionError);
+      assert.equal(e.kind, "partial-removal");
+      assert.equal(
+        e.message,
+        "mapping 0x1000-0x3000 of memory region ram is only partly inside 0x0-0x2000",
+      );
+      return true;
+    });
+    assert.equal(ram.mappings.length, 2);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x10000-0x11000", "0x11000-0x13000"]);
+  });
+
+  await t.step("a removed region refuses every operation", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0, 0x10000), 255, true);
+    ram[Symbol.dispose]();
+    ram[Symbol.dispose](); // idempotent
+    assert.equal(ram.isRemoved, true);
+    const removed = { name: "RegionError", message: "memory region ram has been removed" };
+    assert.throws(() => ram.map(RWX), removed);
+    assert.throws(() => ram.unmap(), removed);
+    assert.throws(() => ram.addMapping(r(0, 0x1000), f.backing, 0n, true), removed);
+    assert.throws(() => ram.removeMappings(r(0, 0x1000)), removed);
+  });
+});
+
+Deno.test("region partitions", async (t) => {
+  await t.step("a partition added later gets one mapRange per active region", () => {
+    using f = new RegionFixture(0x100000n, { partition: false });
+    const a = f.manager.newRegion("a", r(0x10000, 0x20000), 255, true);
+    const b = f.manager.newRegion("b", r(0x0, 0x8000), 255, true);
+    f.manager.newRegion("c", r(0x30000, 0x40000), 255, true);
+    a.map(RWX);
+    b.map(RX);
+    f.manager.addPartition(f.mapper);
+    assert.deepEqual(f.takePartitionEvents(), ["map 0x0-0x8000 ro", "map 0x10000-0x20000 rw"]);
+    assert.equal(
+      f.partition.mappings()[1].hostAddress,
+      f.va.base + 0x10000n,
+    );
+    f.manager.removePartition(f.mapper);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x8000", "unmap 0x10000-0x20000"]);
+    a.unmap();
+    assert.deepEqual(f.takePartitionEvents(), []);
+  });
+
+  await t.step("a failing partition is unwound and not attached", () => {
+    using f = new RegionFixture(0x100000n, { partition: false });
+    f.manager.newRegion("a", r(0x0, 0x1000), 255, true).map(RWX);
+    f.manager.newRegion("b", r(0x1000, 0x2000), 255, true).map(RWX);
+    const log: string[] = [];
+    const failing: Partition = {
+      mapRange: (_h, _s, gpa) => {
+        if (gpa === 0x1000n) throw new Error("no slot");
+        log.push(`map ${gpa}`);
+      },
+      unmapRange: (gpa) => void log.push(`unmap ${gpa}`),
+    };
+    const mapper = new PartitionMapper(failing, f.va, 0n, false);
+    assert.throws(() => f.manager.addPartition(mapper), {
+      name: "PartitionMapperError",
+      message: "failed to map range to partition",
+    });
+    assert.deepEqual(log, ["map 0", "unmap 0"]);
+    f.manager.newRegion("c", r(0x2000, 0x3000), 255, true).map(RWX);
+    assert.deepEqual(log, ["map 0", "unmap 0"]);
+  });
+
+  await t.step("live partition failures only warn", () => {
+    using f = new RegionFixture(0x100000n, { partition: false });
+    const failing: Partition = {
+      mapRange: () => {
+        throw new Error("no slot");
+      },
+      unmapRange: () => {},
+    };
+    f.manager.addPartition(new PartitionMapper(failing, f.va, 0n, false));
+    const warnings: Warning[] = [];
+    const previous = setWarningHandler((w) => warnings.push(w));
+    try {
+      const a = f.manager.newRegion("a", r(0x0, 0x1000), 255, true);
+      a.map(RWX);
+      assert.equal(a.isActive, true);
+    } finally {
+      setWarningHandler(previous);
+    }
+    assert.deepEqual(warnings.map((w) => w.message), [
+      "failed to map memory region a at 0x0-0x1000 into partition",
+    ]);
+  });
+
+  await t.step("the alias offset shifts partition addresses", () => {
+    using f = new RegionFixture(0x100000n);
+    const alias = new RecordingPartition();
+    f.manager.addPartition(new PartitionMapper(alias, f.va, 0x1000000n, false));
+    f.manager.newRegion("a", r(0x2000, 0x3000), 255, true).map(RWX);
+    assert.deepEqual(alias.mappings().map((m) => m.gpa), [0x1002000n]);
+    assert.deepEqual(alias.mappings().map((m) => m.hostAddress), [f.va.base + 0x2000n]);
+  });
+});
+
+Deno.test("region inspect, infos and disposal", async (t) => {
+  await t.step("inspect has the reference layout", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0, 0x10000), 255, true);
+    ram.addMapping(r(0x1000, 0x2000), f.backing, 0x5000n, true);
+    ram.map(RWX);
+    f.manager.newRegion("dev", r(0x20000, 0x30000), 0, false);
+    assert.deepEqual(f.manager.inspect(), {
+      "0x0-0x10000:ram": {
+        map_params: { writable: true, executable: true, prefetch: false },
+        is_active: true,
+        priority: 255,
+        mappings: { "0x1000-0x2000": { writable: true, file_offset: "0x5000" } },
+      },
+      "0x20000-0x30000:dev": {
+        map_params: null,
+        is_active: false,
+        priority: 0,
+        mappings: {},
+      },
+    });
+  });
+
+  await t.step("disposing of the manager unmaps everything", () => {
+    using va = VaMapper.reserve(0x100000n);
+    const partition = new RecordingPartition();
+    const manager = new RegionManager(va);
+    manager.addPartition(new PartitionMapper(partition, va, 0n, false));
+    const a = manager.newRegion("a", r(0, 0x1000), 255, true);
+    a.map(RWX);
+    manager[Symbol.dispose]();
+    manager[Symbol.dispose]();
+    assert.deepEqual(partition.mappings(), []);
+    assert.equal(a.isRemoved, true);
+    assert.throws(() => manager.newRegion("b", r(0, 0x1000), 0, false), {
+      message: "the region manager has been disposed",
+    });
+  });
+
+  await t.step("empty regions never overlap and never reach partitions", () => {
+    using f = new RegionFixture(0x100000n);
+    const ram = f.manager.newRegion("ram", r(0, 0x10000), 255, true);
+    const empty = f.manager.newRegion("empty", new MemoryRange(0x10000n, 0x10000n), 255, true);
+    ram.map(RWX);
+    empty.map(RWX);
+    assert.equal(empty.isActive, false);
+    empty[Symbol.dispose]();
+    assert.deepEqual(f.partitionMap(), ["0x0-0x10000 rw"]);
+  });
+});
