@@ -31,6 +31,12 @@ export type { Mappable } from "./mapping/mappable.ts";
 export { VaEntry, VaMapper } from "./mapping/va_mapper.ts";
 export type { VaBackingKind } from "./mapping/va_mapper.ts";
 
+// Guest memory access.
+export { GuestMemoryClient } from "./guest_memory/guest_memory_client.ts";
+export { GuestMemory } from "./guest_memory/guest_memory.ts";
+export { GuestMemoryError } from "./guest_memory/guest_memory_error.ts";
+export type { GuestMemoryAccess, GuestMemoryErrorKind } from "./guest_memory/guest_memory_error.ts";
+
 // Partitions.
 export type { Partition } from "./partition/partition.ts";
 export { PartitionMapper } from "./partition/partition_mapper.ts";
@@ -43,6 +49,27 @@ export type {
   RecordedMapping,
   RecordingPartitionOptions,
 } from "./partition/recording_partition.ts";
+export { KvmPartition } from "./partition/kvm_partition.ts";
+export type { KvmPartitionOptions, KvmSlotInfo } from "./partition/kvm_partition.ts";
+export { KvmPartitionError } from "./partition/kvm_partition_error.ts";
+export type { KvmPartitionErrorKind } from "./partition/kvm_partition_error.ts";
+export { GuestProbe } from "./partition/guest_probe.ts";
+export type { GuestProbeOptions, ProbeResult, ProbeSize } from "./partition/guest_probe.ts";
+
+// KVM wrappers (one type per fd kind, one method per ioctl).
+export { KvmSystem } from "./ffi/kvm_system.ts";
+export { KvmVm } from "./ffi/kvm_vm.ts";
+export { KvmVcpu } from "./ffi/kvm_vcpu.ts";
+export type { KvmMemoryFaultExit, KvmMmioExit } from "./ffi/kvm_vcpu.ts";
+export { KvmRegs, KvmSregs } from "./ffi/kvm_regs.ts";
+export type {
+  KvmDtableName,
+  KvmRegName,
+  KvmSegment,
+  KvmSegmentName,
+  KvmSregName,
+} from "./ffi/kvm_regs.ts";
+export { KvmCap, KvmExit, kvmExitName, KvmMemFlag } from "./ffi/kvm_constants.ts";
 
 // Regions: the priority map, DMA targets, device memory, RAM visibility.
 export { RegionManager } from "./regions/region_manager.ts";

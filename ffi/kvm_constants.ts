@@ -70,7 +70,15 @@ export const KvmIoctl = {
 /** The only KVM API version there is (`KVM_API_VERSION`, `include/uapi/linux/kvm.h`). */
 export const KVM_API_VERSION = 12;
 
-/** Capabilities for `KVM_CHECK_EXTENSION` (`include/uapi/linux/kvm.h`). */
+/**
+ * Capabilities for `KVM_CHECK_EXTENSION` (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmCap } from "./kvm_constants.ts";
+ * console.log(KvmCap.KVM_CAP_NR_MEMSLOTS); // 10
+ * ```
+ */
 export const KvmCap = {
   /** `KVM_SET_USER_MEMORY_REGION` is available. */
   KVM_CAP_USER_MEMORY: 3,
@@ -84,7 +92,15 @@ export const KvmCap = {
   KVM_CAP_PRE_FAULT_MEMORY: 236,
 } as const;
 
-/** `kvm_userspace_memory_region.flags` bits (`include/uapi/linux/kvm.h`). */
+/**
+ * `kvm_userspace_memory_region.flags` bits (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmMemFlag } from "./kvm_constants.ts";
+ * console.log(KvmMemFlag.KVM_MEM_READONLY); // 2
+ * ```
+ */
 export const KvmMemFlag = {
   /** `1 << 0`: track dirty pages. */
   KVM_MEM_LOG_DIRTY_PAGES: 1 << 0,
@@ -92,7 +108,15 @@ export const KvmMemFlag = {
   KVM_MEM_READONLY: 1 << 1,
 } as const;
 
-/** `kvm_run.exit_reason` values (`include/uapi/linux/kvm.h`). */
+/**
+ * `kvm_run.exit_reason` values (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmExit } from "./kvm_constants.ts";
+ * console.log(KvmExit.KVM_EXIT_MMIO); // 6
+ * ```
+ */
 export const KvmExit = {
   KVM_EXIT_UNKNOWN: 0,
   KVM_EXIT_EXCEPTION: 1,
@@ -110,7 +134,15 @@ export const KvmExit = {
   KVM_EXIT_MEMORY_FAULT: 39,
 } as const;
 
-/** The symbolic name of an exit reason (`KVM_EXIT_MMIO`), or `KVM_EXIT_<n>`. */
+/**
+ * The symbolic name of an exit reason (`KVM_EXIT_MMIO`), or `KVM_EXIT_<n>`.
+ *
+ * @example
+ * ```ts
+ * import { kvmExitName } from "./kvm_constants.ts";
+ * console.log(kvmExitName(8)); // KVM_EXIT_SHUTDOWN
+ * ```
+ */
 export function kvmExitName(reason: number): string {
   for (const [name, value] of Object.entries(KvmExit)) {
     if (value === reason) return name;

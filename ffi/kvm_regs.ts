@@ -14,8 +14,35 @@ import {
   SregsLayout,
 } from "./kvm_constants.ts";
 
-/** Names of the general-purpose registers in `struct kvm_regs`. */
-export type KvmRegName = keyof typeof RegsLayout;
+/**
+ * Names of the registers in `struct kvm_regs`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmRegName } from "./kvm_regs.ts";
+ * const name: KvmRegName = "rip";
+ * console.log(name);
+ * ```
+ */
+export type KvmRegName =
+  | "rax"
+  | "rbx"
+  | "rcx"
+  | "rdx"
+  | "rsi"
+  | "rdi"
+  | "rsp"
+  | "rbp"
+  | "r8"
+  | "r9"
+  | "r10"
+  | "r11"
+  | "r12"
+  | "r13"
+  | "r14"
+  | "r15"
+  | "rip"
+  | "rflags";
 
 /**
  * `struct kvm_regs`: the general-purpose registers, `rip` and `rflags`.
@@ -44,7 +71,19 @@ export class KvmRegs {
   }
 }
 
-/** `struct kvm_segment` as a plain object. */
+/**
+ * `struct kvm_segment` as a plain object.
+ *
+ * @example
+ * ```ts
+ * import type { KvmSegment } from "./kvm_regs.ts";
+ * const flatData: KvmSegment = {
+ *   base: 0n, limit: 0xffffffff, selector: 0x10, type: 3, present: 1, dpl: 0,
+ *   db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0,
+ * };
+ * console.log(flatData.limit);
+ * ```
+ */
 export interface KvmSegment {
   /** Segment base. */
   base: bigint;
@@ -72,11 +111,38 @@ export interface KvmSegment {
   unusable: number;
 }
 
-/** Names of the segments in `struct kvm_sregs`. */
+/**
+ * Names of the segments in `struct kvm_sregs`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmSegmentName } from "./kvm_regs.ts";
+ * const name: KvmSegmentName = "cs";
+ * console.log(name);
+ * ```
+ */
 export type KvmSegmentName = "cs" | "ds" | "es" | "fs" | "gs" | "ss" | "tr" | "ldt";
-/** Names of the descriptor tables in `struct kvm_sregs`. */
+/**
+ * Names of the descriptor tables in `struct kvm_sregs`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmDtableName } from "./kvm_regs.ts";
+ * const name: KvmDtableName = "gdt";
+ * console.log(name);
+ * ```
+ */
 export type KvmDtableName = "gdt" | "idt";
-/** Names of the 64-bit control fields in `struct kvm_sregs`. */
+/**
+ * Names of the 64-bit control fields in `struct kvm_sregs`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmSregName } from "./kvm_regs.ts";
+ * const name: KvmSregName = "cr0";
+ * console.log(name);
+ * ```
+ */
 export type KvmSregName = "cr0" | "cr2" | "cr3" | "cr4" | "cr8" | "efer" | "apicBase";
 
 const SEGMENT_BYTES = [

@@ -14,7 +14,16 @@ import type { OwnedFd } from "./owned_fd.ts";
 import { check, lastError } from "./syscall_error.ts";
 import { SyscallError } from "./syscall_error.ts";
 
-/** The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`. */
+/**
+ * The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmMmioExit } from "./kvm_vcpu.ts";
+ * const exit: KvmMmioExit = { physAddr: 0xfee00000n, len: 4, isWrite: false, data: new Uint8Array(4) };
+ * console.log(exit.len);
+ * ```
+ */
 export interface KvmMmioExit {
   /** Guest physical address of the access. */
   physAddr: bigint;
@@ -26,7 +35,16 @@ export interface KvmMmioExit {
   data: Uint8Array;
 }
 
-/** The `memory_fault` member of `kvm_run` after a `KVM_EXIT_MEMORY_FAULT`. */
+/**
+ * The `memory_fault` member of `kvm_run` after a `KVM_EXIT_MEMORY_FAULT`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmMemoryFaultExit } from "./kvm_vcpu.ts";
+ * const fault: KvmMemoryFaultExit = { flags: 0n, gpa: 0x300000n, size: 0x1000n };
+ * console.log(fault.gpa);
+ * ```
+ */
 export interface KvmMemoryFaultExit {
   /** `KVM_MEMORY_EXIT_FLAG_*` bits. */
   flags: bigint;

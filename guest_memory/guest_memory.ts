@@ -102,14 +102,16 @@ function checkU64(value: bigint): void {
  *
  * @example
  * ```ts ignore
- * import { GuestMemoryClient } from "../mod.ts";
+ * import { GuestMemoryBuilder, GuestMemoryError, MemoryLayout } from "../mod.ts";
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 30n, []));
  * const memory = manager.client().guestMemory();
  * memory.writeU32(0x1000n, 0xdeadbeef);
  * console.log(memory.readU32(0x1000n).toString(16)); // deadbeef
  * try {
- *   memory.readU8(0xfffff000n);
+ *   memory.readU8(0x40000000n);
  * } catch (err) {
- *   console.log((err as Error).message); // guest address 0xfffff000 is not mapped
+ *   if (!(err instanceof GuestMemoryError)) throw err;
+ *   console.log(err.kind, err.message); // out_of_range guest address 0x40000000 is outside guest memory 0x0-0x40000000
  * }
  * ```
  */

@@ -6,10 +6,28 @@ import { SyscallError } from "../ffi/syscall_error.ts";
 import { PAGE_SIZE } from "../layout/memory_range.ts";
 import type { KvmPartition } from "./kvm_partition.ts";
 
-/** Width of a guest access in bytes. */
+/**
+ * Width of a guest access in bytes.
+ *
+ * @example
+ * ```ts
+ * import type { ProbeSize } from "./guest_probe.ts";
+ * const size: ProbeSize = 4;
+ * console.log(size);
+ * ```
+ */
 export type ProbeSize = 1 | 2 | 4;
 
-/** What one guest access did. */
+/**
+ * What one guest access did.
+ *
+ * @example
+ * ```ts
+ * import type { ProbeResult } from "./guest_probe.ts";
+ * const show = (r: ProbeResult) => r.kind === "value" ? `read ${r.value}` : r.kind;
+ * console.log(show({ kind: "done" }));
+ * ```
+ */
 export type ProbeResult =
   /** A load completed from RAM; `value` is what the guest read (zero-extended). */
   | { readonly kind: "value"; readonly value: number }
@@ -39,7 +57,16 @@ export type ProbeResult =
   /** Any other exit (`KVM_EXIT_SHUTDOWN`, `KVM_EXIT_INTERNAL_ERROR`, ...). */
   | { readonly kind: "exit"; readonly reason: number; readonly name: string };
 
-/** Options of {@linkcode GuestProbe.create}. */
+/**
+ * Options of {@linkcode GuestProbe.create}.
+ *
+ * @example
+ * ```ts
+ * import type { GuestProbeOptions } from "./guest_probe.ts";
+ * const options: GuestProbeOptions = { codeGpa: 0xfffff000n };
+ * console.log(options.codeGpa);
+ * ```
+ */
 export interface GuestProbeOptions {
   /**
    * Guest physical address of the probe's one code page (default

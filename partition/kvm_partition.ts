@@ -9,7 +9,16 @@ import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Partition } from "./partition.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
 
-/** One memory slot of a {@linkcode KvmPartition}, as shown by {@linkcode KvmPartition.slots}. */
+/**
+ * One memory slot of a {@linkcode KvmPartition}, as shown by {@linkcode KvmPartition.slots}.
+ *
+ * @example
+ * ```ts
+ * import type { KvmSlotInfo } from "./kvm_partition.ts";
+ * const row = (s: KvmSlotInfo) => `${s.slot} 0x${s.gpa.toString(16)} ${s.readonly ? "ro" : "rw"}`;
+ * console.log(row({ slot: 0, gpa: 0n, size: 4096n, hostAddress: 0n, readonly: false, pinned: false }));
+ * ```
+ */
 export interface KvmSlotInfo {
   /** KVM slot number. */
   readonly slot: number;
@@ -25,7 +34,16 @@ export interface KvmSlotInfo {
   readonly pinned: boolean;
 }
 
-/** Options of {@linkcode KvmPartition.create}. */
+/**
+ * Options of {@linkcode KvmPartition.create}.
+ *
+ * @example
+ * ```ts
+ * import type { KvmPartitionOptions } from "./kvm_partition.ts";
+ * const options: KvmPartitionOptions = { maxSlots: 64 };
+ * console.log(options.maxSlots);
+ * ```
+ */
 export interface KvmPartitionOptions {
   /** Device path (default `/dev/kvm`). */
   readonly path?: string;

@@ -1,4 +1,13 @@
-/** What went wrong in a {@linkcode KvmPartition} call. */
+/**
+ * What went wrong in a `KvmPartition` call.
+ *
+ * @example
+ * ```ts
+ * import type { KvmPartitionErrorKind } from "./kvm_partition_error.ts";
+ * const kind: KvmPartitionErrorKind = "partial_unmap";
+ * console.log(kind);
+ * ```
+ */
 export type KvmPartitionErrorKind =
   | "slots_exhausted"
   | "partial_unmap"

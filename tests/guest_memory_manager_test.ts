@@ -144,7 +144,7 @@ Deno.test("GuestMemory across RAM visibility changes", async (t) => {
       0xa0000n,
       "guest address 0xa0000 is mapped read-only",
     );
-    assert.deepEqual(memory.readBytes(0x9f000, 0x1000), pattern(0x22000, 3).subarray(0, 0x1000));
+    assert.deepEqual(memory.readBytes(0x9f000, 0xff0), pattern(0x22000, 3).subarray(0, 0xff0));
   });
 
   await t.step("mapped again: the old contents are still there", () => {
@@ -209,7 +209,7 @@ Deno.test("GuestMemory through an existing backing", async (t) => {
   );
   using first = new GuestMemoryBuilder().build(layout);
   const a = first.client().guestMemory();
-  a.write(0x1ffff00n, pattern(0x200, 5)); // the last RAM bytes before the gap
+  a.write(0x1ffff00n, pattern(0x100, 5)); // the last RAM bytes before the gap
   a.write(0x3000000n, pattern(0x100, 6)); // the first after it
   using backing = first.sharedMemoryBacking();
   assert.ok(backing !== undefined);
@@ -217,7 +217,7 @@ Deno.test("GuestMemory through an existing backing", async (t) => {
   const b = second.client().guestMemory();
 
   await t.step("the second manager sees what the first wrote", () => {
-    assert.deepEqual(b.readBytes(0x1ffff00n, 0x100), pattern(0x200, 5).subarray(0, 0x100));
+    assert.deepEqual(b.readBytes(0x1ffff00n, 0x100), pattern(0x100, 5));
     assert.deepEqual(b.readBytes(0x3000000n, 0x100), pattern(0x100, 6));
     assertGuestError(
       () => b.readBytes(0x1ffff00n, 0x200),
