@@ -90,6 +90,18 @@ export type { RamRegionEntry } from "./regions/ram_visibility_control.ts";
 export { InvalidRamRegionError } from "./regions/invalid_ram_region_error.ts";
 export { splitX86LegacyRam } from "./regions/x86_legacy.ts";
 
+// Builder and manager.
+export { GuestMemoryBuilder, PRIVATE_RAM_NAME, RAM_PRIORITY, VA_ALIGNMENT } from "./builder.ts";
+export { GuestMemoryManager } from "./manager/guest_memory_manager.ts";
+export type { GuestMemoryManagerParts, RamRegion } from "./manager/guest_memory_manager.ts";
+export { MemoryBuildError } from "./manager/memory_build_error.ts";
+export type { MemoryBuildErrorDetail, MemoryBuildErrorKind } from "./manager/memory_build_error.ts";
+export { DEFAULT_HUGEPAGE_SIZE } from "./manager/hugepage_validation.ts";
+export { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
+export { PartitionAttachError } from "./manager/partition_attach_error.ts";
+export { PartitionAttachment } from "./manager/partition_attachment.ts";
+export { Vtl } from "./manager/vtl.ts";
+
 // Diagnostics.
 export { setWarningHandler } from "./diagnostics/warnings.ts";
 export type { Warning, WarningHandler } from "./diagnostics/warnings.ts";

@@ -11,8 +11,7 @@ import { hostBytes } from "./host_memory.ts";
 import { libc } from "./libc.ts";
 import { mmap, munmap } from "./mman.ts";
 import type { OwnedFd } from "./owned_fd.ts";
-import { check, lastError } from "./syscall_error.ts";
-import { SyscallError } from "./syscall_error.ts";
+import { check, lastError, SyscallError } from "./syscall_error.ts";
 
 /**
  * The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`.

@@ -59,6 +59,7 @@ export class DeviceMemoryState {
 
   unmap(offset: bigint, length: bigint): void {
     const range = this.rangeAt(offset, length);
+    if (range.isEmpty()) return; // overlaps nothing
     const first = this.#firstEndingAfter(range.start);
     let last = first;
     for (; last < this.mappings.length && this.mappings[last].range.start < range.end; last++) {

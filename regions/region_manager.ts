@@ -340,6 +340,7 @@ export class RegionManager implements Disposable, RegionOwner {
   /** @internal */
   removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void {
     this.#checkNode(node);
+    if (rangeInRegion.isEmpty()) return; // overlaps nothing
     const mappings = node.mappings;
     const first = firstMappingEndingAfter(mappings, rangeInRegion.start);
     let last = first;

@@ -81,7 +81,9 @@ Deno.test("reference test cases", async (t) => {
     expectBuildError(
       () => validateHugepageSize(page / 2n, page),
       "invalidHugepageSize",
-      `hugepage size ${new MemorySize(page / 2n)} must be a power of two and at least the host page size`,
+      `hugepage size ${new MemorySize(
+        page / 2n,
+      )} must be a power of two and at least the host page size`,
     );
     expectBuildError(
       () => validateHugepageSize(3n * MiB, page),
@@ -102,7 +104,10 @@ Deno.test("reference test cases", async (t) => {
       "hugepageRamSizeUnaligned",
       "RAM size 3 MB is not aligned to 2 MB hugepages; choose a memory size that is a multiple of the hugepage size",
     );
-    assert.equal(size.detail.kind === "hugepageRamSizeUnaligned" && size.detail.ramSize.bytes, 3n * MiB);
+    assert.equal(
+      size.detail.kind === "hugepageRamSizeUnaligned" && size.detail.ramSize.bytes,
+      3n * MiB,
+    );
     expectBuildError(
       () => validateHugepageRamAlignment(hp, [new MemoryRange(0n, MiB)], hp),
       "hugepageRamRangeUnaligned",
@@ -170,8 +175,10 @@ Deno.test("every build error text", async (t) => {
 
   await t.step("transparent hugepages off Linux", () => {
     const builder = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true);
-    onOs("darwin", () =>
-      expectBuildError(() => builder.build(SMALL), "thpUnsupportedPlatform", THP_NOT_LINUX));
+    onOs(
+      "darwin",
+      () => expectBuildError(() => builder.build(SMALL), "thpUnsupportedPlatform", THP_NOT_LINUX),
+    );
   });
 
   await t.step("hugepages off Linux", () => {
@@ -386,7 +393,8 @@ Deno.test("every build error text", async (t) => {
       BAD_X86_RAM,
     );
     expectBuildError(
-      () => new GuestMemoryBuilder().x86LegacySupport(true).build(MemoryLayout.fromGaps(0x80000n, [])),
+      () =>
+        new GuestMemoryBuilder().x86LegacySupport(true).build(MemoryLayout.fromGaps(0x80000n, [])),
       "invalidRamForX86",
       BAD_X86_RAM,
     );
@@ -489,7 +497,10 @@ Deno.test("order of checks: the first broken rule wins", async (t) => {
       "total size before each range",
       () =>
         b().hugepages().build(
-          MemoryLayout.fromRanges([new MemoryRange(0n, MiB), new MemoryRange(2n * MiB, 4n * MiB)], []),
+          MemoryLayout.fromRanges(
+            [new MemoryRange(0n, MiB), new MemoryRange(2n * MiB, 4n * MiB)],
+            [],
+          ),
         ),
       "hugepageRamSizeUnaligned",
     ],

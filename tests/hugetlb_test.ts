@@ -65,7 +65,10 @@ Deno.test({
         assert.equal(backing.hugepageSize, HP);
         using fd = backing.duplicate();
         assert.equal(fd.seals(), Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_SEAL);
-        assert.throws(() => fd.truncate(HP), (e) => e instanceof SyscallError && e.code === "EPERM");
+        assert.throws(
+          () => fd.truncate(HP),
+          (e) => e instanceof SyscallError && e.code === "EPERM",
+        );
       });
       assert.equal(meminfo("Free"), POOL, "disposing the manager returns the pages");
 
@@ -109,23 +112,26 @@ Deno.test({
         assert.ok(first.va.base !== second.va.base);
       });
 
-      await t.step("an existing hugetlb backing is mapped hugepage-aligned by the next manager", () => {
-        const layout = MemoryLayout.fromGaps(2n * HP, []);
-        using first = new GuestMemoryBuilder().hugepages().build(layout);
-        first.client().guestMemory().writeU32(HP + 4n, 0xfeedbeef);
-        using backing = first.sharedMemoryBacking()!;
-        using second = new GuestMemoryBuilder().existingBacking(backing).build(layout);
-        assert.equal(second.va.base % HP, 0n);
-        assert.equal(second.client().guestMemory().readU32(HP + 4n), 0xfeedbeef);
-        // Its RAM must still come in whole hugepages.
-        assert.throws(
-          () =>
-            new GuestMemoryBuilder().existingBacking(backing).build(
-              MemoryLayout.fromGaps(HP + MiB, []),
-            ),
-          (e) => e instanceof MemoryBuildError && e.kind === "hugepageRamSizeUnaligned",
-        );
-      });
+      await t.step(
+        "an existing hugetlb backing is mapped hugepage-aligned by the next manager",
+        () => {
+          const layout = MemoryLayout.fromGaps(2n * HP, []);
+          using first = new GuestMemoryBuilder().hugepages().build(layout);
+          first.client().guestMemory().writeU32(HP + 4n, 0xfeedbeef);
+          using backing = first.sharedMemoryBacking()!;
+          using second = new GuestMemoryBuilder().existingBacking(backing).build(layout);
+          assert.equal(second.va.base % HP, 0n);
+          assert.equal(second.client().guestMemory().readU32(HP + 4n), 0xfeedbeef);
+          // Its RAM must still come in whole hugepages.
+          assert.throws(
+            () =>
+              new GuestMemoryBuilder().existingBacking(backing).build(
+                MemoryLayout.fromGaps(HP + MiB, []),
+              ),
+            (e) => e instanceof MemoryBuildError && e.kind === "hugepageRamSizeUnaligned",
+          );
+        },
+      );
     });
     assert.equal(hugetlbPool(), before, "the pool is restored");
   },

@@ -91,15 +91,18 @@ Deno.test("shared memory backing", async (t) => {
     assert.equal(second.client().guestMemory().readU64(0x3000n), 0x0123456789abcdefn);
   });
 
-  await t.step("the builder takes its own descriptor: the caller may dispose of its backing", () => {
-    using first = new GuestMemoryBuilder().build(LAYOUT);
-    first.client().guestMemory().writeU8(0x5000n, 99);
-    const backing = first.sharedMemoryBacking()!;
-    using second = new GuestMemoryBuilder().existingBacking(backing).build(LAYOUT);
-    backing[Symbol.dispose]();
-    assert.equal(backing.isOpen, false);
-    assert.equal(second.client().guestMemory().readU8(0x5000n), 99);
-  });
+  await t.step(
+    "the builder takes its own descriptor: the caller may dispose of its backing",
+    () => {
+      using first = new GuestMemoryBuilder().build(LAYOUT);
+      first.client().guestMemory().writeU8(0x5000n, 99);
+      const backing = first.sharedMemoryBacking()!;
+      using second = new GuestMemoryBuilder().existingBacking(backing).build(LAYOUT);
+      backing[Symbol.dispose]();
+      assert.equal(backing.isOpen, false);
+      assert.equal(second.client().guestMemory().readU8(0x5000n), 99);
+    },
+  );
 
   await t.step("the RAM memfd is sealed against shrinking, growing and new seals", () => {
     using manager = new GuestMemoryBuilder().build(LAYOUT);
@@ -263,21 +266,24 @@ Deno.test("attachPartition", async (t) => {
     );
   });
 
-  await t.step("a pin failure: failed to attach ..., cause failed to pin ..., nothing mapped", () => {
-    using manager = new GuestMemoryBuilder().pinMappings(true).build(LAYOUT);
-    const partition = new FaultyPartition(() => false, (gpa) => gpa === 8n * MiB);
-    const error = attachError(() => manager.attachPartition(Vtl.Vtl0, partition));
-    assert.equal(error.message, "failed to attach partition to memory manager");
-    assert.equal(error.kind, "partitionMapper");
-    assert.ok(error.cause instanceof PartitionMapperError);
-    assert.equal(error.cause.message, "failed to pin range to partition");
-    assert.equal(error.cause.kind, "pin");
-    assert.equal((error.cause.cause as Error).message, "pin refused");
-    assert.equal(partition.live.size, 0);
-    // Later changes do not reach it either.
-    manager.deviceMemoryMapper().newRegion(0x10000n, "late").control.mapToGuest(0x400000n, true);
-    assert.equal(partition.live.size, 0);
-  });
+  await t.step(
+    "a pin failure: failed to attach ..., cause failed to pin ..., nothing mapped",
+    () => {
+      using manager = new GuestMemoryBuilder().pinMappings(true).build(LAYOUT);
+      const partition = new FaultyPartition(() => false, (gpa) => gpa === 8n * MiB);
+      const error = attachError(() => manager.attachPartition(Vtl.Vtl0, partition));
+      assert.equal(error.message, "failed to attach partition to memory manager");
+      assert.equal(error.kind, "partitionMapper");
+      assert.ok(error.cause instanceof PartitionMapperError);
+      assert.equal(error.cause.message, "failed to pin range to partition");
+      assert.equal(error.cause.kind, "pin");
+      assert.equal((error.cause.cause as Error).message, "pin refused");
+      assert.equal(partition.live.size, 0);
+      // Later changes do not reach it either.
+      manager.deviceMemoryMapper().newRegion(0x10000n, "late").control.mapToGuest(0x400000n, true);
+      assert.equal(partition.live.size, 0);
+    },
+  );
 
   await t.step("a map failure: cause failed to map range to partition, nothing mapped", () => {
     using manager = new GuestMemoryBuilder().build(LAYOUT);

@@ -141,6 +141,10 @@ function runScenario(ops: Op[], pages: number, x86: boolean): number {
     }
   }
   const control = new RamVisibilityControl(ram);
+  // Start each scenario with empty logs (the RAM setup is not under test here).
+  model.takeEvents();
+  f.partition.clearEvents();
+  target.log.length = 0;
 
   // Compares what was thrown: both or neither, same message.
   const both = (real: () => void, expected: () => void): void => {

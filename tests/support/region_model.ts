@@ -76,7 +76,7 @@ export interface ModelVaEntry {
 
 /** Events expected from one operation, as canonical strings. */
 export interface ModelEvents {
-  /** `map <range> rw|ro x|-` and `unmap <range>`. */
+  /** `map <range> rw|ro x|-`, `prefetch <range>` (prefetching partitions) and `unmap <range>`. */
   readonly partition: string[];
   /** `map <range> fd=<fd> off=<hex> rw|ro` and `unmap <range>`. */
   readonly dma: string[];
@@ -377,6 +377,7 @@ export class RegionModel {
       const old = before.get(id);
       if (old !== undefined && sameParams(now.params, old.params)) continue;
       partition.push(partitionMapEvent(now.region.range, now.params));
+      if (now.params.prefetch) partition.push(`prefetch ${now.region.range}`);
       if (now.region.dmaTarget) {
         for (const m of now.mappings) dma.push(this.#dmaMap(now.region, now.params, m));
       }

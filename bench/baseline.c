@@ -1,0 +1,440 @@
+/*
+ * C baseline for the membacking benchmarks: the same kernel work as the
+ * library's hot paths, with no library around it. Built by `deno task bench`
+ * (bench/run.ts) with `cc -O2 -o bench/.build/baseline bench/baseline.c`.
+ *
+ * Usage: baseline <benchmark|all> [iterations] [batches]
+ *
+ * Each benchmark runs `batches` timed batches of `iterations` operations
+ * (after one untimed warm-up batch) and prints one JSON line:
+ *   {"name": "...", "nsPerOp": <median over batches>, "batches": [...], ...}
+ *
+ * The syscall sequence of each operation mirrors what the TypeScript stack
+ * does (checked with `strace -f`):
+ *   region map   = mmap(MAP_SHARED|MAP_FIXED, backing) + KVM_SET_USER_MEMORY_REGION
+ *   region unmap = KVM_SET_USER_MEMORY_REGION (size 0)
+ *                  + mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED|MAP_NORESERVE)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef KVM_CAP_PRE_FAULT_MEMORY
+#define KVM_CAP_PRE_FAULT_MEMORY 236
+#endif
+/* include/uapi/linux/kvm.h (Linux 6.11+): older installed headers lack it. */
+struct pre_fault_memory {
+    uint64_t gpa;
+    uint64_t size;
+    uint64_t flags;
+    uint64_t padding[5];
+};
+#define PRE_FAULT_MEMORY _IOWR(KVMIO, 0xd5, struct pre_fault_memory)
+
+#define KIB (1024ULL)
+#define MIB (1024ULL * KIB)
+#define GIB (1024ULL * MIB)
+
+/* Everything a benchmark computes ends up here, so nothing is optimised away. */
+static volatile uint64_t sink;
+
+static void die(const char *what) {
+    fprintf(stderr, "baseline: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- shared setup -------------------------------------------------------- */
+
+static int new_memfd(uint64_t size) {
+    int fd = memfd_create("guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) die("memfd_create");
+    if (ftruncate(fd, (off_t)size) < 0) die("ftruncate");
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) die("F_ADD_SEALS");
+    return fd;
+}
+
+/* An inaccessible reservation, like VaMapper.reserve (2 MiB aligned). */
+static uint8_t *reserve(uint64_t size) {
+    uint64_t align = 2 * MIB;
+    uint8_t *p = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    if (p == MAP_FAILED) die("mmap reserve");
+    uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (start > (uintptr_t)p) munmap(p, start - (uintptr_t)p);
+    uintptr_t end = start + size, mend = (uintptr_t)p + size + align;
+    if (mend > end) munmap((void *)end, mend - end);
+    return (uint8_t *)start;
+}
+
+static void map_shared(uint8_t *host, uint64_t len, int fd, uint64_t off, int writable) {
+    int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+    if (mmap(host, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)off) == MAP_FAILED) die("mmap");
+}
+
+static void map_none(uint8_t *host, uint64_t len) {
+    if (mmap(host, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+             0) == MAP_FAILED)
+        die("mmap PROT_NONE");
+}
+
+struct kvm {
+    int sys, vm, vcpu;
+};
+
+static struct kvm kvm_open(void) {
+    struct kvm k = {-1, -1, -1};
+    k.sys = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (k.sys < 0) die("open /dev/kvm");
+    k.vm = ioctl(k.sys, KVM_CREATE_VM, 0);
+    if (k.vm < 0) die("KVM_CREATE_VM");
+    return k;
+}
+
+static void kvm_close(struct kvm *k) {
+    if (k->vcpu >= 0) close(k->vcpu);
+    close(k->vm);
+    close(k->sys);
+}
+
+static void set_slot(int vm, uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size,
+                     void *host) {
+    struct kvm_userspace_memory_region r = {
+        .slot = slot,
+        .flags = flags,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)host,
+    };
+    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r) < 0) die("KVM_SET_USER_MEMORY_REGION");
+}
+
+/* ---- benchmarks ---------------------------------------------------------- */
+
+typedef void (*op_fn)(void *state);
+
+struct bench {
+    const char *name;
+    const char *unit; /* what one operation is */
+    uint64_t iterations;
+    int batches;
+    void *(*setup)(void);
+    op_fn op;
+    void (*teardown)(void *state);
+};
+
+/* 1. Slot map: one region of 2 MiB mapped and unmapped (VA + memory slot). */
+struct slot_state {
+    struct kvm kvm;
+    int fd;
+    uint8_t *base;
+};
+#define SLOT_GPA (16 * MIB)
+#define SLOT_LEN (2 * MIB)
+
+static void *slot_setup(void) {
+    struct slot_state *s = calloc(1, sizeof *s);
+    s->kvm = kvm_open();
+    s->fd = new_memfd(SLOT_LEN);
+    s->base = reserve(64 * MIB);
+    return s;
+}
+
+static void slot_op(void *p) {
+    struct slot_state *s = p;
+    uint8_t *host = s->base + SLOT_GPA;
+    map_shared(host, SLOT_LEN, s->fd, 0, 1);
+    set_slot(s->kvm.vm, 0, 0, SLOT_GPA, SLOT_LEN, host);
+    set_slot(s->kvm.vm, 0, 0, SLOT_GPA, 0, 0);
+    map_none(host, SLOT_LEN);
+}
+
+static void slot_teardown(void *p) {
+    struct slot_state *s = p;
+    kvm_close(&s->kvm);
+    munmap(s->base, 64 * MIB);
+    close(s->fd);
+    free(s);
+}
+
+/*
+ * 2. PAM flip: x86 legacy RAM (16 MiB guest, low 1 MiB split in 16 regions,
+ * one memory slot each); one operation = the 14 regions between 0xa0000 and
+ * 0x100000 RW -> RO, then all of them RO -> RW. Each change deletes the slot,
+ * unmaps the VA, maps it again with the new protection and creates the slot.
+ */
+#define PAM_RAM (16 * MIB)
+static const uint64_t pam_bounds[17] = {
+    0x0,     0xa0000, 0xc0000, 0xc4000, 0xc8000, 0xcc000,  0xd0000, 0xd4000, 0xd8000,
+    0xdc000, 0xe0000, 0xe4000, 0xe8000, 0xec000, 0xf0000, 0x100000, PAM_RAM,
+};
+
+struct pam_state {
+    struct kvm kvm;
+    int fd;
+    uint8_t *base;
+};
+
+static void *pam_setup(void) {
+    struct pam_state *s = calloc(1, sizeof *s);
+    s->kvm = kvm_open();
+    s->fd = new_memfd(PAM_RAM);
+    s->base = reserve(PAM_RAM);
+    for (int i = 0; i < 16; i++) {
+        uint64_t gpa = pam_bounds[i], len = pam_bounds[i + 1] - gpa;
+        map_shared(s->base + gpa, len, s->fd, gpa, 1);
+        set_slot(s->kvm.vm, (uint32_t)i, 0, gpa, len, s->base + gpa);
+    }
+    return s;
+}
+
+static void pam_set(struct pam_state *s, int writable) {
+    for (int i = 1; i <= 14; i++) {
+        uint64_t gpa = pam_bounds[i], len = pam_bounds[i + 1] - gpa;
+        uint8_t *host = s->base + gpa;
+        set_slot(s->kvm.vm, (uint32_t)i, 0, gpa, 0, 0);
+        map_none(host, len);
+        map_shared(host, len, s->fd, gpa, writable);
+        set_slot(s->kvm.vm, (uint32_t)i, writable ? 0 : KVM_MEM_READONLY, gpa, len, host);
+    }
+}
+
+static void pam_op(void *p) {
+    pam_set(p, 0);
+    pam_set(p, 1);
+}
+
+static void pam_teardown(void *p) {
+    struct pam_state *s = p;
+    kvm_close(&s->kvm);
+    munmap(s->base, PAM_RAM);
+    close(s->fd);
+    free(s);
+}
+
+/* 3. Guest memory access on a memfd MAP_SHARED mapping, as GuestMemory does. */
+#define MEM_SIZE (64 * MIB)
+#define MEM_GPA (2 * MIB)
+
+struct mem_state {
+    int fd;
+    uint8_t *map;
+    uint8_t *buf;
+    size_t len; /* copy size, read at run time so memcpy is a real call */
+};
+
+static void *mem_setup_len(size_t len) {
+    struct mem_state *s = calloc(1, sizeof *s);
+    s->fd = new_memfd(MEM_SIZE);
+    s->map = reserve(MEM_SIZE);
+    map_shared(s->map, MEM_SIZE, s->fd, 0, 1);
+    memset(s->map, 0x5a, MEM_SIZE);
+    s->buf = aligned_alloc(4096, 1 * MIB);
+    memset(s->buf, 0xa5, 1 * MIB);
+    s->len = len;
+    return s;
+}
+
+static void *mem_setup_8(void) { return mem_setup_len(8); }
+static void *mem_setup_4k(void) { return mem_setup_len(4 * KIB); }
+static void *mem_setup_1m(void) { return mem_setup_len(1 * MIB); }
+
+static void read8_op(void *p) {
+    struct mem_state *s = p;
+    sink += *(volatile uint64_t *)(s->map + MEM_GPA);
+}
+
+static void copy_out_op(void *p) {
+    struct mem_state *s = p;
+    memcpy(s->buf, s->map + MEM_GPA, s->len);
+    __asm__ volatile("" : : "r"(s->buf) : "memory");
+    sink += s->buf[s->len - 1];
+}
+
+static void copy_in_op(void *p) {
+    struct mem_state *s = p;
+    memcpy(s->map + MEM_GPA, s->buf, s->len);
+    __asm__ volatile("" : : "r"(s->map) : "memory");
+}
+
+static void mem_teardown(void *p) {
+    struct mem_state *s = p;
+    munmap(s->map, MEM_SIZE);
+    close(s->fd);
+    free(s->buf);
+    free(s);
+}
+
+/*
+ * 4. Prefetch of 1 GiB of RAM. `prefetch_*`: mmap + MADV_POPULATE_WRITE
+ * (+ munmap, close), the floor for making 1 GiB resident. `prefetch_*_kvm`:
+ * the library's full sequence (memfd or private RAM in a reservation, one
+ * memory slot, KVM_PRE_FAULT_MEMORY through vCPU 0, slot delete, release);
+ * the VM and vCPU are made once, outside the timing.
+ */
+#define PREFETCH_SIZE (1 * GIB)
+
+static void prefetch_shared_op(void *p) {
+    (void)p;
+    int fd = new_memfd(PREFETCH_SIZE);
+    uint8_t *m = mmap(NULL, PREFETCH_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) die("mmap");
+    if (madvise(m, PREFETCH_SIZE, MADV_POPULATE_WRITE) < 0) die("MADV_POPULATE_WRITE");
+    sink += m[PREFETCH_SIZE - 1];
+    munmap(m, PREFETCH_SIZE);
+    close(fd);
+}
+
+static void prefetch_private_op(void *p) {
+    (void)p;
+    uint8_t *m = mmap(NULL, PREFETCH_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) die("mmap");
+    if (madvise(m, PREFETCH_SIZE, MADV_POPULATE_WRITE) < 0) die("MADV_POPULATE_WRITE");
+    sink += m[PREFETCH_SIZE - 1];
+    munmap(m, PREFETCH_SIZE);
+}
+
+static void *prefetch_kvm_setup(void) {
+    struct kvm *k = calloc(1, sizeof *k);
+    *k = kvm_open();
+    k->vcpu = ioctl(k->vm, KVM_CREATE_VCPU, 0);
+    if (k->vcpu < 0) die("KVM_CREATE_VCPU");
+    return k;
+}
+
+static void prefault(struct kvm *k, uint8_t *host) {
+    if (ioctl(k->vm, KVM_CHECK_EXTENSION, KVM_CAP_PRE_FAULT_MEMORY) > 0) {
+        struct pre_fault_memory r = {.gpa = 0, .size = PREFETCH_SIZE};
+        while (r.size > 0) {
+            if (ioctl(k->vcpu, PRE_FAULT_MEMORY, &r) < 0 && errno != EINTR && errno != EAGAIN)
+                die("KVM_PRE_FAULT_MEMORY");
+        }
+    } else if (madvise(host, PREFETCH_SIZE, MADV_POPULATE_WRITE) < 0) {
+        die("MADV_POPULATE_WRITE");
+    }
+}
+
+static void prefetch_kvm_op(struct kvm *k, int shared) {
+    int fd = shared ? new_memfd(PREFETCH_SIZE) : -1;
+    uint8_t *base = reserve(PREFETCH_SIZE);
+    if (shared) {
+        map_shared(base, PREFETCH_SIZE, fd, 0, 1);
+    } else if (mmap(base, PREFETCH_SIZE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+                    0) == MAP_FAILED) {
+        die("mmap private");
+    }
+    set_slot(k->vm, 0, 0, 0, PREFETCH_SIZE, base);
+    prefault(k, base);
+    sink += base[PREFETCH_SIZE - 1];
+    set_slot(k->vm, 0, 0, 0, 0, 0);
+    munmap(base, PREFETCH_SIZE);
+    if (shared) close(fd);
+}
+
+static void prefetch_shared_kvm_op(void *p) { prefetch_kvm_op(p, 1); }
+static void prefetch_private_kvm_op(void *p) { prefetch_kvm_op(p, 0); }
+
+static void prefetch_kvm_teardown(void *p) {
+    kvm_close(p);
+    free(p);
+}
+
+static void *no_setup(void) { return NULL; }
+static void no_teardown(void *p) { (void)p; }
+
+static const struct bench benches[] = {
+    {"slot_map", "map+unmap cycle", 2000, 15, slot_setup, slot_op, slot_teardown},
+    {"pam_flip", "14 regions RW->RO->RW", 200, 15, pam_setup, pam_op, pam_teardown},
+    {"read8", "8-byte read", 10000000, 15, mem_setup_8, read8_op, mem_teardown},
+    {"copy_in_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_in_op, mem_teardown},
+    {"copy_out_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_out_op, mem_teardown},
+    {"copy_in_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_in_op, mem_teardown},
+    {"copy_out_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_out_op, mem_teardown},
+    {"prefetch_shared", "1 GiB", 1, 7, no_setup, prefetch_shared_op, no_teardown},
+    {"prefetch_private", "1 GiB", 1, 7, no_setup, prefetch_private_op, no_teardown},
+    {"prefetch_shared_kvm", "1 GiB", 1, 7, prefetch_kvm_setup, prefetch_shared_kvm_op,
+     prefetch_kvm_teardown},
+    {"prefetch_private_kvm", "1 GiB", 1, 7, prefetch_kvm_setup, prefetch_private_kvm_op,
+     prefetch_kvm_teardown},
+};
+#define NBENCH (sizeof benches / sizeof benches[0])
+
+static void run(const struct bench *b, uint64_t iterations, int batches) {
+    void *state = b->setup();
+    double *per_op = calloc((size_t)batches, sizeof *per_op);
+    for (uint64_t i = 0; i < iterations; i++) b->op(state); /* warm-up */
+    for (int j = 0; j < batches; j++) {
+        uint64_t t0 = now_ns();
+        for (uint64_t i = 0; i < iterations; i++) b->op(state);
+        per_op[j] = (double)(now_ns() - t0) / (double)iterations;
+    }
+    b->teardown(state);
+    double *sorted = calloc((size_t)batches, sizeof *sorted);
+    memcpy(sorted, per_op, (size_t)batches * sizeof *sorted);
+    qsort(sorted, (size_t)batches, sizeof *sorted, cmp_double);
+    double median = batches % 2 ? sorted[batches / 2]
+                                : (sorted[batches / 2 - 1] + sorted[batches / 2]) / 2;
+    printf("{\"name\":\"%s\",\"unit\":\"%s\",\"iterations\":%llu,\"nsPerOp\":%.4f,\"batches\":[",
+           b->name, b->unit, (unsigned long long)iterations, median);
+    for (int j = 0; j < batches; j++) printf("%s%.4f", j ? "," : "", per_op[j]);
+    printf("]}\n");
+    fflush(stdout);
+    free(sorted);
+    free(per_op);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <benchmark|all> [iterations] [batches]\nbenchmarks:", argv[0]);
+        for (size_t i = 0; i < NBENCH; i++) fprintf(stderr, " %s", benches[i].name);
+        fprintf(stderr, "\n");
+        return 2;
+    }
+    int all = strcmp(argv[1], "all") == 0, found = 0;
+    for (size_t i = 0; i < NBENCH; i++) {
+        if (!all && strcmp(argv[1], benches[i].name) != 0) continue;
+        found = 1;
+        uint64_t iterations = argc > 2 ? strtoull(argv[2], NULL, 10) : benches[i].iterations;
+        int batches = argc > 3 ? atoi(argv[3]) : benches[i].batches;
+        if (iterations < 1 || batches < 1) {
+            fprintf(stderr, "baseline: iterations and batches must be positive\n");
+            return 2;
+        }
+        run(&benches[i], iterations, batches);
+    }
+    if (!found) {
+        fprintf(stderr, "baseline: unknown benchmark %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
+}
