@@ -380,11 +380,11 @@ static const struct bench benches[] = {
     {"copy_out_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_out_op, mem_teardown},
     {"copy_in_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_in_op, mem_teardown},
     {"copy_out_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_out_op, mem_teardown},
-    {"prefetch_shared", "1 GiB", 1, 7, no_setup, prefetch_shared_op, no_teardown},
-    {"prefetch_private", "1 GiB", 1, 7, no_setup, prefetch_private_op, no_teardown},
-    {"prefetch_shared_kvm", "1 GiB", 1, 7, prefetch_kvm_setup, prefetch_shared_kvm_op,
+    {"prefetch_shared", "1 GiB", 1, 3, no_setup, prefetch_shared_op, no_teardown},
+    {"prefetch_private", "1 GiB", 1, 3, no_setup, prefetch_private_op, no_teardown},
+    {"prefetch_shared_kvm", "1 GiB", 1, 3, prefetch_kvm_setup, prefetch_shared_kvm_op,
      prefetch_kvm_teardown},
-    {"prefetch_private_kvm", "1 GiB", 1, 7, prefetch_kvm_setup, prefetch_private_kvm_op,
+    {"prefetch_private_kvm", "1 GiB", 1, 3, prefetch_kvm_setup, prefetch_private_kvm_op,
      prefetch_kvm_teardown},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])

@@ -1,3 +1,4 @@
+import { ChunkedSortedList, type ListCursor } from "./chunked_sorted_list.ts";
 import type { Partition } from "./partition.ts";
 
 const hex = (value: bigint): string => `0x${value.toString(16)}`;
@@ -8,6 +9,8 @@ export interface RecordedMapping {
   readonly gpa: bigint;
   /** Length in bytes. */
   readonly size: bigint;
+  /** `gpa + size`. */
+  readonly end: bigint;
   /** Host address of `gpa`. */
   readonly hostAddress: bigint;
   /** Guest may write. */
@@ -49,7 +52,7 @@ export class RecordingPartition implements Partition {
   readonly events: PartitionEvent[] = [];
   readonly #record: boolean;
   /** Current mappings, ordered by gpa, disjoint. */
-  readonly #mappings: RecordedMapping[] = [];
+  readonly #mappings = new ChunkedSortedList<RecordedMapping>();
 
   /** An empty partition. */
   constructor(options: RecordingPartitionOptions = {}) {
@@ -66,15 +69,15 @@ export class RecordingPartition implements Partition {
   ): void {
     if (size === 0n) return;
     const end = gpa + size;
-    const index = this.#firstEndingAfter(gpa);
-    const next = this.#mappings[index];
+    const cursor = this.#firstEndingAfter(gpa);
+    const next = this.#mappings.at(cursor);
     if (next !== undefined && next.gpa < end) {
       throw new RangeError(
         `range ${hex(gpa)}-${hex(end)} overlaps the mapped range at ${hex(next.gpa)}`,
       );
     }
-    const mapping: RecordedMapping = { gpa, size, hostAddress, writable, executable };
-    this.#mappings.splice(index, 0, mapping);
+    const mapping: RecordedMapping = { gpa, size, end, hostAddress, writable, executable };
+    this.#mappings.insertAt(cursor, mapping);
     if (this.#record) this.events.push({ kind: "map", ...mapping });
   }
 
@@ -83,16 +86,18 @@ export class RecordingPartition implements Partition {
     const end = gpa + size;
     const list = this.#mappings;
     const first = this.#firstEndingAfter(gpa);
-    let last = first;
-    for (; last < list.length && list[last].gpa < end; last++) {
-      const mapping = list[last];
-      if (mapping.gpa < gpa || mapping.gpa + mapping.size > end) {
+    let count = 0;
+    for (let c = first;; c = list.next(c)) {
+      const mapping = list.at(c);
+      if (mapping === undefined || mapping.gpa >= end) break;
+      if (mapping.gpa < gpa || mapping.end > end) {
         throw new RangeError(
           `mapped range at ${hex(mapping.gpa)} is only partly inside ${hex(gpa)}-${hex(end)}`,
         );
       }
+      count++;
     }
-    if (last > first) list.splice(first, last - first);
+    for (let i = 0; i < count; i++) list.removeAt(this.#firstEndingAfter(gpa));
     if (this.#record) this.events.push({ kind: "unmap", gpa, size });
   }
 
@@ -108,12 +113,12 @@ export class RecordingPartition implements Partition {
 
   /** The current memory map, ordered by gpa. */
   mappings(): readonly RecordedMapping[] {
-    return this.#mappings;
+    return this.#mappings.toArray();
   }
 
   /** The mapping containing `gpa`, if any. */
   mappingAt(gpa: bigint): RecordedMapping | undefined {
-    const mapping = this.#mappings[this.#firstEndingAfter(gpa)];
+    const mapping = this.#mappings.at(this.#firstEndingAfter(gpa));
     return mapping !== undefined && mapping.gpa <= gpa ? mapping : undefined;
   }
 
@@ -122,16 +127,8 @@ export class RecordingPartition implements Partition {
     this.events.length = 0;
   }
 
-  /** Index of the first mapping ending above `gpa`. */
-  #firstEndingAfter(gpa: bigint): number {
-    const list = this.#mappings;
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (list[mid].gpa + list[mid].size <= gpa) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+  /** Position of the first mapping ending above `gpa`. */
+  #firstEndingAfter(gpa: bigint): ListCursor {
+    return this.#mappings.firstWhere((m) => m.end > gpa);
   }
 }

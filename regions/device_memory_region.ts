@@ -40,7 +40,13 @@ export class DeviceMemoryRegion {
    * outside the region or overlapping a mapping is a `RegionError`;
    * unaligned values are a `RangeError`. Nothing changes on error.
    */
-  map(offset: bigint, backing: Mappable, fileOffset: bigint, length: bigint, writable: boolean): void {
+  map(
+    offset: bigint,
+    backing: Mappable,
+    fileOffset: bigint,
+    length: bigint,
+    writable: boolean,
+  ): void {
     this.#state.map(offset, backing, fileOffset, length, writable);
   }
 

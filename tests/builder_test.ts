@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GuestMemoryBuilder, PRIVATE_RAM_NAME, RAM_PRIORITY } from "../builder.ts";
+import { GuestMemoryBuilder, PRIVATE_RAM_NAME, RAM_PRIORITY, VA_ALIGNMENT } from "../builder.ts";
 import { Fcntl, Memfd } from "../ffi/constants.ts";
 import { OwnedFd } from "../ffi/owned_fd.ts";
 import { readTextFile } from "../ffi/proc_files.ts";
@@ -8,6 +8,7 @@ import { hostPageSize } from "../ffi/system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { MemorySize } from "../layout/memory_size.ts";
+import { VaMapper } from "../mapping/va_mapper.ts";
 import {
   DEFAULT_HUGEPAGE_SIZE,
   MAX_HOST_SIZE,
@@ -17,7 +18,7 @@ import {
 import { MemoryBuildError, type MemoryBuildErrorKind } from "../manager/memory_build_error.ts";
 import { GUEST_RAM_SEALS } from "../manager/ram_backing.ts";
 import { SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
-import { mapsLineCount, openFdCount } from "./support/requirements.ts";
+import { openFdCount } from "./support/requirements.ts";
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -308,15 +309,28 @@ Deno.test("every build error text", async (t) => {
     );
   });
 
-  await t.step("failed to allocate memory (the message, with the OS error as cause)", () => {
-    // A memfd of any size up to 2^63 - 1 can be created and sized on Linux,
-    // so this failure cannot be provoked here; check the error itself.
-    const error = new MemoryBuildError({ kind: "allocationFailed" }, {
-      cause: new SyscallError("ftruncate", 27),
-    });
-    assert.equal(error.message, "failed to allocate memory");
-    assert.equal(error.kind, "allocationFailed");
-    assert.equal((error.cause as SyscallError).code, "EFBIG");
+  await t.step("failed to allocate memory (the OS error as cause)", () => {
+    // A memfd of any size up to 2^63 - 1 can be sized on Linux, so make
+    // ftruncate fail the way a full kernel would.
+    const real = OwnedFd.prototype.truncate;
+    OwnedFd.prototype.truncate = () => {
+      throw new SyscallError("ftruncate", 27);
+    };
+    const fds = openFdCount();
+    let error: MemoryBuildError;
+    try {
+      error = expectBuildError(
+        () => new GuestMemoryBuilder().build(SMALL),
+        "allocationFailed",
+        "failed to allocate memory",
+      );
+    } finally {
+      OwnedFd.prototype.truncate = real;
+    }
+    assert.ok(error.cause instanceof SyscallError);
+    assert.equal(error.cause.code, "EFBIG");
+    assert.equal(error.cause.message, "File too large");
+    assert.equal(openFdCount(), fds, "the memfd is closed");
   });
 
   await t.step("failed to reserve hugetlb pages (unsupported page size: no pool needed)", () => {
@@ -408,15 +422,34 @@ Deno.test("every build error text", async (t) => {
     );
   });
 
-  await t.step("failed to allocate private RAM range (the message, with the OS error)", () => {
+  await t.step("failed to allocate private RAM range (the OS error as cause)", () => {
     // MAP_FIXED anonymous memory inside our own reservation does not fail on
-    // demand; check the error itself.
-    const range = new MemoryRange(0x100000n, 0x200000n);
-    const error = new MemoryBuildError({ kind: "privateRamAlloc", range }, {
-      cause: new SyscallError("mmap", 12),
+    // demand: refuse the second range the way a kernel out of VMAs would.
+    const real = VaMapper.prototype.allocPrivate;
+    const reserved: VaMapper[] = [];
+    VaMapper.prototype.allocPrivate = function (range, name) {
+      reserved.push(this);
+      if (range.start !== 0n) throw new SyscallError("mmap", 12);
+      return real.call(this, range, name);
+    };
+    const layout = MemoryLayout.fromGaps(4n * MiB, [new MemoryRange(MiB, 2n * MiB)]);
+    let error: MemoryBuildError;
+    try {
+      error = expectBuildError(
+        () => new GuestMemoryBuilder().privateMemory(true).build(layout),
+        "privateRamAlloc",
+        "failed to allocate private RAM range 0x200000-0x500000",
+      );
+    } finally {
+      VaMapper.prototype.allocPrivate = real;
+    }
+    assert.deepEqual(error.detail, {
+      kind: "privateRamAlloc",
+      range: new MemoryRange(2n * MiB, 5n * MiB),
     });
-    assert.equal(error.message, "failed to allocate private RAM range 0x100000-0x200000");
     assert.equal((error.cause as SyscallError).message, "Cannot allocate memory");
+    assert.equal(reserved.length, 2);
+    assert.equal(reserved[0].isReserved, false, "the reservation and first range are released");
   });
 
   await t.step("existing backing smaller than guest RAM (beyond the reference)", () => {
@@ -581,6 +614,8 @@ Deno.test("successful builds", async (t) => {
     const layout = MemoryLayout.fromGaps(6n * MiB, [new MemoryRange(2n * MiB, 4n * MiB)]);
     using manager = new GuestMemoryBuilder().build(layout);
     assert.equal(manager.va.size, 8n * MiB);
+    assert.equal(manager.va.base % VA_ALIGNMENT, 0n);
+    assert.equal(VA_ALIGNMENT, 2n * MiB);
     assert.deepEqual(manager.ramRegions.map((r) => `${r.range}`), [
       "0x0-0x200000",
       "0x400000-0x800000",
@@ -705,45 +740,14 @@ Deno.test("successful builds", async (t) => {
   });
 });
 
-Deno.test("build failures leave no fd or mapping behind", () => {
-  // Warm up lazy state (libc, page size) so the counts compare like with like.
-  expectBuildError(
-    () => new GuestMemoryBuilder().vtl0AliasMap(0n).build(SMALL),
-    "aliasMapWontFit",
-    ALIAS_WONT_FIT,
-  );
-  const fds = openFdCount();
-  const maps = mapsLineCount();
-  // After the memfd: alias map check.
-  expectBuildError(
-    () => new GuestMemoryBuilder().vtl0AliasMap(0n).build(SMALL),
-    "aliasMapWontFit",
-    ALIAS_WONT_FIT,
-  );
-  // After the reservation and region manager: the x86 RAM check.
-  expectBuildError(
-    () =>
-      new GuestMemoryBuilder().x86LegacySupport(true).build(
-        MemoryLayout.fromRanges([new MemoryRange(MiB, 4n * MiB)], []),
-      ),
-    "invalidRamForX86",
-    BAD_X86_RAM,
-  );
-  // After the memfd: the reservation itself.
-  expectBuildError(
-    () =>
-      new GuestMemoryBuilder().build(
-        MemoryLayout.fromGaps(4n * MiB, [new MemoryRange(1n << 62n, (1n << 62n) + 0x1000n)]),
-      ),
-    "vaMapper",
-    "failed to create VA mapper",
-  );
-  // Inside the hugetlb allocation.
-  expectBuildError(
-    () => new GuestMemoryBuilder().hugepages(4096n).build(SMALL),
-    "hugepageAllocationFailed",
-    "failed to reserve 1024 hugetlb pages of 4 KB each (4 MB total); increase the hugetlb pool or reduce guest memory size",
-  );
-  assert.equal(openFdCount(), fds);
-  assert.equal(mapsLineCount(), maps);
+Deno.test("VaMapper.reserve with an alignment", async (t) => {
+  for (const alignment of [2n * MiB, GiB]) {
+    await t.step(`starts at a multiple of ${new MemorySize(alignment)}`, () => {
+      for (let i = 0; i < 4; i++) {
+        using va = VaMapper.reserve(6n * MiB + 0x1000n, alignment);
+        assert.equal(va.base % alignment, 0n);
+        assert.equal(va.size, 6n * MiB + 0x1000n);
+      }
+    });
+  }
 });

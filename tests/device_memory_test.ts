@@ -93,7 +93,10 @@ Deno.test("device memory", async (t) => {
     assert.throws(() => region.map(0x3000n, f.backing, 0n, 0x2000n, true), (e: unknown) => {
       assert.ok(e instanceof RegionError);
       assert.equal(e.kind, "mapping-outside-region");
-      assert.equal(e.message, "range 0x3000-0x5000 is outside device memory region bar (0x4000 bytes)");
+      assert.equal(
+        e.message,
+        "range 0x3000-0x5000 is outside device memory region bar (0x4000 bytes)",
+      );
       return true;
     });
     assert.throws(() => region.map(0x2000n, f.backing, 0n, 0x1000n, true), {
@@ -102,7 +105,8 @@ Deno.test("device memory", async (t) => {
     });
     assert.throws(() => region.unmap(0x2000n, 0x2000n), {
       name: "RegionError",
-      message: "mapping 0x1000-0x3000 of device memory region bar is only partly inside 0x2000-0x4000",
+      message:
+        "mapping 0x1000-0x3000 of device memory region bar is only partly inside 0x2000-0x4000",
     });
     assert.throws(() => region.map(0x800n, f.backing, 0n, 0x1000n, true), RangeError);
     assert.throws(() => region.unmap(0x0n, 0x5000n), RegionError);

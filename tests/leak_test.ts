@@ -3,113 +3,110 @@ import { GuestMemoryBuilder } from "../builder.ts";
 import { readTextFile } from "../ffi/proc_files.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { MemoryBuildError, type MemoryBuildErrorKind } from "../manager/memory_build_error.ts";
-import { Vtl } from "../manager/vtl.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
-import { RamVisibility } from "../regions/ram_visibility_control.ts";
+import type { MemoryBuildErrorKind } from "../manager/memory_build_error.ts";
+import { VaMapper } from "../mapping/va_mapper.ts";
 import {
-  mapsLineCount,
-  openFdCount,
-  skipWithoutHugetlb,
-  withHugetlbPool,
-} from "./support/requirements.ts";
+  CYCLE_LAYOUT,
+  type CycleCounts,
+  expectBuildFailure,
+  FAILURE_CYCLES,
+  runCycle,
+} from "./support/build_cycles.ts";
+import { openFdCount, skipWithoutHugetlb, withHugetlbPool } from "./support/requirements.ts";
 
 const MiB = 1n << 20n;
-const LAYOUT = MemoryLayout.fromGaps(4n * MiB, [new MemoryRange(2n * MiB, 4n * MiB)], {
-  vtl2Range: new MemoryRange(8n * MiB, 10n * MiB),
-});
 const CYCLES = 1000;
 
-/** Lines of /proc/self/maps that belong to guest RAM (memfd or named private RAM). */
-function guestRamLines(): number {
-  return readTextFile("/proc/self/maps").split("\n").filter((l) => l.includes("guest-ram")).length;
+/** Lines of /proc/self/maps that belong to guest RAM (memfds and named private RAM). */
+function guestRamLines(): string[] {
+  return readTextFile("/proc/self/maps").split("\n").filter((l) => l.includes("guest-ram"));
 }
 
-function expectFailure(fn: () => unknown, kind: MemoryBuildErrorKind): void {
-  assert.throws(fn, (e) => e instanceof MemoryBuildError && e.kind === kind);
+/** HugePages_Free of /proc/meminfo. */
+function freeHugepages(): number {
+  const line = readTextFile("/proc/meminfo").split("\n").find((l) =>
+    l.startsWith("HugePages_Free:")
+  );
+  return Number(line!.split(/\s+/)[1]);
 }
 
-/** One build/use/dispose cycle in mode `i % modes`. */
-const MODES: ReadonlyArray<(i: number) => void> = [
-  // Shared memfd, touched, attached with an alias and pins, then disposed.
-  (i) => {
-    using manager = new GuestMemoryBuilder().vtl0AliasMap(1n << 30n).pinMappings(true).build(
-      LAYOUT,
-    );
-    manager.client().guestMemory().writeU32(BigInt(i % 1024) * 4n, i);
-    manager.attachPartition(Vtl.Vtl2, new RecordingPartition({ recordEvents: false }));
-  },
-  // Private memory with THP.
-  (i) => {
-    using manager = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true)
-      .build(LAYOUT);
-    manager.client().guestMemory().writeU8(8n * MiB + BigInt(i), 1);
-  },
-  // x86 legacy splitting with visibility changes.
-  () => {
-    using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(LAYOUT);
-    using _attachment = manager.attachPartition(Vtl.Vtl0, new RecordingPartition());
-    const vga = new MemoryRange(0xa0000n, 0xc0000n);
-    manager.ramVisibilityControl().setRamVisibility(vga, RamVisibility.Unmapped);
-    manager.ramVisibilityControl().setRamVisibility(vga, RamVisibility.ReadOnly);
-  },
-  // Existing backing handed from one manager to the next.
-  (i) => {
-    using first = new GuestMemoryBuilder().build(LAYOUT);
-    first.client().guestMemory().writeU8(0x10n, i & 0xff);
-    using backing = first.sharedMemoryBacking()!;
-    using second = new GuestMemoryBuilder().existingBacking(backing).build(LAYOUT);
-    assert.equal(second.client().guestMemory().readU8(0x10n), i & 0xff);
-  },
-  // Failing halfway: after the memfd (alias), after the reservation (x86).
-  () => {
-    expectFailure(
-      () => new GuestMemoryBuilder().vtl0AliasMap(4n * MiB).build(LAYOUT),
-      "aliasMapWontFit",
-    );
-    expectFailure(
-      () =>
-        new GuestMemoryBuilder().x86LegacySupport(true).build(
-          MemoryLayout.fromRanges([new MemoryRange(MiB, 4n * MiB)], []),
-        ),
-      "invalidRamForX86",
-    );
-  },
-  // Failing in the reservation and in the hugetlb allocation.
-  () => {
-    expectFailure(
-      () =>
-        new GuestMemoryBuilder().build(
-          MemoryLayout.fromGaps(4n * MiB, [new MemoryRange(1n << 62n, (1n << 62n) + 0x1000n)]),
-        ),
-      "vaMapper",
-    );
-    expectFailure(
-      () => new GuestMemoryBuilder().hugepages(4096n).build(LAYOUT),
-      "hugepageAllocationFailed",
-    );
-  },
-];
+/** Runs `build_cycles.ts` in a fresh process and returns its counts. */
+async function measureInFreshProcess(
+  cycles: number,
+  set: "all" | "failures",
+): Promise<CycleCounts> {
+  const script = new URL("./support/build_cycles.ts", import.meta.url).pathname;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--v8-flags=--expose-gc",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+      script,
+      String(cycles),
+      set,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout).trim();
+  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  return JSON.parse(stdout.split("\n").at(-1)!) as CycleCounts;
+}
 
-Deno.test(`${CYCLES} mixed build/dispose cycles leave no fd or mapping behind`, () => {
-  // Warm up lazily created state (libc, page size, V8 code) before counting.
-  for (let i = 0; i < MODES.length * 2; i++) MODES[i % MODES.length](i);
+/** Runs `fn` recording every VaMapper reserved meanwhile. */
+function recordingReservations<T>(fn: (reserved: VaMapper[]) => T): T {
+  const real = VaMapper.reserve;
+  const reserved: VaMapper[] = [];
+  VaMapper.reserve = (size: bigint, alignment?: bigint): VaMapper => {
+    const va = real.call(VaMapper, size, alignment);
+    reserved.push(va);
+    return va;
+  };
+  try {
+    return fn(reserved);
+  } finally {
+    VaMapper.reserve = real;
+  }
+}
+
+function assertNoLeak(counts: CycleCounts): void {
+  for (const [before, after] of counts.fds) assert.equal(after, before, "open fds");
+  const [before, after] = counts.maps.at(-1)!;
+  assert.equal(after, before, `maps lines: ${JSON.stringify(counts.maps)}`);
+}
+
+Deno.test(`${CYCLES} mixed build/dispose cycles: fds and maps lines where they started`, async () => {
+  // Half the cycles build, use and dispose of managers in every mode (shared,
+  // private with THP, x86 legacy, existing backing; attached partitions);
+  // the other half fail halfway through a build.
+  assertNoLeak(await measureInFreshProcess(CYCLES, "all"));
+});
+
+Deno.test("builds failing halfway, over and over: fds and maps lines where they started", async () => {
+  assertNoLeak(await measureInFreshProcess(CYCLES, "failures"));
+});
+
+Deno.test(`${CYCLES} mixed cycles in this process: no fd, reservation or RAM mapping left`, () => {
+  for (let i = 0; i < 16; i++) runCycle("all", i, () => {});
   const fds = openFdCount();
-  const maps = mapsLineCount();
-  assert.equal(guestRamLines(), 0);
-  for (let i = 0; i < CYCLES; i++) MODES[i % MODES.length](i);
-  assert.equal(guestRamLines(), 0);
+  recordingReservations((reserved) => {
+    for (let i = 0; i < CYCLES; i++) runCycle("all", i, () => {});
+    // 625 managers (the existing-backing cycle builds two) and 125 x86 failures.
+    assert.equal(reserved.length, 750);
+    assert.deepEqual(reserved.filter((va) => va.isReserved), []);
+  });
   assert.equal(openFdCount(), fds);
-  assert.equal(mapsLineCount(), maps);
+  assert.deepEqual(guestRamLines(), []);
 });
 
 Deno.test("a build failing at each step leaves nothing behind", async (t) => {
-  MODES[4](0);
-  MODES[5](0);
+  for (const cycle of FAILURE_CYCLES) cycle();
   const steps: Array<[string, () => unknown, MemoryBuildErrorKind]> = [
     [
       "after the memfd: alias map",
-      () => new GuestMemoryBuilder().vtl0AliasMap(0n).build(LAYOUT),
+      () => new GuestMemoryBuilder().vtl0AliasMap(0n).build(CYCLE_LAYOUT),
       "aliasMapWontFit",
     ],
     [
@@ -133,23 +130,25 @@ Deno.test("a build failing at each step leaves nothing behind", async (t) => {
       () => {
         using small = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n * MiB, []));
         using backing = small.sharedMemoryBacking()!;
-        return new GuestMemoryBuilder().existingBacking(backing).build(LAYOUT);
+        return new GuestMemoryBuilder().existingBacking(backing).build(CYCLE_LAYOUT);
       },
       "existingBackingTooSmall",
     ],
     [
       "inside the hugetlb allocation",
-      () => new GuestMemoryBuilder().hugepages(4096n).build(LAYOUT),
+      () => new GuestMemoryBuilder().hugepages(4096n).build(CYCLE_LAYOUT),
       "hugepageAllocationFailed",
     ],
   ];
   for (const [name, fn, kind] of steps) {
     await t.step(name, () => {
       const fds = openFdCount();
-      const maps = mapsLineCount();
-      expectFailure(fn, kind);
+      recordingReservations((reserved) => {
+        expectBuildFailure(fn, kind);
+        assert.deepEqual(reserved.filter((va) => va.isReserved), []);
+      });
       assert.equal(openFdCount(), fds);
-      assert.equal(mapsLineCount(), maps);
+      assert.deepEqual(guestRamLines(), []);
     });
   }
 });
@@ -163,18 +162,19 @@ Deno.test({
       const layout = MemoryLayout.fromGaps(8n * MiB, []);
       new GuestMemoryBuilder().hugepages().build(layout)[Symbol.dispose]();
       const fds = openFdCount();
-      const maps = mapsLineCount();
       for (let i = 0; i < 100; i++) {
         using manager = new GuestMemoryBuilder().hugepages().build(layout);
         manager.client().guestMemory().writeU8(BigInt(i) * 0x1000n, 1);
+        assert.equal(freeHugepages(), 0);
         // A second guest does not fit while the first holds the pool.
-        expectFailure(
+        expectBuildFailure(
           () => new GuestMemoryBuilder().hugepages().build(MemoryLayout.fromGaps(2n * MiB, [])),
           "hugepageAllocationFailed",
         );
       }
+      assert.equal(freeHugepages(), 4);
       assert.equal(openFdCount(), fds);
-      assert.equal(mapsLineCount(), maps);
+      assert.deepEqual(guestRamLines(), []);
     });
   },
 });

@@ -6,6 +6,8 @@ import { readTextFile } from "../ffi/proc_files.ts";
 import { setAnonVmaName } from "../ffi/system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
+import { VaMapper } from "../mapping/va_mapper.ts";
+import { vaProtections } from "./support/proc_maps.ts";
 
 const MiB = 1n << 20n;
 
@@ -88,6 +90,21 @@ Deno.test("private memory mode", async (t) => {
     assert.equal(memory.readU32(0x1000000n), 0xabcdef01);
   });
 
+  await t.step(`every RAM range is allocated under the name ${PRIVATE_RAM_NAME}`, () => {
+    const real = VaMapper.prototype.allocPrivate;
+    const calls: string[] = [];
+    VaMapper.prototype.allocPrivate = function (range, name) {
+      calls.push(`${range} ${name}`);
+      return real.call(this, range, name);
+    };
+    try {
+      using _manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
+    } finally {
+      VaMapper.prototype.allocPrivate = real;
+    }
+    assert.deepEqual(calls, RAM.map((range) => `${range} guest-ram-private`));
+  });
+
   await t.step({
     name: `named ${PRIVATE_RAM_NAME} in /proc/self/maps`,
     // Kernels built without CONFIG_ANON_VMA_NAME refuse names (the builder
@@ -133,13 +150,36 @@ Deno.test("private memory mode", async (t) => {
     },
   });
 
-  await t.step("disposal returns the whole range to the kernel", () => {
-    let base: bigint;
-    {
-      using manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
-      base = manager.va.base;
+  await t.step("THP advice refused by the kernel is only a warning", () => {
+    const real = VaMapper.prototype.adviseHugepages;
+    const refusal = new Error("madvise refused");
+    VaMapper.prototype.adviseHugepages = () => {
+      throw refusal;
+    };
+    const warnings: Warning[] = [];
+    const previous = setWarningHandler((w) => warnings.push(w));
+    try {
+      using manager = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true)
+        .build(LAYOUT);
+      assert.equal(manager.va.entries().length, 3);
+    } finally {
+      VaMapper.prototype.adviseHugepages = real;
+      setWarningHandler(previous);
     }
-    const maps = readTextFile("/proc/self/maps");
-    assert.ok(!maps.includes(`${base.toString(16)}-`) || !maps.includes(PRIVATE_RAM_NAME));
+    assert.deepEqual(
+      warnings,
+      RAM.map((range) => ({
+        message: `failed to mark RAM range ${range} as THP eligible`,
+        cause: refusal,
+      })),
+    );
+  });
+
+  await t.step("disposal returns the whole range to the kernel", () => {
+    const manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
+    const { base, size } = manager.va;
+    assert.equal(vaProtections(base, size).length, 5);
+    manager[Symbol.dispose]();
+    assert.deepEqual(vaProtections(base, size), []);
   });
 });

@@ -25,7 +25,10 @@ Deno.test("region admission", async (t) => {
       assert.throws(() => add(priority, start, end), (e: unknown) => {
         assert.ok(e instanceof RegionOverlapError);
         assert.equal(e.kind, "overlap");
-        assert.equal(e.message, `memory region ${priority} overlaps with existing region ${existing}`);
+        assert.equal(
+          e.message,
+          `memory region ${priority} overlaps with existing region ${existing}`,
+        );
         assert.equal(e.existingName, existing);
         return true;
       });
@@ -97,7 +100,8 @@ Deno.test("region admission", async (t) => {
     assert.throws(() => f.manager.newRegion("x", r(0, 0x1000), 1.5, false), RegionError);
     assert.throws(() => f.manager.newRegion("x", r(0xff000, 0x101000), 0, false), {
       name: "RegionError",
-      message: "memory region x at 0xff000-0x101000 is outside the 0x100000-byte guest address space",
+      message:
+        "memory region x at 0xff000-0x101000 is outside the 0x100000-byte guest address space",
     });
     assert.equal(f.manager.regionCount, 0);
   });
@@ -184,7 +188,9 @@ Deno.test("region activation", async (t) => {
     ram.map(RWX);
     assert.deepEqual(perms(), ["rw-s", "---p", "r--s"]);
     assert.deepEqual(
-      f.va.entries().map((e) => `${e.range} ${e.writable} ${e.fd === f.backing.fd} ${e.fileOffset}`),
+      f.va.entries().map((e) =>
+        `${e.range} ${e.writable} ${e.fd === f.backing.fd} ${e.fileOffset}`
+      ),
       ["0x0-0x4000 true true 65536", "0x8000-0x10000 false true 131072"],
     );
     ram.map(RX);
@@ -244,7 +250,10 @@ Deno.test("region mappings", async (t) => {
       return true;
     });
     assert.equal(ram.mappings.length, 2);
-    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x10000-0x11000", "0x11000-0x13000"]);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), [
+      "0x10000-0x11000",
+      "0x11000-0x13000",
+    ]);
   });
 
   await t.step("a removed region refuses every operation", () => {

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
+import { GuestMemoryBuilder } from "../builder.ts";
+import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
+import { Vtl } from "../manager/vtl.ts";
+import { RecordingPartition } from "../partition/recording_partition.ts";
 import { RamVisibility, RamVisibilityControl } from "../regions/ram_visibility_control.ts";
 import type { RegionHandle } from "../regions/region_handle.ts";
 import { splitX86LegacyRam } from "../regions/x86_legacy.ts";
@@ -26,7 +30,10 @@ const EXPECTED = [
 ];
 
 /** RAM regions as the builder makes them: priority 255, DMA, packed in the backing. */
-function ramRegions(f: RegionFixture, ranges: MemoryRange[]): { range: MemoryRange; handle: RegionHandle }[] {
+function ramRegions(
+  f: RegionFixture,
+  ranges: MemoryRange[],
+): { range: MemoryRange; handle: RegionHandle }[] {
   let offset = 0n;
   return ranges.map((range) => {
     const handle = f.manager.newRegion("ram", range, 255, true);
@@ -98,5 +105,28 @@ Deno.test("x86 legacy RAM splitting", async (t) => {
     assert.equal(vga.isActive, true);
     control.setRamVisibility(r(0xa0000, 0xc0000), RamVisibility.ReadWrite);
     assert.equal(vga.isActive, false);
+  });
+
+  await t.step("through the builder: 16 RAM regions, PAM flips reach an attached partition", () => {
+    using manager = new GuestMemoryBuilder().x86LegacySupport(true)
+      .build(MemoryLayout.fromGaps(0x400000n, []));
+    assert.deepEqual(manager.ramRegions.map((region) => `${region.range}`), EXPECTED);
+    const partition = new RecordingPartition();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    const lines = () =>
+      partition.mappings().map((m) => `${MemoryRange.fromLength(m.gpa, m.size)} ${m.writable}`);
+    assert.deepEqual(lines(), EXPECTED.map((range) => `${range} true`));
+    const control = manager.ramVisibilityControl();
+    const { control: vga } = manager.deviceMemoryMapper().newRegion(0x20000n, "vga");
+    vga.mapToGuest(0xa0000n, true);
+    control.setRamVisibility(r(0xf0000, 0x100000), RamVisibility.ReadOnly);
+    control.setRamVisibility(r(0xa0000, 0xc0000), RamVisibility.Unmapped);
+    assert.equal(vga.isActive, true);
+    const expected = EXPECTED.map((range) => `${range} ${range !== "0xf0000-0x100000"}`);
+    assert.deepEqual(lines(), expected);
+    assert.throws(() => control.setRamVisibility(r(0xc0000, 0xc8000), RamVisibility.ReadOnly), {
+      name: "InvalidRamRegionError",
+      message: "0xc0000-0xc8000 is not a controllable RAM range",
+    });
   });
 });

@@ -206,7 +206,12 @@ export class RegionModel {
       );
     }
     this.#change(() => {
-      region.mappings = [...region.mappings, { range: rangeInRegion, backing, fileOffset, writable }]
+      region.mappings = [...region.mappings, {
+        range: rangeInRegion,
+        backing,
+        fileOffset,
+        writable,
+      }]
         .sort((a, b) => a.range.compare(b.range));
     });
   }
@@ -297,7 +302,10 @@ export class RegionModel {
   }
 
   /** The expected /proc/self/maps permissions, as merged runs over `[0, size)`. */
-  expectedProtections(size: bigint, pageSize = 0x1000n): { start: bigint; end: bigint; perms: string }[] {
+  expectedProtections(
+    size: bigint,
+    pageSize = 0x1000n,
+  ): { start: bigint; end: bigint; perms: string }[] {
     const out: { start: bigint; end: bigint; perms: string }[] = [];
     for (let gpa = 0n; gpa < size; gpa += pageSize) {
       const backing = this.visibleAt(gpa)?.backing;

@@ -1,0 +1,109 @@
+/**
+ * An ordered list kept as a list of small chunks, so that inserting or
+ * removing one item costs about the same with ten items as with ten
+ * thousand (a plain array's `splice` moves every later element, and with
+ * object elements V8 makes that slow: ~30 µs at 10,000 items).
+ *
+ * Positions are found with a monotone predicate (false for a prefix of the
+ * list, true for the rest) by binary search, first over chunks, then inside
+ * one. Internal helper.
+ *
+ * @module
+ */
+
+const MAX_CHUNK = 128;
+
+/** A position in a {@linkcode ChunkedSortedList}. */
+export interface ListCursor {
+  /** Chunk index. */
+  chunk: number;
+  /** Index inside the chunk. */
+  index: number;
+}
+
+/** An ordered list with near-constant insert and remove at a found position. */
+export class ChunkedSortedList<T> {
+  #chunks: T[][] = [];
+  #length = 0;
+  #flat: T[] | undefined = [];
+
+  /** Number of items. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** The cursor of the first item for which `pred` holds (`pred` monotone), or the end. */
+  firstWhere(pred: (item: T) => boolean): ListCursor {
+    const chunks = this.#chunks;
+    // First chunk whose last item satisfies pred.
+    let lo = 0;
+    let hi = chunks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const chunk = chunks[mid];
+      if (pred(chunk[chunk.length - 1])) hi = mid;
+      else lo = mid + 1;
+    }
+    if (lo === chunks.length) return { chunk: chunks.length, index: 0 };
+    const chunk = chunks[lo];
+    let a = 0;
+    let b = chunk.length - 1;
+    while (a < b) {
+      const mid = (a + b) >>> 1;
+      if (pred(chunk[mid])) b = mid;
+      else a = mid + 1;
+    }
+    return { chunk: lo, index: a };
+  }
+
+  /** The item at `cursor`, or `undefined` at the end. */
+  at(cursor: ListCursor): T | undefined {
+    return this.#chunks[cursor.chunk]?.[cursor.index];
+  }
+
+  /** The cursor after `cursor`. */
+  next(cursor: ListCursor): ListCursor {
+    const chunk = this.#chunks[cursor.chunk];
+    if (chunk !== undefined && cursor.index + 1 < chunk.length) {
+      return { chunk: cursor.chunk, index: cursor.index + 1 };
+    }
+    return { chunk: cursor.chunk + 1, index: 0 };
+  }
+
+  /** Inserts `item` before the item at `cursor` (or at the end). */
+  insertAt(cursor: ListCursor, item: T): void {
+    const chunks = this.#chunks;
+    this.#length++;
+    this.#flat = undefined;
+    if (chunks.length === 0) {
+      chunks.push([item]);
+      return;
+    }
+    let c = cursor.chunk;
+    let i = cursor.index;
+    if (c === chunks.length) {
+      // At the end: append to the last chunk.
+      c = chunks.length - 1;
+      i = chunks[c].length;
+    }
+    const chunk = chunks[c];
+    chunk.splice(i, 0, item);
+    if (chunk.length > MAX_CHUNK) chunks.splice(c + 1, 0, chunk.splice(MAX_CHUNK >> 1));
+  }
+
+  /** Removes the item at `cursor`. */
+  removeAt(cursor: ListCursor): void {
+    const chunk = this.#chunks[cursor.chunk];
+    if (chunk === undefined || cursor.index >= chunk.length) return;
+    chunk.splice(cursor.index, 1);
+    if (chunk.length === 0) this.#chunks.splice(cursor.chunk, 1);
+    this.#length--;
+    this.#flat = undefined;
+  }
+
+  /** All items in order (cached until the next change). */
+  toArray(): readonly T[] {
+    this.#flat ??= this.#chunks.flat();
+    return this.#flat;
+  }
+}

@@ -1,0 +1,267 @@
+import assert from "node:assert/strict";
+import { skipWithoutKvm } from "./support/requirements.ts";
+
+const MAIN = new URL("../demo/main.ts", import.meta.url).pathname;
+
+interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the demo as `deno task demo` does, with `NO_COLOR=1`. */
+async function demo(...args: string[]): Promise<Run> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-ffi", "--allow-read", "--allow-env", MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+interface JsonObservation {
+  actor: string;
+  action: string;
+  size: number;
+  seen: Record<string, unknown>;
+  expected: Record<string, unknown>;
+  ok: boolean;
+}
+
+interface JsonReport {
+  mode: string;
+  memory_size: string;
+  x86_legacy: boolean;
+  notes: string[];
+  snapshots: {
+    label: string;
+    regions: { range: string; name: string; priority: number; state: string; access: string }[];
+    slots: {
+      slot: number | null;
+      range: string;
+      size: string;
+      access: string;
+      host_address: string;
+      note: string;
+    }[];
+  }[];
+  steps: { title: string; actions: string[]; observations: JsonObservation[] }[];
+  ok: boolean;
+}
+
+function step(report: JsonReport, title: string): JsonObservation[] {
+  const found = report.steps.find((s) => s.title === title);
+  assert.ok(found !== undefined, `no step "${title}" in ${report.steps.map((s) => s.title)}`);
+  return found.observations;
+}
+
+/** The observations a run on the x86 legacy layout must make (KVM or recording). */
+function assertLegacyScenario(report: JsonReport): void {
+  assert.equal(report.ok, true);
+  assert.equal(report.x86_legacy, true);
+  assert.equal(report.memory_size, "0x20000000");
+  for (const s of report.steps) for (const o of s.observations) assert.equal(o.ok, true, o.action);
+
+  assert.deepEqual(step(report, "RAM: the host writes, the guest reads")[0].seen, {
+    kind: "value",
+    value: "0x600dcafe",
+  });
+
+  const readOnly = step(report, "PAM 0xc0000-0xc4000 read-only");
+  assert.deepEqual(readOnly.map((o) => [o.actor, o.action, o.seen]), [
+    ["guest", "store32 0xc0010 = 0xdeadbeef", {
+      kind: "mmio",
+      gpa: "0xc0010",
+      direction: "write",
+      size: 4,
+      data: "efbeadde",
+    }],
+    ["host", "GuestMemory.readU32(0xc0010)", { kind: "host", value: "0x0badf00d" }],
+    ["guest", "load32 0xc0010", { kind: "value", value: "0x0badf00d" }],
+  ]);
+
+  assert.deepEqual(step(report, "PAM 0xc0000-0xc4000 unmapped").map((o) => o.seen), [
+    { kind: "mmio", gpa: "0xc0010", direction: "read", size: 4, data: "" },
+  ]);
+  assert.deepEqual(step(report, "PAM 0xc0000-0xc4000 read-write again")[0].seen, {
+    kind: "value",
+    value: "0x0badf00d",
+  });
+
+  assert.deepEqual(
+    step(report, "framebuffer (128 KB) mapped under the VGA window").map((o) => o.seen),
+    [{ kind: "value", value: "0x1a2b3c4d" }],
+  );
+  assert.deepEqual(
+    step(report, "VGA window RAM unmapped: the framebuffer shows through").map((o) => o.seen),
+    [
+      { kind: "value", value: "0xfb000010" },
+      { kind: "value", value: "0xfb01fffc" },
+      { kind: "done" },
+      { kind: "host", value: "0x5eed5eed" },
+    ],
+  );
+  assert.deepEqual(
+    step(report, "VGA window RAM mapped again: RAM hides the framebuffer").map((o) => o.seen),
+    [{ kind: "value", value: "0x1a2b3c4d" }],
+  );
+
+  // 16 RAM regions at the start; with the framebuffer showing, the VGA RAM is unmapped.
+  const [start, shown] = report.snapshots;
+  assert.equal(start.regions.length, 16);
+  assert.ok(start.regions.every((r) => r.name === "ram" && r.state === "visible"));
+  assert.deepEqual(
+    shown.regions.filter((r) => r.range === "0xa0000-0xc0000").map((r) => [r.name, r.state]),
+    [["ram", "unmapped"], ["framebuffer", "visible"]],
+  );
+}
+
+Deno.test({
+  name: "demo on KVM: --json records the guest's observations",
+  ignore: skipWithoutKvm(),
+  fn: async () => {
+    const run = await demo("--json");
+    assert.equal(run.stderr, "");
+    assert.equal(run.code, 0);
+    const report = JSON.parse(run.stdout) as JsonReport;
+    assert.equal(report.mode, "kvm");
+    assert.deepEqual(report.notes, []);
+    assertLegacyScenario(report);
+    const slots = report.snapshots[0].slots;
+    assert.equal(slots.length, 17); // 16 RAM regions and the probe's code page
+    const { host_address, ...code } = slots[16];
+    assert.match(host_address, /^0x[0-9a-f]+$/);
+    assert.deepEqual(code, {
+      slot: 16,
+      range: "0xfffff000-0x100000000",
+      size: "0x1000",
+      access: "ro",
+      note: "probe code page",
+    });
+  },
+});
+
+Deno.test({
+  name: "demo on KVM: plain text output",
+  ignore: skipWithoutKvm(),
+  fn: async () => {
+    const run = await demo();
+    assert.equal(run.code, 0);
+    assert.equal(run.stderr, "");
+    assert.ok(!run.stdout.includes("\x1b["), "NO_COLOR output has no escapes");
+    for (
+      const line of [
+        "membacking demo",
+        "  512 MB RAM, MMIO gap 0xe0000000-0x100000000, x86 legacy on",
+        "  a KVM guest (one vCPU, 32-bit protected mode) makes every access",
+        "KVM memory slots, after build and attach",
+        "All 19 observations as expected.",
+      ]
+    ) {
+      assert.ok(run.stdout.split("\n").includes(line), `missing line ${JSON.stringify(line)}`);
+    }
+    assert.match(
+      run.stdout,
+      /✓ guest store32 0xc0010 = 0xdeadbeef +→ MMIO exit: write 4 bytes at 0xc0010 data ef be ad de/,
+    );
+    assert.match(run.stdout, /✓ guest load32 0xa0010 +→ 0xfb000010/);
+  },
+});
+
+Deno.test({
+  name: "demo on KVM: --private skips the x86 legacy steps and uses the MMIO gap",
+  ignore: skipWithoutKvm(),
+  fn: async () => {
+    const run = await demo("--json", "--private", "--memory", "64M");
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout) as JsonReport;
+    assert.equal(report.ok, true);
+    assert.equal(report.x86_legacy, false);
+    assert.equal(report.notes.length, 1);
+    assert.match(report.notes[0], /^--private rules out x86 legacy splitting/);
+    assert.ok(!report.steps.some((s) => s.title.startsWith("PAM")));
+    assert.deepEqual(
+      step(report, "framebuffer (128 KB) mapped in the MMIO gap").map((o) => o.seen),
+      [
+        { kind: "value", value: "0xfb000010" },
+        { kind: "value", value: "0xfb01fffc" },
+        { kind: "done" },
+        { kind: "host", value: "0x5eed5eed" },
+      ],
+    );
+    assert.deepEqual(step(report, "framebuffer unmapped from the guest").map((o) => o.seen), [
+      { kind: "mmio", gpa: "0xe0000010", direction: "read", size: 4, data: "" },
+    ]);
+  },
+});
+
+Deno.test("demo --no-kvm: the same scenario on the recording partition", async (t) => {
+  await t.step("json", async () => {
+    const run = await demo("--json", "--no-kvm");
+    assert.equal(run.stderr, "");
+    assert.equal(run.code, 0);
+    const report = JSON.parse(run.stdout) as JsonReport;
+    assert.equal(report.mode, "recording");
+    assert.deepEqual(report.notes, [
+      "--no-kvm: using the recording partition; no guest runs",
+    ]);
+    assertLegacyScenario(report);
+    assert.equal(report.snapshots[0].slots.length, 16);
+    assert.ok(report.snapshots[0].slots.every((s) => s.slot === null));
+  });
+
+  await t.step("text says that no guest ran", async () => {
+    const run = await demo("--no-kvm");
+    assert.equal(run.code, 0);
+    assert.ok(!run.stdout.includes("\x1b["));
+    assert.match(run.stdout, /no guest: "map" lines are what a guest would see/);
+    assert.match(run.stdout, /Recording partition map, after build and attach/);
+    assert.match(run.stdout, /✓ map {3}load32 0xa0010 +→ 0xfb000010/);
+    assert.doesNotMatch(run.stdout, /KVM memory slots/);
+  });
+});
+
+Deno.test("demo --help and bad options", async (t) => {
+  await t.step("--help prints usage and exits 0", async () => {
+    for (const flag of ["--help", "-h"]) {
+      const run = await demo(flag);
+      assert.equal(run.code, 0);
+      assert.equal(run.stderr, "");
+      assert.ok(run.stdout.startsWith("membacking demo: guest memory, seen by a KVM guest\n"));
+      for (
+        const option of [
+          "--memory",
+          "--hugepages",
+          "--private",
+          "--thp",
+          "--prefetch",
+          "--json",
+          "--no-kvm",
+        ]
+      ) {
+        assert.ok(run.stdout.includes(`  ${option}`), `--help lists ${option}`);
+      }
+    }
+  });
+
+  await t.step("errors are one line on stderr with exit status 2", async () => {
+    const cases: [string[], string][] = [
+      [["--bogus"], "error: Unknown option '--bogus' (see --help)\n"],
+      [["--memory", "lots"], 'error: invalid memory size "lots"\n'],
+      [["--memory", "1M"], "error: memory size 1 MB is too small; the demo needs at least 4 MB\n"],
+      [["--thp", "--no-kvm"], "error: transparent huge pages requires private memory mode\n"],
+    ];
+    for (const [args, stderr] of cases) {
+      const run = await demo(...args);
+      assert.equal(run.code, 2, args.join(" "));
+      assert.equal(run.stdout, "");
+      assert.equal(run.stderr, stderr);
+    }
+  });
+});
