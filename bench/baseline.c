@@ -374,7 +374,7 @@ static void no_teardown(void *p) { (void)p; }
 
 static const struct bench benches[] = {
     {"slot_map", "map+unmap cycle", 2000, 15, slot_setup, slot_op, slot_teardown},
-    {"pam_flip", "14 regions RW->RO->RW", 200, 15, pam_setup, pam_op, pam_teardown},
+    {"pam_flip", "14 regions RW->RO->RW", 100, 15, pam_setup, pam_op, pam_teardown},
     {"read8", "8-byte read", 10000000, 15, mem_setup_8, read8_op, mem_teardown},
     {"copy_in_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_in_op, mem_teardown},
     {"copy_out_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_out_op, mem_teardown},

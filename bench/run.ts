@@ -263,7 +263,11 @@ async function runBaseline(names: readonly string[], round: Round): Promise<void
   }
 }
 
-function evaluate(target: Target | undefined, oursNs?: number, ratio?: number): boolean | undefined {
+function evaluate(
+  target: Target | undefined,
+  oursNs?: number,
+  ratio?: number,
+): boolean | undefined {
   if (target === undefined) return undefined;
   if (target.kind === "ratio") return ratio === undefined ? undefined : ratio >= target.min;
   return oursNs === undefined ? undefined : oursNs < target.value;
@@ -326,7 +330,12 @@ async function main(): Promise<number> {
 
   const rounds: Round[] = [];
   for (let r = 0; r < runs; r++) {
-    const round: Round = { ours: new Map(), c: new Map(), cMedianOfBatches: new Map(), scaling: new Map() };
+    const round: Round = {
+      ours: new Map(),
+      c: new Map(),
+      cMedianOfBatches: new Map(),
+      scaling: new Map(),
+    };
     for (const file of files) {
       if (file.prefetch && r >= prefetchRuns) continue;
       console.error(`round ${r + 1}/${runs}: bench/${file.file} and its C baseline`);
