@@ -5,6 +5,7 @@ import { madvise, mmap, protFor } from "../ffi/mman.ts";
 import { setAnonVmaName } from "../ffi/system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
+import { ChunkedSortedList, type ListCursor } from "../collections/chunked_sorted_list.ts";
 
 /**
  * What backs one live range of the reservation: `"shared"` (a file mapping)
@@ -131,7 +132,7 @@ export class VaEntry {
  */
 export class VaMapper implements Disposable {
   #reservation: HostMapping;
-  #entries: VaEntry[] = [];
+  #entries: ChunkedSortedList<VaEntry> = new ChunkedSortedList();
   #generation = 0;
 
   private constructor(reservation: HostMapping) {
@@ -174,12 +175,12 @@ export class VaMapper implements Disposable {
 
   /** The live ranges, ordered by address, non-overlapping. */
   entries(): readonly VaEntry[] {
-    return this.#entries;
+    return this.#entries.toArray();
   }
 
   /** Index of the entry containing `gpa`, or -1 (binary search). */
   findIndex(gpa: bigint): number {
-    const entries = this.#entries;
+    const entries = this.#entries.toArray();
     let lo = 0;
     let hi = entries.length - 1;
     while (lo <= hi) {
@@ -245,13 +246,21 @@ export class VaMapper implements Disposable {
   unmap(range: MemoryRange): void {
     this.#checkInside(range);
     if (range.isEmpty()) return;
-    const entries = this.#entries;
-    const first = this.#firstOverlapping(range);
-    let changed = false;
+    const list = this.#entries;
+    let hasShared = false;
+    for (
+      let c = this.#firstOverlapping(range), e = list.at(c);
+      e !== undefined && e.range.start < range.end;
+      c = list.next(c), e = list.at(c)
+    ) {
+      if (e.kind === "shared") {
+        hasShared = true;
+        break;
+      }
+    }
+    if (!hasShared) return;
     const kept: VaEntry[] = [];
-    let i = first;
-    for (; i < entries.length && entries[i].range.start < range.end; i++) {
-      const entry = entries[i];
+    for (const entry of this.#takeOverlapping(range)) {
       if (entry.kind === "private") {
         kept.push(entry);
         continue;
@@ -259,7 +268,6 @@ export class VaMapper implements Disposable {
       const cut = entry.range.intersection(range);
       const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
       mmap(this.base + cut.start, cut.len, Mman.PROT_NONE, flags, -1, 0n);
-      changed = true;
       if (entry.range.start < cut.start) {
         kept.push(entry.slice(new MemoryRange(entry.range.start, cut.start)));
       }
@@ -267,16 +275,14 @@ export class VaMapper implements Disposable {
         kept.push(entry.slice(new MemoryRange(cut.end, entry.range.end)));
       }
     }
-    if (changed) {
-      entries.splice(first, i - first, ...kept);
-      this.#generation++;
-    }
+    this.#insertAll(kept);
+    this.#generation++;
   }
 
   /** Releases the whole reservation (every mapping in it goes too). */
   [Symbol.dispose](): void {
     if (!this.#reservation.isMapped) return;
-    this.#entries = [];
+    this.#entries = new ChunkedSortedList();
     this.#generation++;
     this.#reservation.unmap();
   }
@@ -287,39 +293,51 @@ export class VaMapper implements Disposable {
     }
   }
 
-  /** Index of the first entry whose end is above `range.start`. */
-  #firstOverlapping(range: MemoryRange): number {
-    const entries = this.#entries;
-    let lo = 0;
-    let hi = entries.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (entries[mid].range.end <= range.start) lo = mid + 1;
-      else hi = mid;
+  /** Cursor of the first entry whose end is above `range.start`. */
+  #firstOverlapping(range: MemoryRange): ListCursor {
+    const start = range.start;
+    return this.#entries.firstWhere((e) => e.range.end > start);
+  }
+
+  /** Removes the entries overlapping `range` from the table and returns them in order. */
+  #takeOverlapping(range: MemoryRange): VaEntry[] {
+    const list = this.#entries;
+    const taken: VaEntry[] = [];
+    for (;;) {
+      const cursor = this.#firstOverlapping(range);
+      const entry = list.at(cursor);
+      if (entry === undefined || entry.range.start >= range.end) return taken;
+      list.removeAt(cursor);
+      taken.push(entry);
     }
-    return lo;
+  }
+
+  /** Inserts disjoint `pieces` (not overlapping any entry) in address order. */
+  #insertAll(pieces: readonly VaEntry[]): void {
+    const list = this.#entries;
+    for (const piece of pieces) {
+      const start = piece.range.start;
+      list.insertAt(list.firstWhere((e) => e.range.start >= start), piece);
+    }
   }
 
   /** Puts `entry` in the table, trimming whatever it overlaps. */
   #replace(range: MemoryRange, entry: VaEntry): void {
-    const entries = this.#entries;
-    const first = this.#firstOverlapping(range);
-    let last = first;
-    while (last < entries.length && entries[last].range.start < range.end) last++;
+    const taken = this.#takeOverlapping(range);
     const pieces: VaEntry[] = [entry];
-    if (last > first) {
+    if (taken.length > 0) {
       // Entries are ordered and disjoint: only the first overlapped one can
       // stick out on the left, only the last one on the right.
-      const head = entries[first].range;
-      if (head.start < range.start) {
-        pieces.unshift(entries[first].slice(new MemoryRange(head.start, range.start)));
+      const head = taken[0];
+      if (head.range.start < range.start) {
+        pieces.unshift(head.slice(new MemoryRange(head.range.start, range.start)));
       }
-      const tail = entries[last - 1].range;
-      if (range.end < tail.end) {
-        pieces.push(entries[last - 1].slice(new MemoryRange(range.end, tail.end)));
+      const tail = taken[taken.length - 1];
+      if (range.end < tail.range.end) {
+        pieces.push(tail.slice(new MemoryRange(range.end, tail.range.end)));
       }
     }
-    entries.splice(first, last - first, ...pieces);
+    this.#insertAll(pieces);
     this.#generation++;
   }
 }

@@ -1,4 +1,4 @@
-import { ChunkedSortedList, type ListCursor } from "./chunked_sorted_list.ts";
+import { ChunkedSortedList, type ListCursor } from "../collections/chunked_sorted_list.ts";
 import type { Partition } from "./partition.ts";
 
 const hex = (value: bigint): string => `0x${value.toString(16)}`;

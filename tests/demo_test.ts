@@ -265,3 +265,40 @@ Deno.test("demo --help and bad options", async (t) => {
     }
   });
 });
+
+Deno.test("demo tables: aligned columns, colour only when enabled", async (t) => {
+  const { renderTable, Style, visibleWidth } = await import("../demo/table.ts");
+  const columns = [{ title: "RANGE" }, { title: "SIZE", align: "right" as const }, { title: "" }];
+  const rows = [["0x0-0xa0000", "640 KB", "x"], ["0xa0000-0xc0000", "128 KB", ""]];
+
+  await t.step("plain", () => {
+    assert.equal(
+      renderTable(new Style(false), columns, rows),
+      [
+        "  RANGE              SIZE",
+        "  ───────────────  ──────  ─",
+        "  0x0-0xa0000      640 KB  x",
+        "  0xa0000-0xc0000  128 KB",
+      ].join("\n"),
+    );
+  });
+
+  await t.step("coloured cells keep the alignment", () => {
+    const style = new Style(true);
+    assert.equal(style.paint("ok", "green", "bold"), "\x1b[32m\x1b[1mok\x1b[22m\x1b[39m");
+    assert.equal(style.paint("", "red"), "");
+    const painted = rows.map(([range, size, note]) => [style.paint(range, "cyan"), size, note]);
+    const lines = renderTable(style, columns, painted).split("\n");
+    assert.equal(lines[0], "  \x1b[1mRANGE\x1b[22m            \x1b[1mSIZE\x1b[22m");
+    const plain = renderTable(new Style(false), columns, rows).split("\n");
+    assert.deepEqual(lines.map(visibleWidth), plain.map((line) => line.length));
+    // deno-lint-ignore no-control-regex
+    const strip = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, "");
+    assert.deepEqual(lines.map(strip), plain);
+  });
+
+  await t.step("NO_COLOR and a non-terminal stdout turn colour off", () => {
+    // Under `deno test` stdout is not a terminal.
+    assert.equal(Style.forStdout().enabled, false);
+  });
+});

@@ -133,6 +133,12 @@ function devicePages(op: { d: number; page: number; pages: number }): [bigint, b
   return [BigInt(op.page % count) * PAGE, BigInt(1 + (op.pages - 1) % count) * PAGE];
 }
 
+/** The size of the pieces a device is mapped in at the start: 16 KiB, or half the device. */
+function deviceChunk(d: number): bigint {
+  const length = DEVICE_LENGTHS[d];
+  return length / 2n < 0x4000n ? length / 2n : 0x4000n;
+}
+
 /** The marker at `fileOffset` of the backing tagged `tag`. */
 function marker(tag: number, fileOffset: bigint): number {
   return ((tag << 28) | Number(fileOffset)) >>> 0;
@@ -339,10 +345,13 @@ function runSequence(ops: readonly Op[], devices: DeviceFiles, seen: Map<Outcome
     const dev = mapper.newRegion(length, `dev${i}`);
     stack.defer(() => dev.control.unmapFromGuest());
     const mirror = new DeviceMemoryModel(model, `dev${i}`, length);
-    // Each device starts fully mapped (dev2 read-only); operations punch holes and refill.
+    // Each device starts fully mapped in chunks (dev2 read-only); unmaps punch holes.
     const { file, fileOffset, writable } = INITIAL_DEVICE_MAPPINGS[i];
-    dev.region.map(0n, devices.files[file], fileOffset, length, writable);
-    mirror.map(0n, devices.files[file], fileOffset, length, writable);
+    const chunk = deviceChunk(i);
+    for (let offset = 0n; offset < length; offset += chunk) {
+      dev.region.map(offset, devices.files[file], fileOffset + offset, chunk, writable);
+      mirror.map(offset, devices.files[file], fileOffset + offset, chunk, writable);
+    }
     real.push(dev);
     modelled.push(mirror);
   });
@@ -396,7 +405,11 @@ function runSequence(ops: readonly Op[], devices: DeviceFiles, seen: Map<Outcome
         break;
       }
       case "unmap": {
-        const [offset, length] = devicePages(op);
+        // In whole chunks of the initial mappings, so that most unmaps punch holes.
+        const chunk = deviceChunk(op.d);
+        const count = Number(DEVICE_LENGTHS[op.d] / chunk);
+        const offset = BigInt(op.page % count) * chunk;
+        const length = BigInt(1 + (op.pages - 1) % count) * chunk;
         refused(both(
           `dev${op.d}.unmap(${offset}, ${length})`,
           () => real[op.d].region.unmap(offset, length),
@@ -483,7 +496,7 @@ Deno.test({
     // read-only PAM piece (MMIO write), a read-only device mapping in the gap
     // (memory fault on store), and a refused placement.
     const ops: Op[] = [
-      { k: "unmap", d: 0, page: 16, pages: 16 },
+      { k: "unmap", d: 0, page: 4, pages: 4 },
       { k: "place", d: 0, gpa: 0xa0000, w: true },
       { k: "vis", ram: 1, v: RamVisibility.Unmapped },
       { k: "vis", ram: 2, v: RamVisibility.ReadOnly },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ChunkedSortedList } from "../partition/chunked_sorted_list.ts";
+import { ChunkedSortedList } from "../collections/chunked_sorted_list.ts";
 import { RecordingPartition } from "../partition/recording_partition.ts";
 
 const describe = (p: RecordingPartition) =>
