@@ -357,6 +357,7 @@ static void prefetch_kvm_op(struct kvm *k, int shared) {
     prefault(k, base);
     sink += base[PREFETCH_SIZE - 1];
     set_slot(k->vm, 0, 0, 0, 0, 0);
+    if (shared) map_none(base, PREFETCH_SIZE); /* VaMapper.unmap: shared RAM back to PROT_NONE */
     munmap(base, PREFETCH_SIZE);
     if (shared) close(fd);
 }

@@ -29,7 +29,8 @@ Options:
   --private         back RAM with private anonymous memory
   --thp             transparent hugepages on private RAM (needs --private)
   --prefetch        prefetch RAM into the partition when mapping it
-  --no-kvm          do not use /dev/kvm, even when it is there
+  --no-kvm          do not use KVM, even when it is there
+  --kvm-device <p>  the KVM device (default /dev/kvm)
   --json            print one JSON document instead of tables
   -h, --help        show this help
 
@@ -67,6 +68,7 @@ function options(args: string[]): (DemoOptions & { json: boolean }) | undefined 
       thp: { type: "boolean", default: false },
       prefetch: { type: "boolean", default: false },
       "no-kvm": { type: "boolean", default: false },
+      "kvm-device": { type: "string", default: "/dev/kvm" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -89,6 +91,7 @@ function options(args: string[]): (DemoOptions & { json: boolean }) | undefined 
     thp: values.thp,
     prefetch: values.prefetch,
     kvm: !values["no-kvm"],
+    kvmDevice: values["kvm-device"],
     json: values.json,
   };
 }

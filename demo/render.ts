@@ -87,16 +87,21 @@ function snapshotText(
   const suffix = base === undefined ? "" : " (rows that differ from the start)";
   const regions = changed(snapshot.regions, base?.regions);
   const slots = changed(snapshot.slots, base?.slots);
-  const none = `  ${style.paint("(same as at the start)", "dim")}`;
+  const none = (why: string) => `  ${style.paint(`(same as at the start${why})`, "dim")}`;
+  // A slot's host address is fixed by its guest address (one reservation):
+  // when only the backing behind those host pages changed, the rows stay the same.
+  const sameSlots = regions.length === 0
+    ? ""
+    : "; same guest ranges and host addresses, other memory behind them";
   return [
     style.paint(`Region map, ${snapshot.label}${suffix}`, "bold"),
-    regions.length === 0 ? none : regionTable(style, regions),
+    regions.length === 0 ? none("") : regionTable(style, regions),
     "",
     style.paint(
       `${kvm ? "KVM memory slots" : "Recording partition map"}, ${snapshot.label}${suffix}`,
       "bold",
     ),
-    slots.length === 0 ? none : slotTable(style, slots, kvm),
+    slots.length === 0 ? none(sameSlots) : slotTable(style, slots, kvm),
   ].join("\n");
 }
 

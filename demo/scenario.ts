@@ -37,6 +37,8 @@ export interface DemoOptions {
   readonly prefetch: boolean;
   /** Try KVM (false: go straight to the recording partition). */
   readonly kvm: boolean;
+  /** The KVM device (default `/dev/kvm`). */
+  readonly kvmDevice?: string;
 }
 
 /** A value the host read, or what a guest access did. */
@@ -315,18 +317,20 @@ function slotRows(partition: Partition, probe: GuestProbe | undefined): SlotRow[
   }));
 }
 
-function openKvm(notes: string[], wanted: boolean): KvmPartition | undefined {
+function openKvm(notes: string[], wanted: boolean, path?: string): KvmPartition | undefined {
   if (!wanted) {
     notes.push("--no-kvm: using the recording partition; no guest runs");
     return undefined;
   }
   try {
-    return KvmPartition.create();
+    return KvmPartition.create({ path });
   } catch (error) {
+    const cause = error instanceof Error && error.cause instanceof Error
+      ? `: ${error.cause.message}`
+      : "";
+    const message = `${path ?? "/dev/kvm"}: ${(error as Error).message}${cause}`;
     notes.push(
-      `KVM is not available (${
-        (error as Error).message
-      }); using the recording partition: results below come from its memory map, no guest runs`,
+      `KVM is not available (${message}); using the recording partition: results below come from its memory map, no guest runs`,
     );
     return undefined;
   }
@@ -357,7 +361,7 @@ export function runScenario(options: DemoOptions): DemoReport {
   const manager = stack.use(builder.build(MemoryLayout.fromGaps(options.memorySize, [MMIO_GAP])));
   const memory = manager.client().guestMemory();
 
-  const kvm = openKvm(notes, options.kvm);
+  const kvm = openKvm(notes, options.kvm, options.kvmDevice);
   let partition: Partition;
   let prober: Prober;
   let probe: GuestProbe | undefined;

@@ -94,6 +94,14 @@ export const LIBC_SYMBOLS = {
     ],
     result: "i32",
   },
+  /** `int fstat(int fd, struct stat *statbuf);` (glibc 2.33+ exports it) */
+  fstat: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // struct stat *statbuf (144 bytes on x86_64)
+    ],
+    result: "i32",
+  },
   /** `off_t lseek(int fd, off_t offset, int whence);` */
   lseek: {
     parameters: [

@@ -1,3 +1,4 @@
+import { checkMappingBacking } from "./backing_check.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import { RegionError } from "./region_error.ts";
@@ -53,6 +54,7 @@ export class DeviceMemoryState {
         `mapping ${range} overlaps mapping ${next.range} in device memory region ${this.name}`,
       );
     }
+    checkMappingBacking(this.name, range, backing, fileOffset);
     this.handle?.addMapping(range, backing, fileOffset, writable);
     this.mappings.splice(index, 0, { range, backing, fileOffset, writable });
   }

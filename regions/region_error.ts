@@ -4,6 +4,8 @@ export type RegionErrorKind =
   | "outside-address-space"
   | "mapping-outside-region"
   | "mapping-overlap"
+  | "mapping-unaligned-offset"
+  | "mapping-past-backing-end"
   | "partial-removal"
   | "removed";
 

@@ -3,6 +3,7 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import type { VaMapper } from "../mapping/va_mapper.ts";
 import type { MapParams, PartitionMapper } from "../partition/partition_mapper.ts";
+import { checkMappingBacking } from "./backing_check.ts";
 import type { DmaTarget } from "./dma_target.ts";
 import { RegionError } from "./region_error.ts";
 import { RegionHandle, type RegionOwner } from "./region_handle.ts";
@@ -327,6 +328,7 @@ export class RegionManager implements Disposable {
       );
     }
     if (rangeInRegion.isEmpty()) return;
+    checkMappingBacking(node.name, rangeInRegion, backing, fileOffset);
     const mappings = node.mappings;
     const index = firstMappingEndingAfter(mappings, rangeInRegion.start);
     if (index < mappings.length && mappings[index].range.start < rangeInRegion.end) {

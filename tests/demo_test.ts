@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { skipWithoutKvm } from "./support/requirements.ts";
+import { skipWithoutHugetlb, skipWithoutKvm, withHugetlbPool } from "./support/requirements.ts";
 
 const MAIN = new URL("../demo/main.ts", import.meta.url).pathname;
 
@@ -201,6 +201,34 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "demo --hugepages: RAM from the hugetlb pool, no x86 legacy steps",
+  ignore: skipWithoutHugetlb(),
+  fn: async () => {
+    // 16 MB of RAM is 8 hugepages of 2 MB; --no-kvm keeps the test independent of KVM.
+    const report = await withHugetlbPool(8, async (granted) => {
+      assert.equal(granted, 8);
+      const run = await demo("--json", "--hugepages", "--memory", "16M", "--no-kvm");
+      assert.equal(run.code, 0, run.stderr);
+      return JSON.parse(run.stdout) as JsonReport;
+    });
+    assert.equal(report.ok, true);
+    assert.equal(report.x86_legacy, false);
+    assert.match(report.notes[0], /^--hugepages rules out x86 legacy splitting/);
+    assert.deepEqual(
+      report.snapshots[0].regions.map((r) => [r.range, r.name, r.state]),
+      [["0x0-0x1000000", "ram", "visible"]],
+    );
+  },
+});
+
+Deno.test("demo --hugepages without a big enough pool fails with one line", async () => {
+  const run = await demo("--hugepages", "--memory", "64T", "--no-kvm");
+  assert.equal(run.code, 2);
+  assert.equal(run.stdout, "");
+  assert.match(run.stderr, /^error: [^\n]+\n$/);
+});
+
 Deno.test("demo --no-kvm: the same scenario on the recording partition", async (t) => {
   await t.step("json", async () => {
     const run = await demo("--json", "--no-kvm");
@@ -214,6 +242,17 @@ Deno.test("demo --no-kvm: the same scenario on the recording partition", async (
     assertLegacyScenario(report);
     assert.equal(report.snapshots[0].slots.length, 16);
     assert.ok(report.snapshots[0].slots.every((s) => s.slot === null));
+  });
+
+  await t.step("without a KVM device it says so and runs on the recording partition", async () => {
+    const run = await demo("--json", "--kvm-device", "/nonexistent/kvm");
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout) as JsonReport;
+    assert.equal(report.mode, "recording");
+    assert.deepEqual(report.notes, [
+      "KVM is not available (/nonexistent/kvm: No such file or directory); using the recording partition: results below come from its memory map, no guest runs",
+    ]);
+    assertLegacyScenario(report);
   });
 
   await t.step("text says that no guest ran", async () => {
@@ -243,6 +282,7 @@ Deno.test("demo --help and bad options", async (t) => {
           "--prefetch",
           "--json",
           "--no-kvm",
+          "--kvm-device",
         ]
       ) {
         assert.ok(run.stdout.includes(`  ${option}`), `--help lists ${option}`);
@@ -289,7 +329,7 @@ Deno.test("demo tables: aligned columns, colour only when enabled", async (t) =>
     assert.equal(style.paint("", "red"), "");
     const painted = rows.map(([range, size, note]) => [style.paint(range, "cyan"), size, note]);
     const lines = renderTable(style, columns, painted).split("\n");
-    assert.equal(lines[0], "  \x1b[1mRANGE\x1b[22m            \x1b[1mSIZE\x1b[22m");
+    assert.equal(lines[0], "  \x1b[1mRANGE\x1b[22m              \x1b[1mSIZE\x1b[22m");
     const plain = renderTable(new Style(false), columns, rows).split("\n");
     assert.deepEqual(lines.map(visibleWidth), plain.map((line) => line.length));
     // deno-lint-ignore no-control-regex

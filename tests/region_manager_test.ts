@@ -395,3 +395,60 @@ Deno.test("region inspect, infos and disposal", async (t) => {
     assert.deepEqual(f.partitionMap(), ["0x0-0x10000 rw"]);
   });
 });
+
+Deno.test("addMapping refuses a backing that cannot hold the mapping", async (t) => {
+  const { RegionManager } = await import("../regions/region_manager.ts");
+  const { RegionError } = await import("../regions/region_error.ts");
+  const { VaMapper } = await import("../mapping/va_mapper.ts");
+  const { OwnedFd } = await import("../ffi/owned_fd.ts");
+  const { MemoryRange } = await import("../layout/memory_range.ts");
+  using va = VaMapper.reserve(0x100000n);
+  using manager = new RegionManager(va);
+  using backing = OwnedFd.memfd("short", 0);
+  backing.truncate(0x2000n);
+  using region = manager.newRegion("rom", new MemoryRange(0x10000n, 0x20000n), 0, false);
+  region.map({ writable: false, executable: true, prefetch: false });
+
+  await t.step("a mapping past the end of the file", () => {
+    assert.throws(
+      () => region.addMapping(new MemoryRange(0n, 0x3000n), backing, 0n, false),
+      (e: unknown) =>
+        e instanceof RegionError && e.kind === "mapping-past-backing-end" &&
+        e.message ===
+          "mapping 0x0-0x3000 of memory region rom needs 0x3000 bytes of its backing, which holds 0x2000",
+    );
+    assert.throws(
+      () => region.addMapping(new MemoryRange(0n, 0x1000n), backing, 0x2000n, false),
+      (e: unknown) => e instanceof RegionError && e.kind === "mapping-past-backing-end",
+    );
+  });
+
+  await t.step("an unaligned file offset", () => {
+    assert.throws(
+      () => region.addMapping(new MemoryRange(0n, 0x1000n), backing, 0x800n, false),
+      (e: unknown) =>
+        e instanceof RegionError && e.kind === "mapping-unaligned-offset" &&
+        e.message ===
+          "mapping 0x0-0x1000 of memory region rom has file offset 0x800, which is not 4 KiB aligned",
+    );
+  });
+
+  await t.step("nothing was mapped, and a fitting mapping still works", () => {
+    assert.deepEqual(va.entries(), []);
+    region.addMapping(new MemoryRange(0n, 0x2000n), backing, 0n, false);
+    assert.deepEqual(va.entries().map((e) => `${e.range}`), ["0x10000-0x12000"]);
+  });
+
+  await t.step("device memory checks at map time too", async () => {
+    const { DeviceMemoryMapper } = await import("../regions/device_memory_mapper.ts");
+    const { control, region: device } = new DeviceMemoryMapper(manager).newRegion(0x10000n, "fb");
+    using _control = control;
+    assert.throws(
+      () => device.map(0n, backing, 0n, 0x4000n, true),
+      (e: unknown) =>
+        e instanceof RegionError && e.kind === "mapping-past-backing-end" &&
+        e.message ===
+          "mapping 0x0-0x4000 of memory region fb needs 0x4000 bytes of its backing, which holds 0x2000",
+    );
+  });
+});

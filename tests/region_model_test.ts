@@ -169,7 +169,8 @@ const VIS = [RamVisibility.Unmapped, RamVisibility.ReadOnly, RamVisibility.ReadW
 function runScenario(ops: Op[], pages: number, x86: boolean): number {
   const size = BigInt(pages) * PAGE;
   using f = new RegionFixture(size);
-  f.backing.truncate(0x100000n);
+  // Room for every file offset the generators produce (RAM is packed from 0).
+  f.backing.truncate(size + 0x100000n);
   const model = new RegionModel(size);
   const target = new LogTarget(f.va.base);
   const targets: { handle: DmaTargetHandle; log: string[] }[] = [];
