@@ -65,7 +65,7 @@ export const PRIVATE_RAM_NAME = "guest-ram-private";
  * import { GuestMemoryBuilder, MemoryLayout, MemoryRange } from "./mod.ts";
  * const layout = MemoryLayout.fromGaps(2n << 30n, [new MemoryRange(0xe0000000n, 0x100000000n)]);
  * using manager = new GuestMemoryBuilder().prefetchRam(true).build(layout);
- * manager.client().guestMemory().writeAt(0x1000n, new Uint8Array([1, 2, 3]));
+ * manager.client().guestMemory().write(0x1000n, new Uint8Array([1, 2, 3]));
  * ```
  */
 export class GuestMemoryBuilder {

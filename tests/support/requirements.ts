@@ -80,3 +80,17 @@ export function openFdCount(): number {
 export function mapsLineCount(): number {
   return readTextFile("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
 }
+
+/** Number of /proc/self/maps entries of at least `bytes` bytes (reservations, not heap pages). */
+export function largeMappingCount(bytes: bigint): number {
+  let n = 0;
+  for (const line of readTextFile("/proc/self/maps").split("\n")) {
+    const dash = line.indexOf("-");
+    const space = line.indexOf(" ");
+    if (dash < 0 || space < 0) continue;
+    const start = BigInt(`0x${line.slice(0, dash)}`);
+    const end = BigInt(`0x${line.slice(dash + 1, space)}`);
+    if (end - start >= bytes) n++;
+  }
+  return n;
+}
