@@ -43,6 +43,8 @@ Deno.bench({
   name: "pam_flip",
   group: "pam_flip",
   ignore,
+  // A fixed, short run: bench/run.ts alternates many such rounds with the C baseline.
+  n: 150,
   fn() {
     flip();
   },

@@ -7,7 +7,8 @@ export type RegionErrorKind =
   | "mapping-unaligned-offset"
   | "mapping-past-backing-end"
   | "partial-removal"
-  | "removed";
+  | "removed"
+  | "reentrant";
 
 /**
  * A region operation that the reference design asserts on is refused here

@@ -83,14 +83,17 @@ export class RegionManager implements Disposable {
   #dmaTargets: DmaEntry[] = [];
   #nextId = 0;
   #disposed = false;
+  /** Set while an operation runs, so a callback cannot start another one. */
+  #busy = false;
   /** What handles call; kept off the public surface. */
   readonly #owner: RegionOwner = {
-    mapRegion: (node, params) => this.#mapRegion(node, params),
-    unmapRegion: (node) => this.#unmapRegion(node),
+    mapRegion: (node, params) => this.#exclusive(() => this.#mapRegion(node, params)),
+    unmapRegion: (node) => this.#exclusive(() => this.#unmapRegion(node)),
     addRegionMapping: (node, range, backing, fileOffset, writable) =>
-      this.#addRegionMapping(node, range, backing, fileOffset, writable),
-    removeRegionMappings: (node, range) => this.#removeRegionMappings(node, range),
-    removeRegion: (node) => this.#removeRegion(node),
+      this.#exclusive(() => this.#addRegionMapping(node, range, backing, fileOffset, writable)),
+    removeRegionMappings: (node, range) =>
+      this.#exclusive(() => this.#removeRegionMappings(node, range)),
+    removeRegion: (node) => this.#exclusive(() => this.#removeRegion(node)),
   };
 
   /** A manager over the reservation `va` (host address of gpa = va.base + gpa). */
@@ -115,6 +118,10 @@ export class RegionManager implements Disposable {
    * reservation; nothing is added then.
    */
   newRegion(name: string, range: MemoryRange, priority: number, dmaTarget: boolean): RegionHandle {
+    return this.#exclusive(() => this.#newRegion(name, range, priority, dmaTarget));
+  }
+
+  #newRegion(name: string, range: MemoryRange, priority: number, dmaTarget: boolean): RegionHandle {
     this.#checkLive();
     if (!Number.isInteger(priority) || priority < 0 || priority > 255) {
       throw new RegionError(
@@ -157,6 +164,10 @@ export class RegionManager implements Disposable {
    * mapped into that partition and rethrows.
    */
   addPartition(mapper: PartitionMapper): void {
+    this.#exclusive(() => this.#addPartition(mapper));
+  }
+
+  #addPartition(mapper: PartitionMapper): void {
     this.#checkLive();
     const regions = this.#activeSorted();
     let done = 0;
@@ -180,6 +191,10 @@ export class RegionManager implements Disposable {
 
   /** Detaches a partition, unmapping every active region from it. */
   removePartition(mapper: PartitionMapper): void {
+    this.#exclusive(() => this.#removePartition(mapper));
+  }
+
+  #removePartition(mapper: PartitionMapper): void {
     const index = this.#partitions.indexOf(mapper);
     if (index < 0) return;
     this.#partitions.splice(index, 1);
@@ -199,6 +214,10 @@ export class RegionManager implements Disposable {
    * `unmapDma` for every active sub-mapping.
    */
   addDmaTarget(target: DmaTarget, needsHostAddress: boolean): DmaTargetHandle {
+    return this.#exclusive(() => this.#addDmaTarget(target, needsHostAddress));
+  }
+
+  #addDmaTarget(target: DmaTarget, needsHostAddress: boolean): DmaTargetHandle {
     this.#checkLive();
     const entry: DmaEntry = { target, needsHostAddress };
     for (const node of this.#activeSorted()) {
@@ -211,17 +230,21 @@ export class RegionManager implements Disposable {
       target,
       [Symbol.dispose]: () => {
         if (!registered) return;
+        this.#exclusive(() => this.#removeDmaTarget(entry));
         registered = false;
-        const index = this.#dmaTargets.indexOf(entry);
-        if (index >= 0) this.#dmaTargets.splice(index, 1);
-        for (const node of this.#activeSorted()) {
-          if (!node.dmaTarget) continue;
-          for (const mapping of node.mappings) {
-            this.#dmaUnmap(entry, this.#absolute(node, mapping.range));
-          }
-        }
       },
     };
+  }
+
+  #removeDmaTarget(entry: DmaEntry): void {
+    const index = this.#dmaTargets.indexOf(entry);
+    if (index >= 0) this.#dmaTargets.splice(index, 1);
+    for (const node of this.#activeSorted()) {
+      if (!node.dmaTarget) continue;
+      for (const mapping of node.mappings) {
+        this.#dmaUnmap(entry, this.#absolute(node, mapping.range));
+      }
+    }
   }
 
   /** Rows for every region, in insertion order. */
@@ -272,6 +295,10 @@ export class RegionManager implements Disposable {
    */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
+    this.#exclusive(() => this.#dispose());
+  }
+
+  #dispose(): void {
     for (const node of this.#activeSorted()) this.#deactivate(node);
     for (const node of this.#order) node.removed = true;
     this.#order = [];
@@ -495,6 +522,26 @@ export class RegionManager implements Disposable {
   #checkNode(node: RegionNode): void {
     if (node.removed) {
       throw new RegionError("removed", `memory region ${node.name} has been removed`);
+    }
+  }
+
+  /**
+   * Runs `operation` unless another one is in progress: a partition or DMA
+   * target calling back into the manager would otherwise change the region
+   * tree in the middle of an activation.
+   */
+  #exclusive<T>(operation: () => T): T {
+    if (this.#busy) {
+      throw new RegionError(
+        "reentrant",
+        "region manager operations cannot nest: a partition or DMA target called back into the region manager",
+      );
+    }
+    this.#busy = true;
+    try {
+      return operation();
+    } finally {
+      this.#busy = false;
     }
   }
 

@@ -452,3 +452,54 @@ Deno.test("addMapping refuses a backing that cannot hold the mapping", async (t)
     );
   });
 });
+
+Deno.test("callbacks cannot start another region operation", async (t) => {
+  using va = VaMapper.reserve(0x100000n);
+  using manager = new RegionManager(va);
+  const warnings: Warning[] = [];
+  const previous = setWarningHandler((w) => warnings.push(w));
+  try {
+    using outer = manager.newRegion("outer", new MemoryRange(0x10000n, 0x20000n), 1, true);
+    using inner = manager.newRegion("inner", new MemoryRange(0x10000n, 0x11000n), 0, true);
+    const isReentrant = (e: unknown) =>
+      e instanceof RegionError && e.kind === "reentrant" &&
+      e.message ===
+        "region manager operations cannot nest: a partition or DMA target called back into the region manager";
+
+    await t.step("a partition that unmaps a region from mapRange", () => {
+      const recording = new RecordingPartition();
+      const meddling: Partition = {
+        mapRange: (host, size, gpa, w, x) => {
+          recording.mapRange(host, size, gpa, w, x);
+          inner.unmap();
+        },
+        unmapRange: (gpa, size) => recording.unmapRange(gpa, size),
+      };
+      manager.addPartition(new PartitionMapper(meddling, va, 0n, false));
+      outer.map({ writable: true, executable: true, prefetch: false });
+      assert.equal(warnings.length, 1);
+      assert.ok(isReentrant((warnings[0].cause as Error).cause), String(warnings[0].cause));
+      assert.equal(outer.isActive, true);
+    });
+
+    await t.step("a DMA target that adds a region from mapDma", async () => {
+      warnings.length = 0;
+      const { OwnedFd } = await import("../ffi/owned_fd.ts");
+      using backing = OwnedFd.memfd("dma", 0);
+      backing.truncate(0x1000n);
+      using _target = manager.addDmaTarget({
+        mapDma: () => {
+          manager.newRegion("sneaky", new MemoryRange(0x30000n, 0x31000n), 0, false);
+        },
+        unmapDma: () => {},
+      }, false);
+      outer.addMapping(new MemoryRange(0n, 0x1000n), backing, 0n, true);
+      assert.equal(warnings.length, 1);
+      assert.ok(isReentrant(warnings[0].cause), String(warnings[0].cause));
+      assert.equal(manager.regionInfos().some((r) => r.name === "sneaky"), false);
+      assert.deepEqual(va.entries().map((e) => `${e.range}`), ["0x10000-0x11000"]);
+    });
+  } finally {
+    setWarningHandler(previous);
+  }
+});
