@@ -1,9 +1,10 @@
 import { Fcntl } from "./constants.ts";
+import { Errno } from "./errno.ts";
 import { KVM_API_VERSION, KvmIoctl } from "./kvm_constants.ts";
 import { KvmVm } from "./kvm_vm.ts";
 import { libc } from "./libc.ts";
 import { OwnedFd } from "./owned_fd.ts";
-import { check } from "./syscall_error.ts";
+import { check, lastError } from "./syscall_error.ts";
 
 /**
  * The KVM system fd (`/dev/kvm`): one method per system ioctl. Every failure
@@ -72,10 +73,18 @@ export class KvmSystem implements Disposable {
     );
   }
 
-  /** `KVM_CREATE_VM` (default machine type 0): a new, empty VM. */
+  /**
+   * `KVM_CREATE_VM` (default machine type 0): a new, empty VM. Retried while
+   * it fails with `EINTR` (a signal such as a profiler's SIGPROF arrived
+   * during the call).
+   */
   createVm(): KvmVm {
-    const fd = check("ioctl(KVM_CREATE_VM)", libc().ioctl_int(this.fd, KvmIoctl.KVM_CREATE_VM, 0n));
-    return new KvmVm(new OwnedFd(fd), this.vcpuMmapSize());
+    for (;;) {
+      const fd = libc().ioctl_int(this.fd, KvmIoctl.KVM_CREATE_VM, 0n);
+      if (fd >= 0) return new KvmVm(new OwnedFd(fd), this.vcpuMmapSize());
+      const error = lastError("ioctl(KVM_CREATE_VM)");
+      if (error.errno !== Errno.EINTR) throw error;
+    }
   }
 
   /** Closes `/dev/kvm` (VMs created from it stay valid). */

@@ -56,7 +56,13 @@ export class SharedMemoryBacking implements Mappable, Disposable {
     return new SharedMemoryBacking(fd, hugepageSize);
   }
 
-  /** The descriptor of guest RAM; throws once disposed. */
+  /**
+   * The descriptor of guest RAM; throws once disposed. It belongs to this
+   * object: keep the object (not just the number) for as long as you use
+   * the descriptor, since a forgotten backing is closed when it is
+   * garbage-collected. Use {@linkcode SharedMemoryBacking.duplicate} for a
+   * descriptor of your own.
+   */
   get fd(): number {
     return this.#fd.fd;
   }
