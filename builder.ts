@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MissingPermissionError } from "./ffi/missing_permission_error.ts";
 import type { OwnedFd } from "./ffi/owned_fd.ts";
 import { hostPageSize, isLinux } from "./ffi/system.ts";
 import { warn } from "./diagnostics/warnings.ts";
@@ -227,6 +228,7 @@ export class GuestMemoryBuilder {
         : VA_ALIGNMENT;
       va = stack.use(VaMapper.reserve(maxAddr, alignment));
     } catch (cause) {
+      if (cause instanceof MissingPermissionError) throw cause;
       throw new MemoryBuildError({ kind: "vaMapper" }, { cause });
     }
     const regionManager = stack.use(new RegionManager(va));
@@ -246,6 +248,7 @@ export class GuestMemoryBuilder {
         try {
           va.allocPrivate(range, PRIVATE_RAM_NAME);
         } catch (cause) {
+          if (cause instanceof MissingPermissionError) throw cause;
           throw new MemoryBuildError({ kind: "privateRamAlloc", range }, { cause });
         }
       }

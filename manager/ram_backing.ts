@@ -9,6 +9,7 @@
  * @module
  */
 
+import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
 import { Fcntl, Memfd, Mman } from "../ffi/constants.ts";
 import { HostMapping } from "../ffi/host_mapping.ts";
 import { hugetlbMemfdFlags, OwnedFd } from "../ffi/owned_fd.ts";
@@ -44,6 +45,7 @@ export function allocateSharedRam(size: bigint): OwnedFd {
       fd.addSeals(GUEST_RAM_SEALS);
     });
   } catch (cause) {
+    if (cause instanceof MissingPermissionError) throw cause;
     throw new MemoryBuildError({ kind: "allocationFailed" }, { cause });
   }
 }
@@ -70,6 +72,7 @@ export function allocateHugetlbRam(size: bigint, hugepageSize: bigint): OwnedFd 
       fd.addSeals(GUEST_RAM_SEALS);
     });
   } catch (cause) {
+    if (cause instanceof MissingPermissionError) throw cause;
     throw new MemoryBuildError({
       kind: "hugepageAllocationFailed",
       size: new MemorySize(size),

@@ -334,4 +334,39 @@ Deno.test("missing --allow-ffi gives one line naming the permission", async (t) 
       Deno.removeSync(dir, { recursive: true });
     }
   });
+
+  await t.step("building guest memory without --allow-ffi names the permission too", async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "membacking-perm-" });
+    try {
+      const script = `${dir}/main.ts`;
+      const mod = new URL("../mod.ts", import.meta.url).href;
+      Deno.writeTextFileSync(
+        script,
+        [
+          `import { GuestMemoryBuilder, MemoryLayout } from ${JSON.stringify(mod)};`,
+          `for (const privateMemory of [false, true]) {`,
+          `  try {`,
+          `    new GuestMemoryBuilder().privateMemory(privateMemory).build(MemoryLayout.fromGaps(1n << 20n, []));`,
+          `  } catch (e) {`,
+          `    console.log((e as Error).name + ": " + (e as Error).message);`,
+          `  }`,
+          `}`,
+        ].join("\n"),
+      );
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-config", "--no-prompt", "--allow-read", script],
+        cwd: dir,
+        env: { NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(output.stdout);
+      const line = "MissingPermissionError: membacking needs the ffi permission to call libc " +
+        "(mmap, memfd_create, ioctl): run deno with --allow-ffi";
+      assert.equal(stdout, `${line}\n${line}\n`, new TextDecoder().decode(output.stderr));
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
 });
