@@ -33,7 +33,13 @@ export class ChunkedSortedList<T> {
   }
 
   /** The cursor of the first item for which `pred` holds (`pred` monotone), or the end. */
-  firstWhere(pred: (item: T) => boolean): ListCursor {
+  firstWhere(pred: (item: T) => boolean): ListCursor;
+  /**
+   * The same with `pred(item, key)`: hot paths pass a module-level predicate
+   * and the value it compares against, instead of a new closure per search.
+   */
+  firstWhere<K>(pred: (item: T, key: K) => boolean, key: K): ListCursor;
+  firstWhere<K>(pred: (item: T, key: K | undefined) => boolean, key?: K): ListCursor {
     const chunks = this.#chunks;
     // First chunk whose last item satisfies pred.
     let lo = 0;
@@ -41,7 +47,7 @@ export class ChunkedSortedList<T> {
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       const chunk = chunks[mid];
-      if (pred(chunk[chunk.length - 1])) hi = mid;
+      if (pred(chunk[chunk.length - 1], key)) hi = mid;
       else lo = mid + 1;
     }
     if (lo === chunks.length) return { chunk: chunks.length, index: 0 };
@@ -50,7 +56,7 @@ export class ChunkedSortedList<T> {
     let b = chunk.length - 1;
     while (a < b) {
       const mid = (a + b) >>> 1;
-      if (pred(chunk[mid])) b = mid;
+      if (pred(chunk[mid], key)) b = mid;
       else a = mid + 1;
     }
     return { chunk: lo, index: a };
@@ -87,7 +93,11 @@ export class ChunkedSortedList<T> {
       i = chunks[c].length;
     }
     const chunk = chunks[c];
-    chunk.splice(i, 0, item);
+    // Shift by hand: `splice` allocates its (empty) result array and goes
+    // through a slow generic path, several times the cost for a short chunk.
+    chunk.push(item);
+    for (let j = chunk.length - 1; j > i; j--) chunk[j] = chunk[j - 1];
+    chunk[i] = item;
     if (chunk.length > MAX_CHUNK) chunks.splice(c + 1, 0, chunk.splice(MAX_CHUNK >> 1));
   }
 
@@ -95,7 +105,9 @@ export class ChunkedSortedList<T> {
   removeAt(cursor: ListCursor): void {
     const chunk = this.#chunks[cursor.chunk];
     if (chunk === undefined || cursor.index >= chunk.length) return;
-    chunk.splice(cursor.index, 1);
+    // By hand rather than `splice`, as in insertAt.
+    for (let j = cursor.index + 1; j < chunk.length; j++) chunk[j - 1] = chunk[j];
+    chunk.pop();
     if (chunk.length === 0) this.#chunks.splice(cursor.chunk, 1);
     this.#length--;
     this.#flat = undefined;

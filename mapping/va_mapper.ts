@@ -5,7 +5,7 @@ import { madvise, mmap, protFor } from "../ffi/mman.ts";
 import { setAnonVmaName } from "../ffi/system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
-import { ChunkedSortedList, type ListCursor } from "../collections/chunked_sorted_list.ts";
+import { ChunkedSortedList } from "../collections/chunked_sorted_list.ts";
 
 /**
  * What backs one live range of the reservation: `"shared"` (a file mapping)
@@ -112,6 +112,18 @@ export class VaEntry {
     );
   }
 }
+
+/** `mmap` flags of private anonymous memory at a fixed address (the reservation itself, or private RAM). */
+const ANON_FIXED_FLAGS = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED |
+  Mman.MAP_NORESERVE;
+
+// Search predicates over the ordered table, with the address passed as the
+// search key (module-level, so a search allocates no closure). They compare
+// the entries' number forms: exact, since every address in the reservation
+// is below 2^47, and far cheaper than bigint comparisons, each of which is a
+// runtime call in V8.
+const endsAbove = (entry: VaEntry, address: number): boolean => entry.endNumber > address;
+const startsAtOrAbove = (entry: VaEntry, address: number): boolean => entry.startNumber >= address;
 
 /**
  * The host virtual address reservation that holds guest memory: one
@@ -221,8 +233,7 @@ export class VaMapper implements Disposable {
     this.#checkInside(range);
     if (range.isEmpty()) return;
     const host = this.base + range.start;
-    const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
-    mmap(host, range.len, protFor(true), flags, -1, 0n);
+    mmap(host, range.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
     this.#replace(range, new VaEntry(range, true, "private", -1, 0n, host));
     if (name !== undefined) {
       try {
@@ -247,36 +258,37 @@ export class VaMapper implements Disposable {
     this.#checkInside(range);
     if (range.isEmpty()) return;
     const list = this.#entries;
-    let hasShared = false;
-    for (
-      let c = this.#firstOverlapping(range), e = list.at(c);
-      e !== undefined && e.range.start < range.end;
-      c = list.next(c), e = list.at(c)
-    ) {
-      if (e.kind === "shared") {
-        hasShared = true;
-        break;
+    const start = Number(range.start);
+    const end = Number(range.end);
+    let changed = false;
+    try {
+      // Walk the overlapped entries by address, each search starting where
+      // the previous entry ended: private entries stay where they are and
+      // removing a shared one does not disturb the walk.
+      for (let from = start;;) {
+        const cursor = list.firstWhere(endsAbove, from);
+        const entry = list.at(cursor);
+        if (entry === undefined || entry.startNumber >= end) break;
+        from = entry.endNumber;
+        if (entry.kind === "private") continue;
+        // The usual case, an entry wholly inside `range`, needs no new range.
+        const inside = start <= entry.startNumber && entry.endNumber <= end;
+        const cut = inside ? entry.range : entry.range.intersection(range);
+        const host = inside ? entry.hostAddress : this.base + cut.start;
+        mmap(host, cut.len, Mman.PROT_NONE, ANON_FIXED_FLAGS, -1, 0n);
+        list.removeAt(cursor);
+        changed = true;
+        if (inside) continue;
+        if (entry.range.start < cut.start) {
+          this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
+        }
+        if (cut.end < entry.range.end) {
+          this.#insert(entry.slice(new MemoryRange(cut.end, entry.range.end)));
+        }
       }
+    } finally {
+      if (changed) this.#generation++;
     }
-    if (!hasShared) return;
-    const kept: VaEntry[] = [];
-    for (const entry of this.#takeOverlapping(range)) {
-      if (entry.kind === "private") {
-        kept.push(entry);
-        continue;
-      }
-      const cut = entry.range.intersection(range);
-      const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
-      mmap(this.base + cut.start, cut.len, Mman.PROT_NONE, flags, -1, 0n);
-      if (entry.range.start < cut.start) {
-        kept.push(entry.slice(new MemoryRange(entry.range.start, cut.start)));
-      }
-      if (cut.end < entry.range.end) {
-        kept.push(entry.slice(new MemoryRange(cut.end, entry.range.end)));
-      }
-    }
-    this.#insertAll(kept);
-    this.#generation++;
   }
 
   /** Releases the whole reservation (every mapping in it goes too). */
@@ -293,51 +305,35 @@ export class VaMapper implements Disposable {
     }
   }
 
-  /** Cursor of the first entry whose end is above `range.start`. */
-  #firstOverlapping(range: MemoryRange): ListCursor {
-    const start = range.start;
-    return this.#entries.firstWhere((e) => e.range.end > start);
-  }
-
-  /** Removes the entries overlapping `range` from the table and returns them in order. */
-  #takeOverlapping(range: MemoryRange): VaEntry[] {
+  /** Inserts `entry` (overlapping no entry) at its place in address order. */
+  #insert(entry: VaEntry): void {
     const list = this.#entries;
-    const taken: VaEntry[] = [];
-    for (;;) {
-      const cursor = this.#firstOverlapping(range);
-      const entry = list.at(cursor);
-      if (entry === undefined || entry.range.start >= range.end) return taken;
-      list.removeAt(cursor);
-      taken.push(entry);
-    }
-  }
-
-  /** Inserts disjoint `pieces` (not overlapping any entry) in address order. */
-  #insertAll(pieces: readonly VaEntry[]): void {
-    const list = this.#entries;
-    for (const piece of pieces) {
-      const start = piece.range.start;
-      list.insertAt(list.firstWhere((e) => e.range.start >= start), piece);
-    }
+    list.insertAt(list.firstWhere(startsAtOrAbove, entry.startNumber), entry);
   }
 
   /** Puts `entry` in the table, trimming whatever it overlaps. */
   #replace(range: MemoryRange, entry: VaEntry): void {
-    const taken = this.#takeOverlapping(range);
-    const pieces: VaEntry[] = [entry];
-    if (taken.length > 0) {
-      // Entries are ordered and disjoint: only the first overlapped one can
-      // stick out on the left, only the last one on the right.
-      const head = taken[0];
-      if (head.range.start < range.start) {
-        pieces.unshift(head.slice(new MemoryRange(head.range.start, range.start)));
+    const list = this.#entries;
+    for (;;) {
+      const cursor = list.firstWhere(endsAbove, entry.startNumber);
+      const old = list.at(cursor);
+      if (old === undefined || old.startNumber >= entry.endNumber) {
+        // Nothing (left) overlaps, so the first entry ending above the new
+        // one's start begins at or after its end: the new entry goes here.
+        list.insertAt(cursor, entry);
+        break;
       }
-      const tail = taken[taken.length - 1];
-      if (range.end < tail.range.end) {
-        pieces.push(tail.slice(new MemoryRange(range.end, tail.range.end)));
+      list.removeAt(cursor);
+      // Entries are ordered and disjoint: only the first overlapped one can
+      // stick out on the left, only the last one on the right (and the
+      // pieces left over lie outside `range`, so the loop never finds them).
+      if (old.range.start < range.start) {
+        this.#insert(old.slice(new MemoryRange(old.range.start, range.start)));
+      }
+      if (range.end < old.range.end) {
+        this.#insert(old.slice(new MemoryRange(range.end, old.range.end)));
       }
     }
-    this.#insertAll(pieces);
     this.#generation++;
   }
 }

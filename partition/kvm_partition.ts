@@ -78,7 +78,7 @@ class FreeNumbers {
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (h[parent] <= h[i]) break;
-      [h[parent], h[i]] = [h[i], h[parent]];
+      swap(h, parent, i);
       i = parent;
     }
   }
@@ -97,13 +97,40 @@ class FreeNumbers {
         if (l < h.length && h[l] < h[m]) m = l;
         if (r < h.length && h[r] < h[m]) m = r;
         if (m === i) break;
-        [h[m], h[i]] = [h[i], h[m]];
+        swap(h, m, i);
         i = m;
       }
     }
     return top;
   }
 }
+
+/**
+ * Exchanges two heap elements (a plain temporary rather than a destructuring
+ * swap, which allocates a throw-away array in every heap step).
+ */
+function swap(h: number[], a: number, b: number): void {
+  const t = h[a];
+  h[a] = h[b];
+  h[b] = t;
+}
+
+// Single-element insert and remove by hand: `splice` allocates its result
+// array and takes a slow generic path, several times the cost here.
+function insertAt<T>(list: T[], index: number, item: T): void {
+  list.push(item);
+  for (let i = list.length - 1; i > index; i--) list[i] = list[i - 1];
+  list[index] = item;
+}
+
+function removeAt<T>(list: T[], index: number): void {
+  for (let i = index + 1; i < list.length; i++) list[i - 1] = list[i];
+  list.pop();
+}
+
+const PAGE_MASK = PAGE_SIZE - 1n;
+/** The highest guest physical address a slot may cover. */
+const LAST_ADDRESS = (1n << 64n) - 1n;
 
 function hex(value: bigint): string {
   return `0x${value.toString(16)}`;
@@ -238,9 +265,13 @@ export class KvmPartition implements Partition, Disposable {
     _executable: boolean,
   ): void {
     this.#checkOpen();
+    const end = gpa + size;
+    // The last byte must have a 64-bit address. (Compared as `end - 1` with
+    // 2^64 - 1, not `end` with 2^64: V8 compares bigints of one 64-bit digit
+    // quickly but wider ones (2^64) through a slow generic path.)
     if (
-      size <= 0n || gpa < 0n || gpa % PAGE_SIZE !== 0n || size % PAGE_SIZE !== 0n ||
-      hostAddress % PAGE_SIZE !== 0n || gpa + size > 1n << 64n
+      size <= 0n || gpa < 0n || (gpa & PAGE_MASK) !== 0n || (size & PAGE_MASK) !== 0n ||
+      (hostAddress & PAGE_MASK) !== 0n || end - 1n > LAST_ADDRESS
     ) {
       throw new KvmPartitionError(
         "invalid_range",
@@ -252,7 +283,7 @@ export class KvmPartition implements Partition, Disposable {
     const after = this.#slots[index];
     const clash = before !== undefined && before.gpa + before.size > gpa
       ? before
-      : after !== undefined && after.gpa < gpa + size
+      : after !== undefined && after.gpa < end
       ? after
       : undefined;
     if (clash !== undefined) {
@@ -281,7 +312,7 @@ export class KvmPartition implements Partition, Disposable {
         cause,
       );
     }
-    this.#slots.splice(index, 0, {
+    insertAt(this.#slots, index, {
       slot: number,
       gpa,
       size,
@@ -299,7 +330,8 @@ export class KvmPartition implements Partition, Disposable {
   unmapRange(gpa: bigint, size: bigint): void {
     this.#checkOpen();
     const end = gpa + size;
-    const [first, last] = this.#intersecting(gpa, end);
+    const first = this.#firstIntersecting(gpa);
+    const last = this.#endIntersecting(first, end);
     for (let i = first; i < last; i++) {
       const s = this.#slots[i];
       if (s.gpa < gpa || s.gpa + s.size > end) {
@@ -403,20 +435,25 @@ export class KvmPartition implements Partition, Disposable {
     return lo;
   }
 
-  /** `[first, last)` indices of the slots intersecting `[start, end)`. */
-  #intersecting(start: bigint, end: bigint): [number, number] {
-    let first = this.#lowerBound(start);
+  /** Index of the first slot that ends above `start`. */
+  #firstIntersecting(start: bigint): number {
+    const first = this.#lowerBound(start);
     const previous = this.#slots[first - 1];
-    if (previous !== undefined && previous.gpa + previous.size > start) first--;
+    return previous !== undefined && previous.gpa + previous.size > start ? first - 1 : first;
+  }
+
+  /** One past the last slot from `first` on that begins below `end`. */
+  #endIntersecting(first: number, end: bigint): number {
     let last = first;
     while (last < this.#slots.length && this.#slots[last].gpa < end) last++;
-    return [first, last];
+    return last;
   }
 
   /** The parts of `[gpa, gpa + size)` covered by slots: `[slot, start, length]`. */
   #pieces(gpa: bigint, size: bigint): [Slot, bigint, bigint][] {
     const range = { start: gpa, end: gpa + size };
-    const [first, last] = this.#intersecting(range.start, range.end);
+    const first = this.#firstIntersecting(range.start);
+    const last = this.#endIntersecting(first, range.end);
     return this.#slots.slice(first, last).map((s) => {
       const start = s.gpa > range.start ? s.gpa : range.start;
       const end = s.gpa + s.size < range.end ? s.gpa + s.size : range.end;
@@ -435,7 +472,7 @@ export class KvmPartition implements Partition, Disposable {
         cause,
       );
     }
-    this.#slots.splice(index, 1);
+    removeAt(this.#slots, index);
     this.#free.push(s.slot);
     if (s.pinned) {
       try {

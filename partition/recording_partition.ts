@@ -30,6 +30,9 @@ export interface RecordingPartitionOptions {
   readonly recordEvents?: boolean;
 }
 
+/** Search predicate with the address as key (module-level: no closure per search). */
+const endsAfter = (mapping: RecordedMapping, gpa: bigint): boolean => mapping.end > gpa;
+
 /**
  * A partition that only remembers what it is told: the current memory map
  * (what a KVM VM would have in its memory slots) and a log of calls. Useful
@@ -129,6 +132,6 @@ export class RecordingPartition implements Partition {
 
   /** Position of the first mapping ending above `gpa`. */
   #firstEndingAfter(gpa: bigint): ListCursor {
-    return this.#mappings.firstWhere((m) => m.end > gpa);
+    return this.#mappings.firstWhere(endsAfter, gpa);
   }
 }

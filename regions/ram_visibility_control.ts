@@ -1,5 +1,6 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import { InvalidRamRegionError } from "./invalid_ram_region_error.ts";
+import type { MapParams } from "../partition/partition_mapper.ts";
 import type { RegionHandle } from "./region_handle.ts";
 
 /** What the guest sees of a RAM region. */
@@ -14,6 +15,10 @@ export const RamVisibility = {
 
 /** One of the {@linkcode RamVisibility} values. */
 export type RamVisibility = typeof RamVisibility[keyof typeof RamVisibility];
+
+// Map params of the visible states (the region manager copies what it keeps).
+const READ_WRITE: MapParams = { writable: true, executable: true, prefetch: false };
+const READ_ONLY: MapParams = { writable: false, executable: true, prefetch: false };
 
 /** A RAM region under visibility control. */
 export interface RamRegionEntry {
@@ -34,11 +39,22 @@ export interface RamRegionEntry {
  * ```
  */
 export class RamVisibilityControl {
-  readonly #regions: Map<string, RegionHandle>;
+  /**
+   * The regions sorted by range (start, then end), one per distinct range
+   * (the last one given wins), found by binary search: cheaper than a Map
+   * keyed by the formatted range or by the bigint start, both of which cost
+   * a string build or a bigint hash per lookup.
+   */
+  readonly #regions: RamRegionEntry[] = [];
 
   /** Controls `regions` (each range at most once). */
   constructor(regions: ReadonlyArray<RamRegionEntry>) {
-    this.#regions = new Map(regions.map((r) => [`${r.range}`, r.handle]));
+    for (const region of regions) {
+      const index = this.#lowerBound(region.range);
+      const at = this.#regions[index];
+      if (at !== undefined && at.range.equals(region.range)) this.#regions[index] = region;
+      else this.#regions.splice(index, 0, region);
+    }
   }
 
   /**
@@ -47,16 +63,14 @@ export class RamVisibilityControl {
    * {@linkcode InvalidRamRegionError} and nothing changes.
    */
   setRamVisibility(range: MemoryRange, visibility: RamVisibility): void {
-    const handle = this.#regions.get(`${range}`);
+    const handle = this.#find(range);
     if (handle === undefined) throw new InvalidRamRegionError(range);
     switch (visibility) {
       case RamVisibility.ReadWrite:
+        handle.map(READ_WRITE);
+        return;
       case RamVisibility.ReadOnly:
-        handle.map({
-          writable: visibility === RamVisibility.ReadWrite,
-          executable: true,
-          prefetch: false,
-        });
+        handle.map(READ_ONLY);
         return;
       case RamVisibility.Unmapped:
         handle.unmap();
@@ -64,5 +78,23 @@ export class RamVisibilityControl {
       default:
         throw new TypeError(`unknown RAM visibility ${String(visibility)}`);
     }
+  }
+
+  #find(range: MemoryRange): RegionHandle | undefined {
+    const at = this.#regions[this.#lowerBound(range)];
+    return at !== undefined && at.range.equals(range) ? at.handle : undefined;
+  }
+
+  /** Index of the first region whose range does not sort before `range`. */
+  #lowerBound(range: MemoryRange): number {
+    const regions = this.#regions;
+    let lo = 0;
+    let hi = regions.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (regions[mid].range.compare(range) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 }

@@ -87,8 +87,25 @@ export class RegionManager implements Disposable {
   #busy = false;
   /** What handles call; kept off the public surface. */
   readonly #owner: RegionOwner = {
-    mapRegion: (node, params) => this.#exclusive(() => this.#mapRegion(node, params)),
-    unmapRegion: (node) => this.#exclusive(() => this.#unmapRegion(node)),
+    // Map and unmap are the hot path (RAM visibility flips): they take the
+    // busy flag inline rather than through #exclusive, which would allocate
+    // a closure per call.
+    mapRegion: (node, params) => {
+      this.#enter();
+      try {
+        this.#mapRegion(node, params);
+      } finally {
+        this.#busy = false;
+      }
+    },
+    unmapRegion: (node) => {
+      this.#enter();
+      try {
+        this.#unmapRegion(node);
+      } finally {
+        this.#busy = false;
+      }
+    },
     addRegionMapping: (node, range, backing, fileOffset, writable) =>
       this.#exclusive(() => this.#addRegionMapping(node, range, backing, fileOffset, writable)),
     removeRegionMappings: (node, range) =>
@@ -327,7 +344,9 @@ export class RegionManager implements Disposable {
       return;
     }
     if (node.active) this.#deactivate(node);
-    else for (const below of this.#tree.activeBelow(node)) this.#deactivate(below);
+    else if (node.activeBelow > 0) {
+      for (const below of this.#tree.activeBelow(node)) this.#deactivate(below);
+    }
     node.params = copy;
     if (!wasMapped) this.#tree.addMappedBelow(node, 1);
     this.#activate(node);
@@ -426,7 +445,7 @@ export class RegionManager implements Disposable {
     if (wasActive) this.#deactivate(node);
     node.params = undefined;
     this.#tree.addMappedBelow(node, -1);
-    if (wasActive) {
+    if (wasActive && node.mappedBelow > 0) {
       for (const below of this.#tree.topmostMappedBelow(node)) this.#activate(below);
     }
   }
@@ -495,6 +514,8 @@ export class RegionManager implements Disposable {
   }
 
   #absolute(node: RegionNode, rangeInRegion: MemoryRange): MemoryRange {
+    // Most regions have one mapping covering all of them: no new range then.
+    if (rangeInRegion.start === 0n && rangeInRegion.end === node.range.len) return node.range;
     return new MemoryRange(
       node.range.start + rangeInRegion.start,
       node.range.start + rangeInRegion.end,
@@ -531,6 +552,16 @@ export class RegionManager implements Disposable {
    * tree in the middle of an activation.
    */
   #exclusive<T>(operation: () => T): T {
+    this.#enter();
+    try {
+      return operation();
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Takes the busy flag (the caller clears it), or throws when an operation is running. */
+  #enter(): void {
     if (this.#busy) {
       throw new RegionError(
         "reentrant",
@@ -538,11 +569,6 @@ export class RegionManager implements Disposable {
       );
     }
     this.#busy = true;
-    try {
-      return operation();
-    } finally {
-      this.#busy = false;
-    }
   }
 
   #checkLive(): void {
