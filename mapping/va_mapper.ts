@@ -144,6 +144,12 @@ const startsAtOrAbove = (entry: VaEntry, address: number): boolean => entry.star
  */
 export class VaMapper implements Disposable {
   #reservation: HostMapping;
+  /**
+   * Where private RAM lives ({@linkcode allocPrivate}), with its VMA name: a
+   * shared mapping placed over it and later unmapped gives the range back
+   * as (zeroed) private RAM rather than leaving guest RAM inaccessible.
+   */
+  #privateHomes: { range: MemoryRange; name: string | undefined }[] = [];
   #entries: ChunkedSortedList<VaEntry> = new ChunkedSortedList();
   #generation = 0;
 
@@ -235,13 +241,9 @@ export class VaMapper implements Disposable {
     const host = this.base + range.start;
     mmap(host, range.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
     this.#replace(range, new VaEntry(range, true, "private", -1, 0n, host));
-    if (name !== undefined) {
-      try {
-        setAnonVmaName(host, range.len, name);
-      } catch {
-        // Kernels without CONFIG_ANON_VMA_NAME refuse; the name is cosmetic.
-      }
-    }
+    this.#privateHomes.push({ range, name });
+    this.#privateHomes.sort((a, b) => a.range.compare(b.range));
+    nameAnonymous(host, range.len, name);
   }
 
   /** `madvise(MADV_HUGEPAGE)` over `range` (throws a SyscallError on failure). */
@@ -252,7 +254,9 @@ export class VaMapper implements Disposable {
 
   /**
    * Makes the shared mappings inside `range` inaccessible again (`PROT_NONE`
-   * reservation). Private RAM in the range is kept.
+   * reservation). Private RAM in the range is kept, and where a shared
+   * mapping had been placed over private RAM, that part becomes private RAM
+   * again (zero-filled: the shared mapping had replaced its pages).
    */
   unmap(range: MemoryRange): void {
     this.#checkInside(range);
@@ -278,6 +282,7 @@ export class VaMapper implements Disposable {
         mmap(host, cut.len, Mman.PROT_NONE, ANON_FIXED_FLAGS, -1, 0n);
         list.removeAt(cursor);
         changed = true;
+        if (this.#privateHomes.length > 0) this.#restorePrivate(cut);
         if (inside) continue;
         if (entry.range.start < cut.start) {
           this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
@@ -302,6 +307,22 @@ export class VaMapper implements Disposable {
   #checkInside(range: MemoryRange): void {
     if (range.end > this.size) {
       throw new RangeError(`${range} is outside the ${this.size}-byte guest address reservation`);
+    }
+  }
+
+  /**
+   * Backs the parts of `cut` (just made inaccessible) that are private RAM
+   * with fresh anonymous memory again. The old contents went when the
+   * shared mapping replaced them; what comes back reads as zeroes.
+   */
+  #restorePrivate(cut: MemoryRange): void {
+    for (const home of this.#privateHomes) {
+      if (!home.range.overlaps(cut)) continue;
+      const part = home.range.intersection(cut);
+      const host = this.base + part.start;
+      mmap(host, part.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
+      nameAnonymous(host, part.len, home.name);
+      this.#insert(new VaEntry(part, true, "private", -1, 0n, host));
     }
   }
 
@@ -335,5 +356,15 @@ export class VaMapper implements Disposable {
       }
     }
     this.#generation++;
+  }
+}
+
+/** Names an anonymous range where the kernel supports VMA names (the name is cosmetic). */
+function nameAnonymous(host: bigint, length: bigint, name: string | undefined): void {
+  if (name === undefined) return;
+  try {
+    setAnonVmaName(host, length, name);
+  } catch {
+    // Kernels without CONFIG_ANON_VMA_NAME refuse with EINVAL.
   }
 }

@@ -189,3 +189,41 @@ Deno.test("private memory mode", async (t) => {
     assert.deepEqual(vaProtections(base, size), []);
   });
 });
+
+Deno.test("private RAM comes back after device memory over it is unmapped", async () => {
+  const { OwnedFd } = await import("../ffi/owned_fd.ts");
+  const { RamVisibility } = await import("../regions/ram_visibility_control.ts");
+  const ram = new MemoryRange(0n, 16n * MiB);
+  using manager = new GuestMemoryBuilder().privateMemory(true).build(
+    MemoryLayout.fromGaps(16n * MiB, []),
+  );
+  const memory = manager.client().guestMemory();
+  memory.writeU32(0x200000, 0x600dcafe);
+
+  using framebuffer = OwnedFd.memfd("framebuffer", 0);
+  framebuffer.truncate(0x1000n);
+  const { control, region } = manager.deviceMemoryMapper().newRegion(0x1000n, "fb");
+  using _control = control;
+  region.map(0n, framebuffer, 0n, 0x1000n, true);
+
+  // RAM hidden: the device page shows at 0x100000, private RAM elsewhere stays.
+  manager.ramVisibilityControl().setRamVisibility(ram, RamVisibility.Unmapped);
+  control.mapToGuest(0x100000n, true);
+  memory.writeU32(0x100000, 0xfb000000);
+  assert.equal(memory.readU32(0x200000), 0x600dcafe);
+
+  // RAM mapped again: the device page goes and RAM is usable there again
+  // (zero-filled: the device mapping had replaced those anonymous pages).
+  manager.ramVisibilityControl().setRamVisibility(ram, RamVisibility.ReadWrite);
+  assert.equal(memory.readU32(0x100000), 0);
+  memory.writeU32(0x100000, 0x12345678);
+  assert.equal(memory.readU32(0x100000), 0x12345678);
+  assert.equal(memory.readU32(0x200000), 0x600dcafe);
+  assert.deepEqual(
+    manager.va.entries().map((e) => `${e.range} ${e.kind}`),
+    ["0x0-0x100000 private", "0x100000-0x101000 private", "0x101000-0x1000000 private"],
+  );
+  // The framebuffer still holds what was written through the device mapping.
+  using view = HostMapping.shared(framebuffer.fd, 0n, 0x1000n, 1);
+  assert.equal(new DataView(view.bytes().buffer).getUint32(0, true), 0xfb000000);
+});
