@@ -241,8 +241,7 @@ export class VaMapper implements Disposable {
     const host = this.base + range.start;
     mmap(host, range.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
     this.#replace(range, new VaEntry(range, true, "private", -1, 0n, host));
-    this.#privateHomes.push({ range, name });
-    this.#privateHomes.sort((a, b) => a.range.compare(b.range));
+    this.#addPrivateHome(range, name);
     nameAnonymous(host, range.len, name);
   }
 
@@ -324,6 +323,21 @@ export class VaMapper implements Disposable {
       nameAnonymous(host, part.len, home.name);
       this.#insert(new VaEntry(part, true, "private", -1, 0n, host));
     }
+  }
+
+  /** Adds `range` to the private RAM homes, merging it with those it touches (kept disjoint). */
+  #addPrivateHome(range: MemoryRange, name: string | undefined): void {
+    let start = range.start;
+    let end = range.end;
+    const homes = this.#privateHomes.filter((home) => {
+      if (home.range.end < start || home.range.start > end) return true;
+      if (home.range.start < start) start = home.range.start;
+      if (home.range.end > end) end = home.range.end;
+      return false;
+    });
+    homes.push({ range: new MemoryRange(start, end), name });
+    homes.sort((a, b) => a.range.compare(b.range));
+    this.#privateHomes = homes;
   }
 
   /** Inserts `entry` (overlapping no entry) at its place in address order. */

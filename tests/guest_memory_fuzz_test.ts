@@ -52,6 +52,8 @@ class Model {
   pages: Page[] = Array.from({ length: PAGES }, () => ({ kind: "none" }));
   file = new Uint8Array(FILE_SIZE);
   private = new Uint8Array(SIZE);
+  /** Pages that were ever private RAM: unmapping a shared page there gives private RAM back. */
+  home: boolean[] = Array.from({ length: PAGES }, () => false);
 
   mapShared(page: number, count: number, filePage: number, writable: boolean): void {
     for (let i = 0; i < count; i++) {
@@ -60,13 +62,23 @@ class Model {
   }
 
   allocPrivate(page: number, count: number): void {
-    for (let i = 0; i < count; i++) this.pages[page + i] = { kind: "private" };
+    for (let i = 0; i < count; i++) {
+      this.pages[page + i] = { kind: "private" };
+      this.home[page + i] = true;
+    }
     this.private.fill(0, page * PAGE, (page + count) * PAGE);
   }
 
   unmap(page: number, count: number): void {
-    for (let i = 0; i < count; i++) {
-      if (this.pages[page + i].kind === "shared") this.pages[page + i] = { kind: "none" };
+    for (let i = page; i < page + count; i++) {
+      if (this.pages[i].kind !== "shared") continue;
+      if (this.home[i]) {
+        // Private RAM under the shared mapping comes back, zero-filled.
+        this.pages[i] = { kind: "private" };
+        this.private.fill(0, i * PAGE, (i + 1) * PAGE);
+      } else {
+        this.pages[i] = { kind: "none" };
+      }
     }
   }
 
