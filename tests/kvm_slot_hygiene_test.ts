@@ -64,6 +64,9 @@ Deno.test({
         if (next(2) === 0 && target !== undefined) {
           // Aim at an existing slot, sometimes spilling into its neighbours.
           start = target.gpa - (next(4) === 0 ? BigInt(next(3)) * PAGE : 0n);
+          // Spilling below a slot at 0 would aim at a negative address (an
+          // invalid range, not an overlap): stay inside the window.
+          if (start < 0n) start = 0n;
           size = target.gpa + target.size - start + (next(4) === 0 ? BigInt(next(8)) * PAGE : 0n);
         }
         const end = start + size;
