@@ -300,73 +300,62 @@ Deno.test("missing --allow-ffi gives one line naming the permission", async (t) 
   });
 
   await t.step("a program run without --allow-ffi", async () => {
-    const dir = Deno.makeTempDirSync({ prefix: "membacking-perm-" });
-    try {
-      const script = `${dir}/main.ts`;
-      const mod = new URL("../mod.ts", import.meta.url).href;
-      Deno.writeTextFileSync(
-        script,
-        [
-          `import { MemoryRange, OwnedFd } from ${JSON.stringify(mod)};`,
-          `console.log("range " + new MemoryRange(0n, 0x1000n));`,
-          `using fd = OwnedFd.memfd("no-ffi", 0);`,
-          `console.log("unreachable", fd.fd);`,
-        ].join("\n"),
-      );
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-config", "--no-prompt", "--allow-read", script],
-        cwd: dir,
-        env: { NO_COLOR: "1" },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stdout = new TextDecoder().decode(output.stdout);
-      const stderr = new TextDecoder().decode(output.stderr);
-      assert.notEqual(output.code, 0);
-      assert.equal(stdout, "range 0x0-0x1000\n", "the pure parts work without ffi");
-      const lines = stderr.trimEnd().split("\n");
-      assert.deepEqual(lines, [
-        "error: Uncaught (in promise) MissingPermissionError: membacking needs the ffi " +
-        "permission to call libc (mmap, memfd_create, ioctl): run deno with --allow-ffi",
-      ]);
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
+    const output = await runWithoutFfi([
+      `import { MemoryRange, OwnedFd } from ${MOD};`,
+      `console.log("range " + new MemoryRange(0n, 0x1000n));`,
+      `using fd = OwnedFd.memfd("no-ffi", 0);`,
+      `console.log("unreachable", fd.fd);`,
+    ]);
+    assert.notEqual(output.code, 0);
+    assert.equal(output.stdout, "range 0x0-0x1000\n", "the pure parts work without ffi");
+    assert.deepEqual(output.stderr.trimEnd().split("\n"), [
+      "error: Uncaught (in promise) MissingPermissionError: membacking needs the ffi " +
+      "permission to call libc (mmap, memfd_create, ioctl): run deno with --allow-ffi",
+    ]);
   });
 
   await t.step("building guest memory without --allow-ffi names the permission too", async () => {
-    const dir = Deno.makeTempDirSync({ prefix: "membacking-perm-" });
-    try {
-      const script = `${dir}/main.ts`;
-      const mod = new URL("../mod.ts", import.meta.url).href;
-      Deno.writeTextFileSync(
-        script,
-        [
-          `import { GuestMemoryBuilder, MemoryLayout } from ${JSON.stringify(mod)};`,
-          `for (const privateMemory of [false, true]) {`,
-          `  try {`,
-          `    new GuestMemoryBuilder().privateMemory(privateMemory).build(MemoryLayout.fromGaps(1n << 20n, []));`,
-          `  } catch (e) {`,
-          `    console.log((e as Error).name + ": " + (e as Error).message);`,
-          `  }`,
-          `}`,
-        ].join("\n"),
-      );
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-config", "--no-prompt", "--allow-read", script],
-        cwd: dir,
-        env: { NO_COLOR: "1" },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stdout = new TextDecoder().decode(output.stdout);
-      const line = "MissingPermissionError: membacking needs the ffi permission to call libc " +
-        "(mmap, memfd_create, ioctl): run deno with --allow-ffi";
-      assert.equal(stdout, `${line}\n${line}\n`, new TextDecoder().decode(output.stderr));
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
+    const output = await runWithoutFfi([
+      `import { GuestMemoryBuilder, MemoryLayout } from ${MOD};`,
+      `for (const privateMemory of [false, true]) {`,
+      `  try {`,
+      `    new GuestMemoryBuilder().privateMemory(privateMemory).build(MemoryLayout.fromGaps(1n << 20n, []));`,
+      `  } catch (e) {`,
+      `    console.log((e as Error).name + ": " + (e as Error).message);`,
+      `  }`,
+      `}`,
+    ]);
+    const line = "MissingPermissionError: membacking needs the ffi permission to call libc " +
+      "(mmap, memfd_create, ioctl): run deno with --allow-ffi";
+    assert.equal(output.stdout, `${line}\n${line}\n`, output.stderr);
   });
 });
+
+const MOD = JSON.stringify(new URL("../mod.ts", import.meta.url).href);
+
+/** Runs a script of `lines` with `deno run` WITHOUT --allow-ffi (read only) in a scratch folder. */
+async function runWithoutFfi(
+  lines: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const dir = Deno.makeTempDirSync({ prefix: "membacking-perm-" });
+  try {
+    const script = `${dir}/main.ts`;
+    Deno.writeTextFileSync(script, lines.join("\n"));
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--no-prompt", "--allow-read", script],
+      cwd: dir,
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    return {
+      code: output.code,
+      stdout: decoder.decode(output.stdout),
+      stderr: decoder.decode(output.stderr),
+    };
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}

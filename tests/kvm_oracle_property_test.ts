@@ -438,24 +438,30 @@ function runSequence(ops: readonly Op[], devices: DeviceFiles, seen: Map<Outcome
 const seedText = Deno.env.get("MEMBACKING_ORACLE_SEED");
 const seed = seedText === undefined ? undefined : Number(seedText);
 
+/** The two device backing files (owned by `stack`) and a host view of each. */
+function openBackings(stack: DisposableStack): { files: OwnedFd[]; views: HostMapping[] } {
+  const files: OwnedFd[] = [];
+  const views: HostMapping[] = [];
+  for (const name of ["oracle-file0", "oracle-file1"]) {
+    const file = stack.use(OwnedFd.memfd(name, 0));
+    file.truncate(DEVICE_FILE_SIZE);
+    files.push(file);
+    views.push(
+      stack.use(
+        HostMapping.shared(file.fd, 0n, DEVICE_FILE_SIZE, Mman.PROT_READ | Mman.PROT_WRITE),
+      ),
+    );
+  }
+  return { files, views };
+}
+
 Deno.test({
   name: "KVM oracle: the guest sees what the region model says after random operations",
   ignore: skipWithoutKvm(),
   fn: () => {
     const fdsBefore = openFdCount();
     using stack = new DisposableStack();
-    const files: OwnedFd[] = [];
-    const views: HostMapping[] = [];
-    for (const name of ["oracle-file0", "oracle-file1"]) {
-      const file = stack.use(OwnedFd.memfd(name, 0));
-      file.truncate(DEVICE_FILE_SIZE);
-      files.push(file);
-      views.push(
-        stack.use(
-          HostMapping.shared(file.fd, 0n, DEVICE_FILE_SIZE, Mman.PROT_READ | Mman.PROT_WRITE),
-        ),
-      );
-    }
+    const { files, views } = openBackings(stack);
     let runs = 0;
     const seen = new Map<Outcome, number>();
     fc.assert(
@@ -480,18 +486,7 @@ Deno.test({
   ignore: skipWithoutKvm(),
   fn: () => {
     using stack = new DisposableStack();
-    const files: OwnedFd[] = [];
-    const views: HostMapping[] = [];
-    for (const name of ["oracle-file0", "oracle-file1"]) {
-      const file = stack.use(OwnedFd.memfd(name, 0));
-      file.truncate(DEVICE_FILE_SIZE);
-      files.push(file);
-      views.push(
-        stack.use(
-          HostMapping.shared(file.fd, 0n, DEVICE_FILE_SIZE, Mman.PROT_READ | Mman.PROT_WRITE),
-        ),
-      );
-    }
+    const { files, views } = openBackings(stack);
     // VGA RAM unmapped over a half-mapped device (value + memory fault), a
     // read-only PAM piece (MMIO write), a read-only device mapping in the gap
     // (memory fault on store), and a refused placement.
