@@ -7,25 +7,25 @@
  */
 
 import { MissingPermissionError } from "./ffi/missing_permission_error.ts";
-import type { OwnedFd } from "./ffi/owned_fd.ts";
-import { hostPageSize, isLinux } from "./ffi/system.ts";
+import type { OwnedFd } from "./ffi/_owned_fd.ts";
+import { hostPageSize, isLinux } from "./ffi/_system.ts";
 import { warn } from "./diagnostics/warnings.ts";
 import type { MemoryLayout } from "./layout/memory_layout.ts";
 import { MemoryRange } from "./layout/memory_range.ts";
 import { MemorySize } from "./layout/memory_size.ts";
-import { VaMapper } from "./mapping/va_mapper.ts";
+import { VaMapper } from "./mapping/_va_mapper.ts";
 import { GuestMemoryManager, type RamRegion } from "./manager/guest_memory_manager.ts";
 import {
   DEFAULT_HUGEPAGE_SIZE,
   MAX_HOST_SIZE,
   validateHugepageRamAlignment,
   validateHugepageSize,
-} from "./manager/hugepage_validation.ts";
+} from "./manager/_hugepage_validation.ts";
 import { MemoryBuildError } from "./manager/memory_build_error.ts";
-import { allocateHugetlbRam, allocateSharedRam } from "./manager/ram_backing.ts";
+import { allocateHugetlbRam, allocateSharedRam } from "./manager/_ram_backing.ts";
 import type { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
-import { RegionManager } from "./regions/region_manager.ts";
-import { splitX86LegacyRam, X86_LEGACY_MIN_END } from "./regions/x86_legacy.ts";
+import { RegionManager } from "./regions/_region_manager.ts";
+import { splitX86LegacyRam, X86_LEGACY_MIN_END } from "./regions/_x86_legacy.ts";
 
 /** The region priority of RAM: it overrides everything else. */
 export const RAM_PRIORITY = 255;

@@ -24,12 +24,12 @@ export type { MemoryLayoutErrorKind } from "./layout/memory_layout_error.ts";
 // FFI layer: errors and owned resources.
 export { SyscallError } from "./ffi/syscall_error.ts";
 export { MissingPermissionError } from "./ffi/missing_permission_error.ts";
-export { OwnedFd } from "./ffi/owned_fd.ts";
+export { OwnedFd } from "./ffi/_owned_fd.ts";
 
 // Host address reservation and backing objects.
 export type { Mappable } from "./mapping/mappable.ts";
-export { VaEntry, VaMapper } from "./mapping/va_mapper.ts";
-export type { VaBackingKind } from "./mapping/va_mapper.ts";
+export { VaEntry, VaMapper } from "./mapping/_va_mapper.ts";
+export type { VaBackingKind } from "./mapping/_va_mapper.ts";
 
 // Guest memory access.
 export { GuestMemoryClient } from "./guest_memory/guest_memory_client.ts";
@@ -39,56 +39,56 @@ export type { GuestMemoryAccess, GuestMemoryErrorKind } from "./guest_memory/gue
 
 // Partitions.
 export type { Partition } from "./partition/partition.ts";
-export { PartitionMapper } from "./partition/partition_mapper.ts";
-export type { MapParams } from "./partition/partition_mapper.ts";
-export { PartitionMapperError } from "./partition/partition_mapper_error.ts";
-export type { PartitionMapperErrorKind } from "./partition/partition_mapper_error.ts";
-export { RecordingPartition } from "./partition/recording_partition.ts";
+export { PartitionMapper } from "./partition/_partition_mapper.ts";
+export type { MapParams } from "./partition/_partition_mapper.ts";
+export { PartitionMapperError } from "./partition/_partition_mapper_error.ts";
+export type { PartitionMapperErrorKind } from "./partition/_partition_mapper_error.ts";
+export { RecordingPartition } from "./testing/recording_partition.ts";
 export type {
   PartitionEvent,
   RecordedMapping,
   RecordingPartitionOptions,
-} from "./partition/recording_partition.ts";
-export { KvmPartition } from "./partition/kvm_partition.ts";
-export type { KvmPartitionOptions, KvmSlotInfo } from "./partition/kvm_partition.ts";
-export { KvmPartitionError } from "./partition/kvm_partition_error.ts";
-export type { KvmPartitionErrorKind } from "./partition/kvm_partition_error.ts";
-export { GuestProbe } from "./partition/guest_probe.ts";
-export type { GuestProbeOptions, ProbeResult, ProbeSize } from "./partition/guest_probe.ts";
+} from "./testing/recording_partition.ts";
+export { KvmPartition } from "./kvm/kvm_partition.ts";
+export type { KvmPartitionOptions, KvmSlotInfo } from "./kvm/kvm_partition.ts";
+export { KvmPartitionError } from "./kvm/kvm_partition_error.ts";
+export type { KvmPartitionErrorKind } from "./kvm/kvm_partition_error.ts";
+export { GuestProbe } from "./testing/guest_probe.ts";
+export type { GuestProbeOptions, ProbeResult, ProbeSize } from "./testing/guest_probe.ts";
 
 // KVM wrappers (one type per fd kind, one method per ioctl).
-export { KvmSystem } from "./ffi/kvm_system.ts";
-export { KvmVm } from "./ffi/kvm_vm.ts";
-export { KvmVcpu } from "./ffi/kvm_vcpu.ts";
-export type { KvmMemoryFaultExit, KvmMmioExit } from "./ffi/kvm_vcpu.ts";
-export { KvmRegs, KvmSregs } from "./ffi/kvm_regs.ts";
+export { KvmSystem } from "./kvm/kvm_system.ts";
+export { KvmVm } from "./kvm/kvm_vm.ts";
+export { KvmVcpu } from "./kvm/kvm_vcpu.ts";
+export type { KvmMemoryFaultExit, KvmMmioExit } from "./kvm/kvm_vcpu.ts";
+export { KvmRegs, KvmSregs } from "./kvm/kvm_regs.ts";
 export type {
   KvmDtableName,
   KvmRegName,
   KvmSegment,
   KvmSegmentName,
   KvmSregName,
-} from "./ffi/kvm_regs.ts";
-export { KvmCap, KvmExit, kvmExitName, KvmMemFlag } from "./ffi/kvm_constants.ts";
+} from "./kvm/kvm_regs.ts";
+export { KvmCap, KvmExit, kvmExitName, KvmMemFlag } from "./kvm/kvm_constants.ts";
 
 // Regions: the priority map, DMA targets, device memory, RAM visibility.
-export { RegionManager } from "./regions/region_manager.ts";
-export type { DmaTargetHandle, RegionInfo } from "./regions/region_manager.ts";
-export { RegionHandle } from "./regions/region_handle.ts";
-export type { RegionMapping } from "./regions/region_tree.ts";
+export { RegionManager } from "./regions/_region_manager.ts";
+export type { DmaTargetHandle, RegionInfo } from "./regions/_region_manager.ts";
+export { RegionHandle } from "./regions/_region_handle.ts";
+export type { RegionMapping } from "./regions/_region_tree.ts";
 export { RegionError } from "./regions/region_error.ts";
 export type { RegionErrorKind } from "./regions/region_error.ts";
 export { RegionOverlapError } from "./regions/region_overlap_error.ts";
 export type { DmaTarget } from "./regions/dma_target.ts";
 export { DmaMapperClient } from "./regions/dma_mapper_client.ts";
-export { DeviceMemoryMapper } from "./regions/device_memory_mapper.ts";
-export type { DeviceMemory } from "./regions/device_memory_mapper.ts";
-export { DeviceMemoryControl } from "./regions/device_memory_control.ts";
-export { DeviceMemoryRegion } from "./regions/device_memory_region.ts";
+export { DeviceMemoryMapper } from "./device_memory/device_memory_mapper.ts";
+export type { DeviceMemory } from "./device_memory/device_memory_mapper.ts";
+export { DeviceMemoryControl } from "./device_memory/device_memory_control.ts";
+export { DeviceMemoryRegion } from "./device_memory/device_memory_region.ts";
 export { RamVisibility, RamVisibilityControl } from "./regions/ram_visibility_control.ts";
 export type { RamRegionEntry } from "./regions/ram_visibility_control.ts";
 export { InvalidRamRegionError } from "./regions/invalid_ram_region_error.ts";
-export { splitX86LegacyRam } from "./regions/x86_legacy.ts";
+export { splitX86LegacyRam } from "./regions/_x86_legacy.ts";
 
 // Builder and manager.
 export { GuestMemoryBuilder, PRIVATE_RAM_NAME, RAM_PRIORITY, VA_ALIGNMENT } from "./builder.ts";
@@ -96,7 +96,7 @@ export { GuestMemoryManager } from "./manager/guest_memory_manager.ts";
 export type { GuestMemoryManagerParts, RamRegion } from "./manager/guest_memory_manager.ts";
 export { MemoryBuildError } from "./manager/memory_build_error.ts";
 export type { MemoryBuildErrorDetail, MemoryBuildErrorKind } from "./manager/memory_build_error.ts";
-export { DEFAULT_HUGEPAGE_SIZE } from "./manager/hugepage_validation.ts";
+export { DEFAULT_HUGEPAGE_SIZE } from "./manager/_hugepage_validation.ts";
 export { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
 export { PartitionAttachError } from "./manager/partition_attach_error.ts";
 export { PartitionAttachment } from "./manager/partition_attachment.ts";

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { Fcntl, Mman } from "../ffi/constants.ts";
-import { mmap, protFor } from "../ffi/mman.ts";
+import { Fcntl, Mman } from "../ffi/_constants.ts";
+import { mmap, protFor } from "../ffi/_mman.ts";
 import { OwnedFd } from "../mod.ts";
 
 /** Whether /dev/kvm can be opened read-write (KVM benchmarks are skipped otherwise). */

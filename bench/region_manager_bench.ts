@@ -12,14 +12,14 @@
  *
  * Run: deno bench --allow-ffi --allow-read --allow-write --allow-env bench/region_manager_bench.ts
  */
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
-import { PartitionMapper } from "../partition/partition_mapper.ts";
-import type { MapParams } from "../partition/partition_mapper.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
-import type { RegionHandle } from "../regions/region_handle.ts";
-import { RegionManager } from "../regions/region_manager.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
+import { PartitionMapper } from "../partition/_partition_mapper.ts";
+import type { MapParams } from "../partition/_partition_mapper.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
+import type { RegionHandle } from "../regions/_region_handle.ts";
+import { RegionManager } from "../regions/_region_manager.ts";
 
 const PAGE = 0x1000n;
 const RW: MapParams = { writable: true, executable: true, prefetch: false };

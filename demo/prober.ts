@@ -6,9 +6,9 @@
  * @module
  */
 import type { GuestMemory } from "../guest_memory/guest_memory.ts";
-import type { ProbeResult, ProbeSize } from "../partition/guest_probe.ts";
-import type { GuestProbe } from "../partition/guest_probe.ts";
-import type { RecordingPartition } from "../partition/recording_partition.ts";
+import type { ProbeResult, ProbeSize } from "../testing/guest_probe.ts";
+import type { GuestProbe } from "../testing/guest_probe.ts";
+import type { RecordingPartition } from "../testing/recording_partition.ts";
 
 /** One guest access at a time, as the guest would see it. */
 export interface Prober {

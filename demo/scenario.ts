@@ -7,19 +7,19 @@
  * @module
  */
 import { GuestMemoryBuilder } from "../builder.ts";
-import { Mman } from "../ffi/constants.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { Mman } from "../ffi/_constants.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { MemorySize } from "../layout/memory_size.ts";
 import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
 import { Vtl } from "../manager/vtl.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import { GuestProbe, type ProbeResult, type ProbeSize } from "../partition/guest_probe.ts";
-import { KvmPartition } from "../partition/kvm_partition.ts";
+import { GuestProbe, type ProbeResult, type ProbeSize } from "../testing/guest_probe.ts";
+import { KvmPartition } from "../kvm/kvm_partition.ts";
 import type { Partition } from "../partition/partition.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { KvmProber, type Prober, RecordingProber } from "./prober.ts";
 

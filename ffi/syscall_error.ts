@@ -1,5 +1,5 @@
-import { errnoName } from "./errno.ts";
-import { lastErrno, strerror } from "./libc.ts";
+import { errnoName } from "./_errno.ts";
+import { lastErrno, strerror } from "./_libc.ts";
 
 /**
  * A failed libc call, typed by its errno.

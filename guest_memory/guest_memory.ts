@@ -1,4 +1,4 @@
-import type { VaEntry, VaMapper } from "../mapping/va_mapper.ts";
+import type { VaEntry, VaMapper } from "../mapping/_va_mapper.ts";
 import { GuestMemoryError } from "./guest_memory_error.ts";
 
 const U64_MAX = (1n << 64n) - 1n;

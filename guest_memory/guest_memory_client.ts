@@ -1,4 +1,4 @@
-import type { VaMapper } from "../mapping/va_mapper.ts";
+import type { VaMapper } from "../mapping/_va_mapper.ts";
 import { GuestMemory } from "./guest_memory.ts";
 
 /**

@@ -1,4 +1,4 @@
-import type { PartitionMapperError } from "../partition/partition_mapper_error.ts";
+import type { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
 
 /**
  * Attaching a partition to a guest memory manager failed: `failed to attach
@@ -9,7 +9,7 @@ import type { PartitionMapperError } from "../partition/partition_mapper_error.t
  * @example
  * ```ts
  * import { PartitionAttachError } from "./partition_attach_error.ts";
- * import { PartitionMapperError } from "../partition/partition_mapper_error.ts";
+ * import { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
  * const err = new PartitionAttachError(new PartitionMapperError("pin", new Error("EPERM")));
  * console.log(err.message, "/", err.cause.message);
  * // failed to attach partition to memory manager / failed to pin range to partition

@@ -1,4 +1,4 @@
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 
 /**

@@ -6,7 +6,7 @@
  * @example
  * ```ts ignore
  * import type { Mappable } from "./mappable.ts";
- * import { OwnedFd } from "../ffi/owned_fd.ts";
+ * import { OwnedFd } from "../ffi/_owned_fd.ts";
  * const backing: Mappable = OwnedFd.memfd("framebuffer", 0);
  * ```
  */

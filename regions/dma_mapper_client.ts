@@ -1,5 +1,5 @@
 import type { DmaTarget } from "./dma_target.ts";
-import type { DmaTargetHandle, RegionManager } from "./region_manager.ts";
+import type { DmaTargetHandle, RegionManager } from "./_region_manager.ts";
 
 /**
  * Registers DMA targets (VFIO, iommufd) with a region manager; what

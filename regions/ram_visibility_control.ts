@@ -1,7 +1,7 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import { InvalidRamRegionError } from "./invalid_ram_region_error.ts";
-import type { MapParams } from "../partition/partition_mapper.ts";
-import type { RegionHandle } from "./region_handle.ts";
+import type { MapParams } from "../partition/_partition_mapper.ts";
+import type { RegionHandle } from "./_region_handle.ts";
 
 /** What the guest sees of a RAM region. */
 export const RamVisibility = {

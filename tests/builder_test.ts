@@ -1,22 +1,22 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder, PRIVATE_RAM_NAME, RAM_PRIORITY, VA_ALIGNMENT } from "../builder.ts";
-import { Fcntl, Memfd } from "../ffi/constants.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
+import { Fcntl, Memfd } from "../ffi/_constants.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
-import { hostPageSize } from "../ffi/system.ts";
+import { hostPageSize } from "../ffi/_system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { MemorySize } from "../layout/memory_size.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
 import {
   DEFAULT_HUGEPAGE_SIZE,
   MAX_HOST_SIZE,
   validateHugepageRamAlignment,
   validateHugepageSize,
-} from "../manager/hugepage_validation.ts";
+} from "../manager/_hugepage_validation.ts";
 import { MemoryBuildError, type MemoryBuildErrorKind } from "../manager/memory_build_error.ts";
-import { GUEST_RAM_SEALS } from "../manager/ram_backing.ts";
+import { GUEST_RAM_SEALS } from "../manager/_ram_backing.ts";
 import { SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { openFdCount } from "./support/requirements.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DeviceMemoryMapper } from "../regions/device_memory_mapper.ts";
+import { DeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
 import { RegionError } from "../regions/region_error.ts";
 import { r, RecordingDmaTarget, RegionFixture, RWX } from "./support/region_fixture.ts";
 

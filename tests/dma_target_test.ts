@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
 import { DmaMapperClient } from "../regions/dma_mapper_client.ts";
-import type { RegionHandle } from "../regions/region_handle.ts";
+import type { RegionHandle } from "../regions/_region_handle.ts";
 import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
 
 /** The reference setup: region 0x0-0x10000 at priority 0, DMA target, optionally mapped. */

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
-import { Fcntl, Memfd, Mman } from "../ffi/constants.ts";
-import { Errno, errnoName } from "../ffi/errno.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { hostBytes, hostCopy } from "../ffi/host_memory.ts";
-import { cString, lastErrno, libc, strerror } from "../ffi/libc.ts";
-import { mmap, mprotect, munmap, protFor } from "../ffi/mman.ts";
-import { hugetlbMemfdFlags, OwnedFd } from "../ffi/owned_fd.ts";
+import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
+import { Errno, errnoName } from "../ffi/_errno.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { hostBytes, hostCopy } from "../ffi/_host_memory.ts";
+import { cString, lastErrno, libc, strerror } from "../ffi/_libc.ts";
+import { mmap, mprotect, munmap, protFor } from "../ffi/_mman.ts";
+import { hugetlbMemfdFlags, OwnedFd } from "../ffi/_owned_fd.ts";
 import { check, SyscallError } from "../ffi/syscall_error.ts";
-import { listDirectory, readTextFile, writeTextFile } from "../ffi/proc_files.ts";
-import { hostPageSize } from "../ffi/system.ts";
+import { listDirectory, readTextFile, writeTextFile } from "../ffi/_proc_files.ts";
+import { hostPageSize } from "../ffi/_system.ts";
 import { MissingPermissionError } from "../mod.ts";
 import { openFdCount } from "./support/requirements.ts";
 

@@ -6,10 +6,10 @@
  * stale, shared pages alias each other and private RAM comes and goes.
  */
 import assert from "node:assert/strict";
-import { Memfd } from "../ffi/constants.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { Memfd } from "../ffi/_constants.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
 import { GuestMemory } from "../guest_memory/guest_memory.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
 

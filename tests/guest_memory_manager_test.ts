@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
-import { Memfd } from "../ffi/constants.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { Memfd } from "../ffi/_constants.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { GuestMemory } from "../guest_memory/guest_memory.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";

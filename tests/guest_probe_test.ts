@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { Mman } from "../ffi/constants.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { mprotect } from "../ffi/mman.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
-import { GuestProbe } from "../partition/guest_probe.ts";
-import { KvmPartition } from "../partition/kvm_partition.ts";
+import { Mman } from "../ffi/_constants.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { mprotect } from "../ffi/_mman.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
+import { GuestProbe } from "../testing/guest_probe.ts";
+import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 
 const PAGE = 0x1000n;

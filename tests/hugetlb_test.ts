@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
-import { Fcntl } from "../ffi/constants.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
+import { Fcntl } from "../ffi/_constants.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { KvmCap, KvmExit, kvmExitName, KvmIoctl, KvmRunLayout } from "../ffi/kvm_constants.ts";
-import { KvmRegs, KvmSregs } from "../ffi/kvm_regs.ts";
-import { KvmSystem } from "../ffi/kvm_system.ts";
+import { KvmCap, KvmExit, kvmExitName, KvmIoctl, KvmRunLayout } from "../kvm/kvm_constants.ts";
+import { KvmRegs, KvmSregs } from "../kvm/kvm_regs.ts";
+import { KvmSystem } from "../kvm/kvm_system.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 

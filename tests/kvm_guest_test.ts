@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
-import { Mman } from "../ffi/constants.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { OwnedFd } from "../ffi/owned_fd.ts";
+import { Mman } from "../ffi/_constants.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { Vtl } from "../manager/vtl.ts";
-import type { VaMapper } from "../mapping/va_mapper.ts";
-import { GuestProbe } from "../partition/guest_probe.ts";
-import { KvmPartition } from "../partition/kvm_partition.ts";
+import type { VaMapper } from "../mapping/_va_mapper.ts";
+import { GuestProbe } from "../testing/guest_probe.ts";
+import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
-import { KvmPartition } from "../partition/kvm_partition.ts";
-import { KvmPartitionError } from "../partition/kvm_partition_error.ts";
+import { KvmPartition } from "../kvm/kvm_partition.ts";
+import { KvmPartitionError } from "../kvm/kvm_partition_error.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 
 const PAGE = 0x1000n;

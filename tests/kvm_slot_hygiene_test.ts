@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import type { KvmVm } from "../ffi/kvm_vm.ts";
-import { KvmPartition } from "../partition/kvm_partition.ts";
-import { KvmPartitionError } from "../partition/kvm_partition_error.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import type { KvmVm } from "../kvm/kvm_vm.ts";
+import { KvmPartition } from "../kvm/kvm_partition.ts";
+import { KvmPartitionError } from "../kvm/kvm_partition_error.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 
 const PAGE = 0x1000n;

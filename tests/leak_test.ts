@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { MemoryBuildErrorKind } from "../manager/memory_build_error.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
 import {
   CYCLE_LAYOUT,
   type CycleCounts,

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder, PRIVATE_RAM_NAME } from "../builder.ts";
 import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { readTextFile } from "../ffi/proc_files.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
-import { setAnonVmaName } from "../ffi/system.ts";
+import { setAnonVmaName } from "../ffi/_system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
 import { vaProtections } from "./support/proc_maps.ts";
 
 const MiB = 1n << 20n;
@@ -191,7 +191,7 @@ Deno.test("private memory mode", async (t) => {
 });
 
 Deno.test("private RAM comes back after device memory over it is unmapped", async () => {
-  const { OwnedFd } = await import("../ffi/owned_fd.ts");
+  const { OwnedFd } = await import("../ffi/_owned_fd.ts");
   const { RamVisibility } = await import("../regions/ram_visibility_control.ts");
   const ram = new MemoryRange(0n, 16n * MiB);
   using manager = new GuestMemoryBuilder().privateMemory(true).build(

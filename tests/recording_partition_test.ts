@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ChunkedSortedList } from "../collections/chunked_sorted_list.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
+import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
 
 const describe = (p: RecordingPartition) =>
   p.mappings().map((m) => `${m.gpa.toString(16)}+${m.size.toString(16)} ${m.writable ? "w" : "-"}`);

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { VaMapper } from "../mapping/va_mapper.ts";
-import { PartitionMapper } from "../partition/partition_mapper.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
+import { VaMapper } from "../mapping/_va_mapper.ts";
+import { PartitionMapper } from "../partition/_partition_mapper.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
 import type { Partition } from "../partition/partition.ts";
 import { RegionError } from "../regions/region_error.ts";
-import type { RegionHandle } from "../regions/region_handle.ts";
-import { RegionManager } from "../regions/region_manager.ts";
+import type { RegionHandle } from "../regions/_region_handle.ts";
+import { RegionManager } from "../regions/_region_manager.ts";
 import { RegionOverlapError } from "../regions/region_overlap_error.ts";
 import { protectionAt, vaProtections } from "./support/proc_maps.ts";
 import { r, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
@@ -397,10 +397,10 @@ Deno.test("region inspect, infos and disposal", async (t) => {
 });
 
 Deno.test("addMapping refuses a backing that cannot hold the mapping", async (t) => {
-  const { RegionManager } = await import("../regions/region_manager.ts");
+  const { RegionManager } = await import("../regions/_region_manager.ts");
   const { RegionError } = await import("../regions/region_error.ts");
-  const { VaMapper } = await import("../mapping/va_mapper.ts");
-  const { OwnedFd } = await import("../ffi/owned_fd.ts");
+  const { VaMapper } = await import("../mapping/_va_mapper.ts");
+  const { OwnedFd } = await import("../ffi/_owned_fd.ts");
   const { MemoryRange } = await import("../layout/memory_range.ts");
   using va = VaMapper.reserve(0x100000n);
   using manager = new RegionManager(va);
@@ -440,7 +440,7 @@ Deno.test("addMapping refuses a backing that cannot hold the mapping", async (t)
   });
 
   await t.step("device memory checks at map time too", async () => {
-    const { DeviceMemoryMapper } = await import("../regions/device_memory_mapper.ts");
+    const { DeviceMemoryMapper } = await import("../device_memory/device_memory_mapper.ts");
     const { control, region: device } = new DeviceMemoryMapper(manager).newRegion(0x10000n, "fb");
     using _control = control;
     assert.throws(
@@ -484,7 +484,7 @@ Deno.test("callbacks cannot start another region operation", async (t) => {
 
     await t.step("a DMA target that adds a region from mapDma", async () => {
       warnings.length = 0;
-      const { OwnedFd } = await import("../ffi/owned_fd.ts");
+      const { OwnedFd } = await import("../ffi/_owned_fd.ts");
       using backing = OwnedFd.memfd("dma", 0);
       backing.truncate(0x1000n);
       using _target = manager.addDmaTarget({

@@ -3,10 +3,10 @@ import { GuestMemoryBuilder } from "../builder.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { Vtl } from "../manager/vtl.ts";
-import { RecordingPartition } from "../partition/recording_partition.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
 import { RamVisibility, RamVisibilityControl } from "../regions/ram_visibility_control.ts";
-import type { RegionHandle } from "../regions/region_handle.ts";
-import { splitX86LegacyRam } from "../regions/x86_legacy.ts";
+import type { RegionHandle } from "../regions/_region_handle.ts";
+import { splitX86LegacyRam } from "../regions/_x86_legacy.ts";
 import { protectionAt, vaProtections } from "./support/proc_maps.ts";
 import { r, RegionFixture, RWX } from "./support/region_fixture.ts";
 

@@ -21,9 +21,9 @@ import { MemoryLayout } from "../../layout/memory_layout.ts";
 import { MemoryRange } from "../../layout/memory_range.ts";
 import { MemoryBuildError, type MemoryBuildErrorKind } from "../../manager/memory_build_error.ts";
 import { Vtl } from "../../manager/vtl.ts";
-import { RecordingPartition } from "../../partition/recording_partition.ts";
+import { RecordingPartition } from "../../testing/recording_partition.ts";
 import { RamVisibility } from "../../regions/ram_visibility_control.ts";
-import { readTextFile } from "../../ffi/proc_files.ts";
+import { readTextFile } from "../../ffi/_proc_files.ts";
 import { openFdCount } from "./requirements.ts";
 
 const MiB = 1n << 20n;

@@ -2,7 +2,7 @@
  * Reads the protections of a VA reservation from /proc/self/maps (through
  * libc: Deno's file APIs want --allow-all for /proc).
  */
-import { readTextFile } from "../../ffi/proc_files.ts";
+import { readTextFile } from "../../ffi/_proc_files.ts";
 
 /** One line of /proc/self/maps inside a reservation, in offsets from its base. */
 export interface VaProtection {

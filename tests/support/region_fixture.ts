@@ -2,15 +2,15 @@
  * Test fixtures for region manager tests: a VA reservation, a memfd
  * backing, a recording partition and a recording DMA target.
  */
-import { OwnedFd } from "../../ffi/owned_fd.ts";
+import { OwnedFd } from "../../ffi/_owned_fd.ts";
 import { MemoryRange } from "../../layout/memory_range.ts";
 import type { Mappable } from "../../mapping/mappable.ts";
-import { VaMapper } from "../../mapping/va_mapper.ts";
-import { PartitionMapper } from "../../partition/partition_mapper.ts";
-import type { MapParams } from "../../partition/partition_mapper.ts";
-import { RecordingPartition } from "../../partition/recording_partition.ts";
+import { VaMapper } from "../../mapping/_va_mapper.ts";
+import { PartitionMapper } from "../../partition/_partition_mapper.ts";
+import type { MapParams } from "../../partition/_partition_mapper.ts";
+import { RecordingPartition } from "../../testing/recording_partition.ts";
 import type { DmaTarget } from "../../regions/dma_target.ts";
-import { RegionManager } from "../../regions/region_manager.ts";
+import { RegionManager } from "../../regions/_region_manager.ts";
 
 /** Writable + executable, no prefetch. */
 export const RWX: MapParams = { writable: true, executable: true, prefetch: false };

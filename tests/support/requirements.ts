@@ -7,9 +7,9 @@
  * Use as `Deno.test({ name, ignore: skipWithoutKvm(), fn })`.
  */
 
-import { Fcntl } from "../../ffi/constants.ts";
-import { OwnedFd } from "../../ffi/owned_fd.ts";
-import { listDirectory, readTextFile, writeTextFile } from "../../ffi/proc_files.ts";
+import { Fcntl } from "../../ffi/_constants.ts";
+import { OwnedFd } from "../../ffi/_owned_fd.ts";
+import { listDirectory, readTextFile, writeTextFile } from "../../ffi/_proc_files.ts";
 
 // Deno's own file APIs need --allow-all for anything under /proc and /dev,
 // so these helpers go through libc (--allow-ffi) instead.

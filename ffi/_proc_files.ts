@@ -9,10 +9,10 @@
  * @module
  */
 
-import { Fcntl } from "./constants.ts";
-import { cString, lastErrno, libc } from "./libc.ts";
+import { Fcntl } from "./_constants.ts";
+import { cString, lastErrno, libc } from "./_libc.ts";
 import { check, lastError, SyscallError } from "./syscall_error.ts";
-import { Errno } from "./errno.ts";
+import { Errno } from "./_errno.ts";
 
 /** `struct dirent` on x86_64 glibc (`bits/dirent.h`): the offset of `d_name`. */
 const DIRENT_D_NAME_OFFSET = 19;

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { Mman } from "./constants.ts";
-import { libc } from "./libc.ts";
+import { Mman } from "./_constants.ts";
+import { libc } from "./_libc.ts";
 import { check, lastError } from "./syscall_error.ts";
 
 /** `mmap(addr, length, prot, flags, fd, offset)`; returns the mapped address. */

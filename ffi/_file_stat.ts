@@ -9,7 +9,7 @@
  * @module
  */
 
-import { libc } from "./libc.ts";
+import { libc } from "./_libc.ts";
 import { check } from "./syscall_error.ts";
 
 const STAT_SIZE = 144;

@@ -1,12 +1,12 @@
 import { warn } from "../diagnostics/warnings.ts";
-import { Madv } from "../ffi/constants.ts";
-import { KvmCap, KvmMemFlag } from "../ffi/kvm_constants.ts";
-import { KvmSystem } from "../ffi/kvm_system.ts";
-import type { KvmVcpu } from "../ffi/kvm_vcpu.ts";
-import type { KvmVm } from "../ffi/kvm_vm.ts";
-import { madvise, mlock, munlock } from "../ffi/mman.ts";
+import { Madv } from "../ffi/_constants.ts";
+import { KvmCap, KvmMemFlag } from "./kvm_constants.ts";
+import { KvmSystem } from "./kvm_system.ts";
+import type { KvmVcpu } from "./kvm_vcpu.ts";
+import type { KvmVm } from "./kvm_vm.ts";
+import { madvise, mlock, munlock } from "../ffi/_mman.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
-import type { Partition } from "./partition.ts";
+import type { Partition } from "../partition/partition.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
 
 /**

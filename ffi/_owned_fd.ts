@@ -1,5 +1,5 @@
-import { Fcntl, Memfd, Seek } from "./constants.ts";
-import { cString, libc } from "./libc.ts";
+import { Fcntl, Memfd, Seek } from "./_constants.ts";
+import { cString, libc } from "./_libc.ts";
 import { check, checkBig } from "./syscall_error.ts";
 
 const registry = new FinalizationRegistry<number>((fd) => {
@@ -15,7 +15,7 @@ const registry = new FinalizationRegistry<number>((fd) => {
  *
  * @example
  * ```ts ignore
- * import { OwnedFd } from "./owned_fd.ts";
+ * import { OwnedFd } from "./_owned_fd.ts";
  * using fd = OwnedFd.memfd("scratch", 0);
  * fd.truncate(4096n);
  * console.log(fd.size()); // 4096n

@@ -1,6 +1,6 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { DeviceMemoryState } from "./device_memory_state.ts";
+import type { DeviceMemoryState } from "./_device_memory_state.ts";
 
 /**
  * The inside of a device memory region: backing objects placed at offsets.

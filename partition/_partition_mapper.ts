@@ -1,15 +1,15 @@
 import { warn } from "../diagnostics/warnings.ts";
 import type { MemoryRange } from "../layout/memory_range.ts";
-import type { VaMapper } from "../mapping/va_mapper.ts";
+import type { VaMapper } from "../mapping/_va_mapper.ts";
 import type { Partition } from "./partition.ts";
-import { PartitionMapperError } from "./partition_mapper_error.ts";
+import { PartitionMapperError } from "./_partition_mapper_error.ts";
 
 /**
  * How a region is mapped: guest write and execute access, and prefetch.
  *
  * @example
  * ```ts
- * import type { MapParams } from "./partition_mapper.ts";
+ * import type { MapParams } from "./_partition_mapper.ts";
  * const ram: MapParams = { writable: true, executable: true, prefetch: false };
  * console.log(ram.writable);
  * ```

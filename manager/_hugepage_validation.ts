@@ -31,7 +31,7 @@ function isPowerOfTwo(value: bigint): boolean {
  *
  * @example
  * ```ts
- * import { validateHugepageSize } from "./hugepage_validation.ts";
+ * import { validateHugepageSize } from "./_hugepage_validation.ts";
  * console.log(validateHugepageSize(2n << 20n, 4096n)); // 2097152n
  * ```
  */
@@ -52,7 +52,7 @@ export function validateHugepageSize(size: bigint, pageSize: bigint): bigint {
  *
  * @example
  * ```ts
- * import { validateHugepageRamAlignment } from "./hugepage_validation.ts";
+ * import { validateHugepageRamAlignment } from "./_hugepage_validation.ts";
  * import { MemoryRange } from "../layout/memory_range.ts";
  * validateHugepageRamAlignment(4n << 20n, [new MemoryRange(0n, 4n << 20n)], 2n << 20n);
  * ```

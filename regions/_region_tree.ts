@@ -1,6 +1,6 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { MapParams } from "../partition/partition_mapper.ts";
+import type { MapParams } from "../partition/_partition_mapper.ts";
 
 /** One mapping of a region: a sub-range (relative to the region) backed by an object. */
 export interface RegionMapping {

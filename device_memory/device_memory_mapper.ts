@@ -1,8 +1,8 @@
 import { MemoryRange } from "../layout/memory_range.ts";
 import { DeviceMemoryControl } from "./device_memory_control.ts";
 import { DeviceMemoryRegion } from "./device_memory_region.ts";
-import { DeviceMemoryState } from "./device_memory_state.ts";
-import type { RegionManager } from "./region_manager.ts";
+import { DeviceMemoryState } from "./_device_memory_state.ts";
+import type { RegionManager } from "../regions/_region_manager.ts";
 
 /** The two sides of a device memory region. */
 export interface DeviceMemory {

@@ -1,5 +1,5 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
-import type { DeviceMemoryState } from "./device_memory_state.ts";
+import type { DeviceMemoryState } from "./_device_memory_state.ts";
 
 /**
  * Places a device memory region in the guest physical address space, as a

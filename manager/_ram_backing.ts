@@ -10,9 +10,9 @@
  */
 
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
-import { Fcntl, Memfd, Mman } from "../ffi/constants.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { hugetlbMemfdFlags, OwnedFd } from "../ffi/owned_fd.ts";
+import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { hugetlbMemfdFlags, OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemorySize } from "../layout/memory_size.ts";
 import { MemoryBuildError } from "./memory_build_error.ts";
 

@@ -1,10 +1,10 @@
-import { Fcntl } from "./constants.ts";
-import { Errno } from "./errno.ts";
+import { Fcntl } from "../ffi/_constants.ts";
+import { Errno } from "../ffi/_errno.ts";
 import { KVM_API_VERSION, KvmIoctl } from "./kvm_constants.ts";
 import { KvmVm } from "./kvm_vm.ts";
-import { libc } from "./libc.ts";
-import { OwnedFd } from "./owned_fd.ts";
-import { check, lastError } from "./syscall_error.ts";
+import { libc } from "../ffi/_libc.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { check, lastError } from "../ffi/syscall_error.ts";
 
 /**
  * The KVM system fd (`/dev/kvm`): one method per system ioctl. Every failure

@@ -1,4 +1,4 @@
-import { regularFileSize } from "../ffi/file_stat.ts";
+import { regularFileSize } from "../ffi/_file_stat.ts";
 import { type MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import { RegionError } from "./region_error.ts";

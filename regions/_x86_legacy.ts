@@ -37,7 +37,7 @@ export const X86_LEGACY_MIN_END: bigint = 0x100000n;
  *
  * @example
  * ```ts
- * import { splitX86LegacyRam } from "./x86_legacy.ts";
+ * import { splitX86LegacyRam } from "./_x86_legacy.ts";
  * import { MemoryRange } from "../layout/memory_range.ts";
  * const pieces = splitX86LegacyRam(new MemoryRange(0n, 0x40000000n));
  * console.log(pieces.length, `${pieces[1]}`); // 16 0xa0000-0xc0000

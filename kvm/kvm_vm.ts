@@ -1,8 +1,8 @@
 import { KvmIoctl, KvmStructSize, UserspaceMemoryRegionLayout } from "./kvm_constants.ts";
 import { KvmVcpu } from "./kvm_vcpu.ts";
-import { libc } from "./libc.ts";
-import { OwnedFd } from "./owned_fd.ts";
-import { check } from "./syscall_error.ts";
+import { libc } from "../ffi/_libc.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { check } from "../ffi/syscall_error.ts";
 
 /**
  * A KVM VM fd: one method per VM ioctl. Every failure throws a

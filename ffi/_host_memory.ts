@@ -6,7 +6,7 @@
  * @module
  */
 
-import { libc } from "./libc.ts";
+import { libc } from "./_libc.ts";
 
 /**
  * A `Uint8Array` over `[address, address + length)` of this process's

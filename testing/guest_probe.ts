@@ -1,10 +1,10 @@
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { KvmExit, kvmExitName } from "../ffi/kvm_constants.ts";
-import { KvmRegs } from "../ffi/kvm_regs.ts";
-import type { KvmVcpu } from "../ffi/kvm_vcpu.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { KvmExit, kvmExitName } from "../kvm/kvm_constants.ts";
+import { KvmRegs } from "../kvm/kvm_regs.ts";
+import type { KvmVcpu } from "../kvm/kvm_vcpu.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
 import { PAGE_SIZE } from "../layout/memory_range.ts";
-import type { KvmPartition } from "./kvm_partition.ts";
+import type { KvmPartition } from "../kvm/kvm_partition.ts";
 
 /**
  * Width of a guest access in bytes.

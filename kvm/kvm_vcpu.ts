@@ -1,4 +1,4 @@
-import { Mman } from "./constants.ts";
+import { Mman } from "../ffi/_constants.ts";
 import {
   KvmExit,
   KvmIoctl,
@@ -7,11 +7,11 @@ import {
   PreFaultMemoryLayout,
 } from "./kvm_constants.ts";
 import { KvmRegs, KvmSregs } from "./kvm_regs.ts";
-import { hostBytes } from "./host_memory.ts";
-import { libc } from "./libc.ts";
-import { mmap, munmap } from "./mman.ts";
-import type { OwnedFd } from "./owned_fd.ts";
-import { check, lastError, SyscallError } from "./syscall_error.ts";
+import { hostBytes } from "../ffi/_host_memory.ts";
+import { libc } from "../ffi/_libc.ts";
+import { mmap, munmap } from "../ffi/_mman.ts";
+import type { OwnedFd } from "../ffi/_owned_fd.ts";
+import { check, lastError, SyscallError } from "../ffi/syscall_error.ts";
 
 /**
  * The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`.

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { Prctl, Sysconf } from "./constants.ts";
-import { cString, libc } from "./libc.ts";
+import { Prctl, Sysconf } from "./_constants.ts";
+import { cString, libc } from "./_libc.ts";
 import { check, checkBig } from "./syscall_error.ts";
 
 let cachedPageSize: bigint | undefined;

@@ -3,7 +3,7 @@
  *
  * @example
  * ```ts
- * import type { PartitionMapperErrorKind } from "./partition_mapper_error.ts";
+ * import type { PartitionMapperErrorKind } from "./_partition_mapper_error.ts";
  * const kind: PartitionMapperErrorKind = "pin";
  * console.log(kind);
  * ```
@@ -22,7 +22,7 @@ const MESSAGES: Record<PartitionMapperErrorKind, string> = {
  *
  * @example
  * ```ts
- * import { PartitionMapperError } from "./partition_mapper_error.ts";
+ * import { PartitionMapperError } from "./_partition_mapper_error.ts";
  * const err = new PartitionMapperError("pin", new Error("EPERM"));
  * console.log(err.message); // failed to pin range to partition
  * ```

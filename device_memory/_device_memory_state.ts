@@ -1,10 +1,10 @@
-import { checkMappingBacking } from "./backing_check.ts";
+import { checkMappingBacking } from "../regions/_backing_check.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import { RegionError } from "./region_error.ts";
-import type { RegionHandle } from "./region_handle.ts";
-import type { RegionManager } from "./region_manager.ts";
-import type { RegionMapping } from "./region_tree.ts";
+import { RegionError } from "../regions/region_error.ts";
+import type { RegionHandle } from "../regions/_region_handle.ts";
+import type { RegionManager } from "../regions/_region_manager.ts";
+import type { RegionMapping } from "../regions/_region_tree.ts";
 
 /** Priority of device memory regions: RAM (255) always wins over them. */
 export const DEVICE_PRIORITY = 0;

@@ -1,7 +1,7 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { MapParams } from "../partition/partition_mapper.ts";
-import type { RegionMapping, RegionNode } from "./region_tree.ts";
+import type { MapParams } from "../partition/_partition_mapper.ts";
+import type { RegionMapping, RegionNode } from "./_region_tree.ts";
 
 /** What a handle needs from its manager (implemented by the region manager). */
 export interface RegionOwner {

@@ -1,11 +1,11 @@
-import { Madv, Mman } from "../ffi/constants.ts";
-import { hostBytes } from "../ffi/host_memory.ts";
-import { HostMapping } from "../ffi/host_mapping.ts";
-import { madvise, mmap, protFor } from "../ffi/mman.ts";
-import { setAnonVmaName } from "../ffi/system.ts";
+import { Madv, Mman } from "../ffi/_constants.ts";
+import { hostBytes } from "../ffi/_host_memory.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { madvise, mmap, protFor } from "../ffi/_mman.ts";
+import { setAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
-import { ChunkedSortedList } from "../collections/chunked_sorted_list.ts";
+import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
 
 /**
  * What backs one live range of the reservation: `"shared"` (a file mapping)
@@ -13,7 +13,7 @@ import { ChunkedSortedList } from "../collections/chunked_sorted_list.ts";
  *
  * @example
  * ```ts
- * import type { VaBackingKind } from "./va_mapper.ts";
+ * import type { VaBackingKind } from "./_va_mapper.ts";
  * const kind: VaBackingKind = "shared";
  * console.log(kind);
  * ```
@@ -26,7 +26,7 @@ export type VaBackingKind = "shared" | "private";
  *
  * @example
  * ```ts ignore
- * import { VaMapper } from "./va_mapper.ts";
+ * import { VaMapper } from "./_va_mapper.ts";
  * using va = VaMapper.reserve(0x100000n);
  * for (const entry of va.entries()) {
  *   console.log(`${entry.range}`, entry.kind, entry.writable);
@@ -137,7 +137,7 @@ const startsAtOrAbove = (entry: VaEntry, address: number): boolean => entry.star
  *
  * @example
  * ```ts ignore
- * import { VaMapper } from "./va_mapper.ts";
+ * import { VaMapper } from "./_va_mapper.ts";
  * using va = VaMapper.reserve(1n << 30n);
  * console.log(va.hostAddress(0x1000n) - va.base); // 4096n
  * ```

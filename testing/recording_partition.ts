@@ -1,5 +1,5 @@
-import { ChunkedSortedList, type ListCursor } from "../collections/chunked_sorted_list.ts";
-import type { Partition } from "./partition.ts";
+import { ChunkedSortedList, type ListCursor } from "../collections/_chunked_sorted_list.ts";
+import type { Partition } from "../partition/partition.ts";
 
 const hex = (value: bigint): string => `0x${value.toString(16)}`;
 

@@ -1,7 +1,7 @@
-import { Mman } from "./constants.ts";
-import { hostBytes } from "./host_memory.ts";
-import { libc } from "./libc.ts";
-import { mmap, munmap } from "./mman.ts";
+import { Mman } from "./_constants.ts";
+import { hostBytes } from "./_host_memory.ts";
+import { libc } from "./_libc.ts";
+import { mmap, munmap } from "./_mman.ts";
 
 const registry = new FinalizationRegistry<[bigint, bigint]>(([addr, length]) => {
   // Safety net only: a HostMapping that was never disposed.
@@ -14,7 +14,7 @@ const registry = new FinalizationRegistry<[bigint, bigint]>(([addr, length]) => 
  *
  * @example
  * ```ts ignore
- * import { HostMapping } from "./host_mapping.ts";
+ * import { HostMapping } from "./_host_mapping.ts";
  * using m = HostMapping.anonymous(4096n, true);
  * m.bytes()[0] = 42;
  * ```

@@ -1,14 +1,14 @@
 import { warn } from "../diagnostics/warnings.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { VaMapper } from "../mapping/va_mapper.ts";
-import type { MapParams, PartitionMapper } from "../partition/partition_mapper.ts";
-import { checkMappingBacking } from "./backing_check.ts";
+import type { VaMapper } from "../mapping/_va_mapper.ts";
+import type { MapParams, PartitionMapper } from "../partition/_partition_mapper.ts";
+import { checkMappingBacking } from "./_backing_check.ts";
 import type { DmaTarget } from "./dma_target.ts";
 import { RegionError } from "./region_error.ts";
-import { RegionHandle, type RegionOwner } from "./region_handle.ts";
+import { RegionHandle, type RegionOwner } from "./_region_handle.ts";
 import { RegionOverlapError } from "./region_overlap_error.ts";
-import { admits, type RegionMapping, RegionNode, RegionTree } from "./region_tree.ts";
+import { admits, type RegionMapping, RegionNode, RegionTree } from "./_region_tree.ts";
 
 /** A row describing one region, for tables and tests. */
 export interface RegionInfo {
