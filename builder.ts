@@ -14,7 +14,11 @@ import type { MemoryLayout } from "./layout/memory_layout.ts";
 import { MemoryRange } from "./layout/memory_range.ts";
 import { MemorySize } from "./layout/memory_size.ts";
 import { VaMapper } from "./mapping/_va_mapper.ts";
-import { GuestMemoryManager, type RamRegion } from "./manager/guest_memory_manager.ts";
+import {
+  type GuestMemoryManager,
+  newGuestMemoryManager,
+  type RamRegion,
+} from "./manager/guest_memory_manager.ts";
 import {
   DEFAULT_HUGEPAGE_SIZE,
   MAX_HOST_SIZE,
@@ -23,7 +27,7 @@ import {
 } from "./manager/_hugepage_validation.ts";
 import { MemoryBuildError } from "./manager/memory_build_error.ts";
 import { allocateHugetlbRam, allocateSharedRam } from "./manager/_ram_backing.ts";
-import type { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
+import { duplicateBacking, type SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
 import { RegionManager } from "./regions/_region_manager.ts";
 import { splitX86LegacyRam, X86_LEGACY_MIN_END } from "./regions/_x86_legacy.ts";
 
@@ -146,152 +150,219 @@ export class GuestMemoryBuilder {
 
   /**
    * Checks the options against `layout`, allocates guest memory and returns
-   * its manager. Throws {@linkcode MemoryBuildError}; nothing stays
-   * allocated on failure.
+   * its manager; nothing stays allocated on failure.
+   *
+   * @param layout The guest physical address map.
+   * @returns The manager of the new guest memory.
+   * @throws {MemoryBuildError} for the first rule broken or step failed
+   *   (the OS error as `cause`).
+   * @throws {MissingPermissionError} without `--allow-ffi`.
    */
   build(layout: MemoryLayout): GuestMemoryManager {
-    // 1. Private memory constraints.
-    if (this.#privateMemory) {
-      if (this.#x86LegacySupport) fail("privateMemoryWithLegacy");
-      if (this.#existingBacking !== undefined) fail("privateMemoryWithExistingBacking");
-    }
-
-    // 2. Transparent hugepage constraints.
-    if (this.#transparentHugepages) {
-      if (!this.#privateMemory) fail("thpWithoutPrivateMemory");
-      if (!isLinux()) fail("thpUnsupportedPlatform");
-    }
-
-    // 3. RAM: the layout's ranges, then the VTL2 range.
+    const options: BuildOptions = {
+      existingBacking: this.#existingBacking,
+      vtl0AliasMap: this.#vtl0AliasMap,
+      pinMappings: this.#pinMappings,
+      prefetchRam: this.#prefetchRam,
+      x86LegacySupport: this.#x86LegacySupport,
+      privateMemory: this.#privateMemory,
+      transparentHugepages: this.#transparentHugepages,
+      hugepages: this.#hugepages,
+    };
+    checkMemoryModes(options);
     const vtl2 = layout.vtl2Range();
     const ramSize = layout.ramSize() + (vtl2?.len ?? 0n);
-    let ramRanges: MemoryRange[] = [...layout.ram()];
-    if (vtl2 !== undefined) ramRanges.push(vtl2);
-
-    // 4. Hugepage constraints, size and alignment.
-    let hugepageSize: bigint | undefined;
-    if (this.#hugepages !== undefined) {
-      if (!isLinux()) fail("hugepagesUnsupportedPlatform");
-      if (this.#privateMemory) fail("hugepagesWithPrivateMemory");
-      if (this.#existingBacking !== undefined) fail("hugepagesWithExistingBacking");
-      if (this.#x86LegacySupport) fail("hugepagesWithLegacy");
-      hugepageSize = validateHugepageSize(
-        this.#hugepages.size ?? DEFAULT_HUGEPAGE_SIZE,
-        hostPageSize(),
-      );
-      validateHugepageRamAlignment(ramSize, ramRanges, hugepageSize);
-    }
+    const ranges: MemoryRange[] = [...layout.ram()];
+    if (vtl2 !== undefined) ranges.push(vtl2);
+    const requestedHugepageSize = checkHugepages(options, ramSize, ranges);
 
     using stack = new DisposableStack();
-
-    // 5. The shared RAM object.
-    let backing: OwnedFd | undefined;
-    if (this.#privateMemory) {
-      backing = undefined;
-    } else if (this.#existingBacking !== undefined) {
-      backing = stack.use(this.#existingBacking.duplicate());
-      hugepageSize = this.#existingBacking.hugepageSize;
-      if (hugepageSize !== undefined) {
-        // A hugetlb backing can only be mapped in whole hugepages.
-        validateHugepageRamAlignment(ramSize, ramRanges, hugepageSize);
-      }
-      const size = backing.size();
-      if (size < ramSize) {
-        throw new MemoryBuildError({
-          kind: "existingBackingTooSmall",
-          size: new MemorySize(size),
-          ramSize: new MemorySize(ramSize),
-        });
-      }
-    } else {
-      if (ramSize > MAX_HOST_SIZE) {
-        throw new MemoryBuildError({ kind: "ramTooLarge", size: new MemorySize(ramSize) });
-      }
-      backing = stack.use(
-        hugepageSize !== undefined
-          ? allocateHugetlbRam(ramSize, hugepageSize)
-          : allocateSharedRam(ramSize),
-      );
-    }
-
-    // 6. Address space size and the VTL0 alias map.
-    const endOfLayout = layout.endOfLayout();
-    const maxAddr = vtl2 !== undefined && vtl2.end > endOfLayout ? vtl2.end : endOfLayout;
-    const aliasOffset = this.#vtl0AliasMap;
-    if (aliasOffset !== undefined && maxAddr > aliasOffset) fail("aliasMapWontFit");
-
-    // 7. The host address reservation.
-    let va: VaMapper;
-    try {
-      const alignment = hugepageSize !== undefined && hugepageSize > VA_ALIGNMENT
-        ? hugepageSize
-        : VA_ALIGNMENT;
-      va = stack.use(VaMapper.reserve(maxAddr, alignment));
-    } catch (cause) {
-      if (cause instanceof MissingPermissionError) throw cause;
-      throw new MemoryBuildError({ kind: "vaMapper" }, { cause });
-    }
+    const { backing, hugepageSize } = allocateBacking(
+      options,
+      ramSize,
+      ranges,
+      requestedHugepageSize,
+      stack,
+    );
+    const maxAddr = addressSpaceEnd(layout, options.vtl0AliasMap);
+    const va = stack.use(reserveAddressSpace(maxAddr, hugepageSize));
     const regionManager = stack.use(new RegionManager(va));
+    const ramRanges = options.x86LegacySupport ? splitLegacyRam(ranges) : ranges;
+    if (options.privateMemory) backPrivateRam(va, ramRanges, options.transparentHugepages);
+    const ramRegions = createRamRegions(regionManager, ramRanges, backing, options);
 
-    // 8. x86 legacy splitting of the first RAM range.
-    if (this.#x86LegacySupport) {
-      const first = ramRanges[0];
-      if (first.start !== 0n || first.end < X86_LEGACY_MIN_END) fail("invalidRamForX86");
-      // A first range of exactly 1 MiB leaves an empty last piece: no region for it.
-      const pieces = splitX86LegacyRam(first).filter((piece) => !piece.isEmpty());
-      ramRanges = [...pieces, ...ramRanges.slice(1)];
-    }
-
-    // 9. Private RAM: anonymous memory in place, named, optionally THP-advised.
-    if (this.#privateMemory) {
-      for (const range of ramRanges) {
-        try {
-          va.allocPrivate(range, PRIVATE_RAM_NAME);
-        } catch (cause) {
-          if (cause instanceof MissingPermissionError) throw cause;
-          throw new MemoryBuildError({ kind: "privateRamAlloc", range }, { cause });
-        }
-      }
-      if (this.#transparentHugepages) {
-        for (const range of ramRanges) {
-          try {
-            va.adviseHugepages(range);
-          } catch (cause) {
-            warn(`failed to mark RAM range ${range} as THP eligible`, cause);
-          }
-        }
-      }
-    }
-
-    // 10. One mapped RAM region per range, packed into the backing in order.
-    const ramRegions: RamRegion[] = [];
-    let fileOffset = 0n;
-    for (const range of ramRanges) {
-      const handle = regionManager.newRegion("ram", range, RAM_PRIORITY, true);
-      if (backing !== undefined) {
-        handle.addMapping(new MemoryRange(0n, range.len), backing, fileOffset, true);
-      }
-      handle.map({
-        writable: true,
-        executable: true,
-        prefetch: this.#prefetchRam && !this.#privateMemory,
-      });
-      ramRegions.push({ range, handle });
-      fileOffset += range.len;
-    }
-
-    const manager = new GuestMemoryManager({
+    const manager = newGuestMemoryManager({
       backing,
       hugepageSize,
       va,
       regionManager,
       ramRegions,
-      vtl0AliasMapOffset: aliasOffset,
-      pinMappings: this.#pinMappings,
+      vtl0AliasMapOffset: options.vtl0AliasMap,
+      pinMappings: options.pinMappings,
     });
     stack.move();
     return manager;
   }
+}
+
+/** A snapshot of the builder's options for one build. */
+interface BuildOptions {
+  readonly existingBacking: SharedMemoryBacking | undefined;
+  readonly vtl0AliasMap: bigint | undefined;
+  readonly pinMappings: boolean;
+  readonly prefetchRam: boolean;
+  readonly x86LegacySupport: boolean;
+  readonly privateMemory: boolean;
+  readonly transparentHugepages: boolean;
+  readonly hugepages: { readonly size: bigint | undefined } | undefined;
+}
+
+/** Steps 1 and 2: private memory and transparent hugepage constraints. */
+function checkMemoryModes(options: BuildOptions): void {
+  if (options.privateMemory) {
+    if (options.x86LegacySupport) fail("privateMemoryWithLegacy");
+    if (options.existingBacking !== undefined) fail("privateMemoryWithExistingBacking");
+  }
+  if (options.transparentHugepages) {
+    if (!options.privateMemory) fail("thpWithoutPrivateMemory");
+    if (!isLinux()) fail("thpUnsupportedPlatform");
+  }
+}
+
+/** Step 4: hugepage constraints, size and alignment; the page size, if hugepages are on. */
+function checkHugepages(
+  options: BuildOptions,
+  ramSize: bigint,
+  ranges: readonly MemoryRange[],
+): bigint | undefined {
+  if (options.hugepages === undefined) return undefined;
+  if (!isLinux()) fail("hugepagesUnsupportedPlatform");
+  if (options.privateMemory) fail("hugepagesWithPrivateMemory");
+  if (options.existingBacking !== undefined) fail("hugepagesWithExistingBacking");
+  if (options.x86LegacySupport) fail("hugepagesWithLegacy");
+  const size = validateHugepageSize(
+    options.hugepages.size ?? DEFAULT_HUGEPAGE_SIZE,
+    hostPageSize(),
+  );
+  validateHugepageRamAlignment(ramSize, ranges, size);
+  return size;
+}
+
+/**
+ * Step 5: the shared RAM object (none in private mode), owned by `stack`,
+ * and the hugepage size it must be mapped with.
+ */
+function allocateBacking(
+  options: BuildOptions,
+  ramSize: bigint,
+  ranges: readonly MemoryRange[],
+  hugepageSize: bigint | undefined,
+  stack: DisposableStack,
+): { backing: OwnedFd | undefined; hugepageSize: bigint | undefined } {
+  if (options.privateMemory) return { backing: undefined, hugepageSize };
+  const existing = options.existingBacking;
+  if (existing !== undefined) {
+    const backing = stack.use(duplicateBacking(existing));
+    if (existing.hugepageSize !== undefined) {
+      // A hugetlb backing can only be mapped in whole hugepages.
+      validateHugepageRamAlignment(ramSize, ranges, existing.hugepageSize);
+    }
+    const size = backing.size();
+    if (size < ramSize) {
+      throw new MemoryBuildError({
+        kind: "existingBackingTooSmall",
+        size: new MemorySize(size),
+        ramSize: new MemorySize(ramSize),
+      });
+    }
+    return { backing, hugepageSize: existing.hugepageSize };
+  }
+  if (ramSize > MAX_HOST_SIZE) {
+    throw new MemoryBuildError({ kind: "ramTooLarge", size: new MemorySize(ramSize) });
+  }
+  const backing = stack.use(
+    hugepageSize !== undefined
+      ? allocateHugetlbRam(ramSize, hugepageSize)
+      : allocateSharedRam(ramSize),
+  );
+  return { backing, hugepageSize };
+}
+
+/** Step 6: the end of guest physical address space, checked against the VTL0 alias map. */
+function addressSpaceEnd(layout: MemoryLayout, aliasOffset: bigint | undefined): bigint {
+  const vtl2 = layout.vtl2Range();
+  const endOfLayout = layout.endOfLayout();
+  const maxAddr = vtl2 !== undefined && vtl2.end > endOfLayout ? vtl2.end : endOfLayout;
+  if (aliasOffset !== undefined && maxAddr > aliasOffset) fail("aliasMapWontFit");
+  return maxAddr;
+}
+
+/** Step 7: the host address reservation for `[0, maxAddr)`. */
+function reserveAddressSpace(maxAddr: bigint, hugepageSize: bigint | undefined): VaMapper {
+  const alignment = hugepageSize !== undefined && hugepageSize > VA_ALIGNMENT
+    ? hugepageSize
+    : VA_ALIGNMENT;
+  try {
+    return VaMapper.reserve(maxAddr, alignment);
+  } catch (cause) {
+    if (cause instanceof MissingPermissionError) throw cause;
+    throw new MemoryBuildError({ kind: "vaMapper" }, { cause });
+  }
+}
+
+/** Step 8: the first RAM range split into the x86 legacy pieces. */
+function splitLegacyRam(ranges: readonly MemoryRange[]): MemoryRange[] {
+  const first = ranges[0];
+  if (first.start !== 0n || first.end < X86_LEGACY_MIN_END) fail("invalidRamForX86");
+  // A first range of exactly 1 MiB leaves an empty last piece: no region for it.
+  const pieces = splitX86LegacyRam(first).filter((piece) => !piece.isEmpty());
+  return [...pieces, ...ranges.slice(1)];
+}
+
+/** Step 9: private RAM, anonymous memory in place, named, optionally THP-advised. */
+function backPrivateRam(va: VaMapper, ranges: readonly MemoryRange[], thp: boolean): void {
+  for (const range of ranges) {
+    try {
+      va.allocPrivate(range, PRIVATE_RAM_NAME);
+    } catch (cause) {
+      if (cause instanceof MissingPermissionError) throw cause;
+      throw new MemoryBuildError({ kind: "privateRamAlloc", range }, { cause });
+    }
+  }
+  if (!thp) return;
+  for (const range of ranges) {
+    try {
+      va.adviseHugepages(range);
+    } catch (cause) {
+      warn(`failed to mark RAM range ${range} as THP eligible`, cause);
+    }
+  }
+}
+
+/** Step 10: one mapped RAM region per range, packed into the backing in order. */
+function createRamRegions(
+  regionManager: RegionManager,
+  ranges: readonly MemoryRange[],
+  backing: OwnedFd | undefined,
+  options: BuildOptions,
+): RamRegion[] {
+  const params = {
+    writable: true,
+    executable: true,
+    prefetch: options.prefetchRam && !options.privateMemory,
+  };
+  const ramRegions: RamRegion[] = [];
+  let fileOffset = 0n;
+  for (const range of ranges) {
+    const handle = regionManager.newRegion("ram", range, RAM_PRIORITY, true);
+    if (backing !== undefined) {
+      handle.addMapping(new MemoryRange(0n, range.len), backing, fileOffset, true);
+    }
+    handle.map(params);
+    ramRegions.push({ range, handle });
+    fileOffset += range.len;
+  }
+  return ramRegions;
 }
 
 function fail(kind: SimpleKind): never {

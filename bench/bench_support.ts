@@ -4,14 +4,13 @@
  * @module
  */
 
-import { Fcntl, Mman } from "../ffi/_constants.ts";
-import { mmap, protFor } from "../ffi/_mman.ts";
-import { OwnedFd } from "../mod.ts";
+import { KvmSystem } from "../kvm.ts";
+import { MemoryRange } from "../mod.ts";
 
 /** Whether /dev/kvm can be opened read-write (KVM benchmarks are skipped otherwise). */
 export function kvmAvailable(): boolean {
   try {
-    OwnedFd.open("/dev/kvm", Fcntl.O_RDWR).close();
+    KvmSystem.open()[Symbol.dispose]();
     return true;
   } catch {
     return false;
@@ -31,23 +30,16 @@ export const MIB = 1n << 20n;
 /** 1 GiB. */
 export const GIB = 1n << 30n;
 
-/** Region map parameters of ordinary RAM. */
-export const RAM_PARAMS = { writable: true, executable: true, prefetch: false } as const;
-
 /**
- * The `_ffi` benchmarks make the library's syscalls straight through the
- * FFI layer, with none of the library's bookkeeping: compared with the full
- * stack in the same process (same runtime, same VM), they isolate what the
- * library itself costs from the kernel work and from the host's noise.
+ * The regions x86 legacy support lets `RamVisibilityControl` flip in the
+ * first MiB: the VGA window, twelve 16 KiB PAM pieces and the 64 KiB BIOS
+ * piece.
  */
-export const raw = {
-  /** `mmap(MAP_SHARED | MAP_FIXED)` of `fd` at `host`, as `VaMapper.mapShared` does. */
-  mapShared(host: bigint, len: bigint, fd: number, offset: bigint, writable: boolean): void {
-    mmap(host, len, protFor(writable), Mman.MAP_SHARED | Mman.MAP_FIXED, fd, offset);
-  },
-  /** The `PROT_NONE` mapping `VaMapper.unmap` puts back. */
-  unmap(host: bigint, len: bigint): void {
-    const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
-    mmap(host, len, Mman.PROT_NONE, flags, -1, 0n);
-  },
-};
+export function pamRanges(): MemoryRange[] {
+  const ranges = [new MemoryRange(0xa0000n, 0xc0000n)];
+  for (let start = 0xc0000n; start < 0xf0000n; start += 0x4000n) {
+    ranges.push(new MemoryRange(start, start + 0x4000n));
+  }
+  ranges.push(new MemoryRange(0xf0000n, 0x100000n));
+  return ranges;
+}

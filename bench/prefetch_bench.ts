@@ -16,7 +16,8 @@
  * @module
  */
 
-import { GuestMemoryBuilder, KvmPartition, MemoryLayout, Vtl } from "../mod.ts";
+import { KvmPartition } from "../kvm.ts";
+import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
 import { GIB, skipWithoutKvm } from "./bench_support.ts";
 
 const ignore = skipWithoutKvm("prefetch");

@@ -1,48 +1,44 @@
 /**
- * Region manager scaling: the cost of mapping and unmapping one region must
- * not grow with the number of regions (at 10,000 regions a map/unmap pair
- * must cost at most twice what it costs at 10).
+ * Region manager scaling: the cost of changing one region must not grow
+ * with the number of regions (at 10,000 regions a change must cost at most
+ * twice what it costs at 10).
  *
- * Each case has N disjoint one-page regions (a free page between
- * neighbours), all mapped, with a recording partition attached; the
- * measured operation unmaps and re-maps the middle region. In the "backed"
- * group every region has a memfd page mapping, so the host VA work (two
- * mmap calls and the VaMapper table update) is included; the "no backing"
- * group measures the region tree and partition work alone.
+ * Each case is a guest with N one-page device memory regions placed in its
+ * MMIO gap (a free page between neighbours), all mapped, with a recording
+ * partition attached; the measured operation makes the middle region
+ * read-only and then writable again (`mapToGuest` at the same address: a
+ * deactivation and an activation each time). In the "backed" group every
+ * region has a page of a shared memory object mapped, so the host VA work
+ * (two mmap calls and the host mapping table update) is included; the "no
+ * backing" group measures the region tree and partition work alone.
  *
  * Run: deno bench --allow-ffi --allow-read --allow-write --allow-env bench/region_manager_bench.ts
  */
-import { OwnedFd } from "../ffi/_owned_fd.ts";
-import { MemoryRange } from "../layout/memory_range.ts";
-import { VaMapper } from "../mapping/_va_mapper.ts";
-import { PartitionMapper } from "../partition/_partition_mapper.ts";
-import type { MapParams } from "../partition/_partition_mapper.ts";
-import { RecordingPartition } from "../testing/recording_partition.ts";
-import type { RegionHandle } from "../regions/_region_handle.ts";
-import { RegionManager } from "../regions/_region_manager.ts";
+import { GuestMemoryBuilder, MemoryLayout, MemoryRange, SharedMemoryBacking, Vtl } from "../mod.ts";
+import { RecordingPartition } from "../testing.ts";
 
 const PAGE = 0x1000n;
-const RW: MapParams = { writable: true, executable: true, prefetch: false };
+/** Where the device regions go: the MMIO gap above 1 MiB of RAM. */
+const GAP_START = 0x100000n;
 
-function setup(count: number, backed: boolean): RegionHandle {
-  const size = BigInt(count) * 2n * PAGE;
+function setup(count: number, backed: boolean): (writable: boolean) => void {
+  const gap = new MemoryRange(GAP_START, GAP_START + BigInt(count) * 2n * PAGE);
   // Kept for the life of the bench process (released at exit).
-  const va = VaMapper.reserve(size);
-  const backing = OwnedFd.memfd("region-bench", 0);
-  backing.truncate(BigInt(count) * PAGE);
-  const manager = new RegionManager(va);
-  manager.addPartition(
-    new PartitionMapper(new RecordingPartition({ recordEvents: false }), va, 0n, false),
+  const manager = new GuestMemoryBuilder().build(
+    MemoryLayout.fromRanges([new MemoryRange(0n, GAP_START)], [gap]),
   );
-  const handles: RegionHandle[] = [];
+  manager.attachPartition(Vtl.Vtl0, new RecordingPartition({ recordEvents: false }));
+  const backing = SharedMemoryBacking.create(BigInt(count) * PAGE, { name: "region-bench" });
+  const devices = manager.deviceMemoryMapper();
+  let middle = (_writable: boolean): void => {};
   for (let i = 0; i < count; i++) {
-    const start = BigInt(i) * 2n * PAGE;
-    const handle = manager.newRegion(`r${i}`, new MemoryRange(start, start + PAGE), 0, true);
-    if (backed) handle.addMapping(new MemoryRange(0n, PAGE), backing, BigInt(i) * PAGE, true);
-    handle.map(RW);
-    handles.push(handle);
+    const { control, region } = devices.newRegion(PAGE, `r${i}`);
+    if (backed) region.map(0n, backing, BigInt(i) * PAGE, PAGE, true);
+    const gpa = GAP_START + BigInt(i) * 2n * PAGE;
+    control.mapToGuest(gpa, true);
+    if (i === count >> 1) middle = (writable) => control.mapToGuest(gpa, writable);
   }
-  return handles[count >> 1];
+  return middle;
 }
 
 const WORDS: Record<number, string> = {
@@ -54,7 +50,7 @@ const WORDS: Record<number, string> = {
 
 for (const backed of [true, false]) {
   for (const count of [10, 100, 1000, 10000]) {
-    const region = setup(count, backed);
+    const remap = setup(count, backed);
     Deno.bench({
       // bench/run.ts reads the region count from the digits in the name:
       // only the backed (full cost) cases carry digits.
@@ -64,8 +60,8 @@ for (const backed of [true, false]) {
       group: backed ? "backed regions" : "regions without backing",
       baseline: count === 10,
       fn() {
-        region.unmap();
-        region.map(RW);
+        remap(false);
+        remap(true);
       },
     });
   }

@@ -95,22 +95,10 @@ const ROWS: readonly RowSpec[] = [
     target: { kind: "ratio", min: 0.9 },
   },
   {
-    label: "1. slot map cycle vs the same syscalls via FFI",
-    ours: "slot_map",
-    c: "slot_map_ffi",
-    ffi: true,
-  },
-  {
     label: "2. PAM flip, 14 regions RW->RO->RW",
     ours: "pam_flip",
     c: "pam_flip",
     target: { kind: "ratio", min: 0.9 },
-  },
-  {
-    label: "2. PAM flip vs the same syscalls via FFI",
-    ours: "pam_flip",
-    c: "pam_flip_ffi",
-    ffi: true,
   },
   {
     label: "4. GuestMemory 8-byte read (bigint gpa)",

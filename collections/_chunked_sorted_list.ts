@@ -11,7 +11,18 @@
  * @module
  */
 
+import { lowerBound } from "./_lower_bound.ts";
+
 const MAX_CHUNK = 128;
+
+/** The search a {@linkcode ChunkedSortedList} runs over its chunks (reused: no allocation). */
+interface ChunkProbe<T, K> {
+  pred: (item: T, key: K) => boolean;
+  key: K;
+}
+
+const lastSatisfies = <T, K>(chunk: T[], probe: ChunkProbe<T, K>): boolean =>
+  probe.pred(chunk[chunk.length - 1], probe.key);
 
 /** A position in a {@linkcode ChunkedSortedList}. */
 export interface ListCursor {
@@ -26,6 +37,7 @@ export class ChunkedSortedList<T> {
   #chunks: T[][] = [];
   #length = 0;
   #flat: T[] | undefined = [];
+  readonly #probe: ChunkProbe<T, unknown> = { pred: () => false, key: undefined };
 
   /** Number of items. */
   get length(): number {
@@ -41,25 +53,13 @@ export class ChunkedSortedList<T> {
   firstWhere<K>(pred: (item: T, key: K) => boolean, key: K): ListCursor;
   firstWhere<K>(pred: (item: T, key: K | undefined) => boolean, key?: K): ListCursor {
     const chunks = this.#chunks;
-    // First chunk whose last item satisfies pred.
-    let lo = 0;
-    let hi = chunks.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const chunk = chunks[mid];
-      if (pred(chunk[chunk.length - 1], key)) hi = mid;
-      else lo = mid + 1;
-    }
-    if (lo === chunks.length) return { chunk: chunks.length, index: 0 };
-    const chunk = chunks[lo];
-    let a = 0;
-    let b = chunk.length - 1;
-    while (a < b) {
-      const mid = (a + b) >>> 1;
-      if (pred(chunk[mid], key)) b = mid;
-      else a = mid + 1;
-    }
-    return { chunk: lo, index: a };
+    // First chunk whose last item satisfies pred, then the item inside it.
+    const probe = this.#probe as ChunkProbe<T, K | undefined>;
+    probe.pred = pred;
+    probe.key = key;
+    const c = lowerBound(chunks, lastSatisfies, probe);
+    if (c === chunks.length) return { chunk: chunks.length, index: 0 };
+    return { chunk: c, index: lowerBound(chunks[c], pred, key) };
   }
 
   /** The item at `cursor`, or `undefined` at the end. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { MemorySize } from "../layout/memory_size.ts";
+import { MemorySize } from "../mod.ts";
 import { renderJson, renderText } from "./render.ts";
 import { type DemoOptions, MIN_MEMORY, runScenario } from "./scenario.ts";
 import { Style } from "./table.ts";

@@ -5,10 +5,8 @@
  *
  * @module
  */
-import type { GuestMemory } from "../guest_memory/guest_memory.ts";
-import type { ProbeResult, ProbeSize } from "../testing/guest_probe.ts";
-import type { GuestProbe } from "../testing/guest_probe.ts";
-import type { RecordingPartition } from "../testing/recording_partition.ts";
+import type { GuestMemory } from "../mod.ts";
+import type { GuestProbe, ProbeResult, ProbeSize, RecordingPartition } from "../testing.ts";
 
 /** One guest access at a time, as the guest would see it. */
 export interface Prober {

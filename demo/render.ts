@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { MemorySize } from "../layout/memory_size.ts";
+import { MemorySize } from "../mod.ts";
 import {
   type DemoReport,
   describe,

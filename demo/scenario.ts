@@ -6,21 +6,19 @@
  *
  * @module
  */
-import { GuestMemoryBuilder } from "../builder.ts";
-import { Mman } from "../ffi/_constants.ts";
-import { HostMapping } from "../ffi/_host_mapping.ts";
-import { OwnedFd } from "../ffi/_owned_fd.ts";
-import { MemoryLayout } from "../layout/memory_layout.ts";
-import { MemoryRange } from "../layout/memory_range.ts";
-import { MemorySize } from "../layout/memory_size.ts";
-import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
-import { Vtl } from "../manager/vtl.ts";
-import type { Mappable } from "../mapping/mappable.ts";
-import { GuestProbe, type ProbeResult, type ProbeSize } from "../testing/guest_probe.ts";
-import { KvmPartition } from "../kvm/kvm_partition.ts";
-import type { Partition } from "../partition/partition.ts";
-import { RecordingPartition } from "../testing/recording_partition.ts";
-import { RamVisibility } from "../regions/ram_visibility_control.ts";
+import {
+  GuestMemoryBuilder,
+  type GuestMemoryManager,
+  MemoryLayout,
+  MemoryRange,
+  MemorySize,
+  type Partition,
+  RamVisibility,
+  SharedMemoryBacking,
+  Vtl,
+} from "../mod.ts";
+import { KvmPartition } from "../kvm.ts";
+import { GuestProbe, type ProbeResult, type ProbeSize, RecordingPartition } from "../testing.ts";
 import { KvmProber, type Prober, RecordingProber } from "./prober.ts";
 
 /** What the user chose on the command line. */
@@ -277,21 +275,39 @@ class Recorder {
 
 const FB_NAME = "framebuffer";
 
-function regionRows(manager: GuestMemoryManager, labels: Map<number, string>): RegionRow[] {
-  const label = (backing: Mappable): string => labels.get(backing.fd) ?? `fd ${backing.fd}`;
-  return manager.regionManager.regionInfos()
-    .map((info): RegionRow => {
-      const first = info.mappings[0];
-      let backing = first === undefined
-        ? (info.name === "ram" ? "private anonymous" : "-")
-        : `${label(first.backing)}+${hex(first.fileOffset)}`;
-      if (info.mappings.length > 1) backing += ` (+${info.mappings.length - 1} more)`;
+/** One region of `GuestMemoryManager.inspect()`. */
+interface InspectedRegion {
+  readonly map_params: { readonly writable: boolean } | null;
+  readonly is_active: boolean;
+  readonly priority: number;
+  readonly mappings: Record<string, { readonly file_offset: string }>;
+}
+
+/** `0xa0000-0xc0000` back to a range. */
+function parseRange(text: string): MemoryRange {
+  const [start, end] = text.split("-").map((part) => BigInt(part));
+  return new MemoryRange(start, end);
+}
+
+/** The region table, from the manager's inspection tree (keys are `<range>:<name>`). */
+function regionRows(manager: GuestMemoryManager): RegionRow[] {
+  const regions = manager.inspect().regions as Record<string, InspectedRegion>;
+  return Object.entries(regions)
+    .map(([key, info]): RegionRow => {
+      const colon = key.indexOf(":");
+      const name = key.slice(colon + 1);
+      const mappings = Object.values(info.mappings);
+      const label = name === "ram" ? "guest-ram" : name;
+      let backing = mappings.length === 0
+        ? (name === "ram" ? "private anonymous" : "-")
+        : `${label}+${mappings[0].file_offset}`;
+      if (mappings.length > 1) backing += ` (+${mappings.length - 1} more)`;
       return {
-        range: info.range,
-        name: info.name,
+        range: parseRange(key.slice(0, colon)),
+        name,
         priority: info.priority,
-        state: info.active ? "visible" : info.mapParams === undefined ? "unmapped" : "hidden",
-        access: info.mapParams === undefined ? "-" : info.mapParams.writable ? "rw" : "ro",
+        state: info.is_active ? "visible" : info.map_params === null ? "unmapped" : "hidden",
+        access: info.map_params === null ? "-" : info.map_params.writable ? "rw" : "ro",
         backing,
       };
     })
@@ -378,27 +394,21 @@ export function runScenario(options: DemoOptions): DemoReport {
     prober = new RecordingProber(recording, memory);
   }
 
-  const framebuffer = stack.use(OwnedFd.memfd(FB_NAME, 0));
-  framebuffer.truncate(FRAMEBUFFER_SIZE);
-  const fbView = stack.use(
-    HostMapping.shared(framebuffer.fd, 0n, FRAMEBUFFER_SIZE, Mman.PROT_READ | Mman.PROT_WRITE),
+  const pattern = new Uint8Array(Number(FRAMEBUFFER_SIZE));
+  const patternView = new DataView(pattern.buffer);
+  for (let o = 0; o < pattern.length; o += 4) {
+    patternView.setUint32(o, framebufferWord(BigInt(o)), true);
+  }
+  const framebuffer = stack.use(
+    SharedMemoryBacking.create(FRAMEBUFFER_SIZE, { name: FB_NAME, contents: pattern }),
   );
-  const fbBytes = fbView.bytes();
-  const fbData = new DataView(fbBytes.buffer, fbBytes.byteOffset, fbBytes.byteLength);
-  for (let o = 0n; o < FRAMEBUFFER_SIZE; o += 4n) {
-    fbData.setUint32(Number(o), framebufferWord(o), true);
-  }
-  const labels = new Map<number, string>([[framebuffer.fd, FB_NAME]]);
-  for (const ram of manager.ramRegions) {
-    const mapping = manager.regionManager.regionInfos().find((r) => r.range.equals(ram.range))
-      ?.mappings[0];
-    if (mapping !== undefined) labels.set(mapping.backing.fd, "guest-ram");
-  }
+  const fbWord = (offset: bigint): number =>
+    new DataView(framebuffer.read(offset, 4).buffer).getUint32(0, true);
   const snapshots: Snapshot[] = [];
   const snapshot = (label: string) =>
     snapshots.push({
       label,
-      regions: regionRows(manager, labels),
+      regions: regionRows(manager),
       slots: slotRows(partition, probe),
     });
   snapshot("after build and attach");
@@ -462,7 +472,7 @@ export function runScenario(options: DemoOptions): DemoReport {
     r.load(vgaAddr, { kind: "value", value: framebufferWord(0x10n) });
     r.load(fbLast, { kind: "value", value: framebufferWord(FRAMEBUFFER_SIZE - 4n) });
     r.store(VGA_WINDOW.start + 0x20n, 0x5eed5eed, { kind: "done" });
-    r.host("framebuffer memfd word at 0x20", () => fbData.getUint32(0x20, true), 0x5eed5eed);
+    r.host("framebuffer memfd word at 0x20", () => fbWord(0x20n), 0x5eed5eed);
     snapshot("with the framebuffer showing through the VGA window");
 
     r.step("VGA window RAM mapped again: RAM hides the framebuffer");
@@ -480,7 +490,7 @@ export function runScenario(options: DemoOptions): DemoReport {
       value: framebufferWord(FRAMEBUFFER_SIZE - 4n),
     });
     r.store(at + 0x20n, 0x5eed5eed, { kind: "done" });
-    r.host("framebuffer memfd word at 0x20", () => fbData.getUint32(0x20, true), 0x5eed5eed);
+    r.host("framebuffer memfd word at 0x20", () => fbWord(0x20n), 0x5eed5eed);
     snapshot("with the framebuffer in the MMIO gap");
 
     r.step("framebuffer unmapped from the guest");

@@ -4,12 +4,11 @@ import type { Mappable } from "../mapping/mappable.ts";
 import { RegionError } from "../regions/region_error.ts";
 import type { RegionHandle } from "../regions/_region_handle.ts";
 import type { RegionManager } from "../regions/_region_manager.ts";
-import type { RegionMapping } from "../regions/_region_tree.ts";
+import { MAPPING_KEYS, type RegionMapping } from "../regions/_region_tree.ts";
+import { SortedRangeList } from "../collections/_sorted_range_list.ts";
 
 /** Priority of device memory regions: RAM (255) always wins over them. */
 export const DEVICE_PRIORITY = 0;
-
-const hex = (value: bigint): string => `0x${value.toString(16)}`;
 
 /**
  * What a device memory region and its control share: the mappings (offsets
@@ -21,7 +20,7 @@ export class DeviceMemoryState {
   readonly name: string;
   readonly length: bigint;
   /** Mappings relative to the device region, ordered, disjoint. */
-  readonly mappings: RegionMapping[] = [];
+  readonly mappings: SortedRangeList<RegionMapping> = new SortedRangeList(MAPPING_KEYS);
   handle: RegionHandle | undefined = undefined;
   writable = false;
 
@@ -35,10 +34,13 @@ export class DeviceMemoryState {
   rangeAt(offset: bigint, length: bigint): MemoryRange {
     const range = MemoryRange.fromLength(offset, length);
     if (range.end > this.length) {
-      throw new RegionError(
-        "mapping-outside-region",
-        `range ${range} is outside device memory region ${this.name} (${hex(this.length)} bytes)`,
-      );
+      throw new RegionError({
+        kind: "mappingOutsideRegion",
+        owner: "device memory region",
+        name: this.name,
+        range,
+        regionSize: this.length,
+      });
     }
     return range;
   }
@@ -46,36 +48,39 @@ export class DeviceMemoryState {
   map(offset: bigint, backing: Mappable, fileOffset: bigint, length: bigint, writable: boolean) {
     const range = this.rangeAt(offset, length);
     if (range.isEmpty()) return;
-    const index = this.#firstEndingAfter(range.start);
-    const next = this.mappings[index];
-    if (next !== undefined && next.range.start < range.end) {
-      throw new RegionError(
-        "mapping-overlap",
-        `mapping ${range} overlaps mapping ${next.range} in device memory region ${this.name}`,
-      );
+    const existing = this.mappings.firstOverlapping(range.start, range.end);
+    if (existing !== undefined) {
+      throw new RegionError({
+        kind: "mappingOverlap",
+        owner: "device memory region",
+        name: this.name,
+        range,
+        existing: existing.range,
+      });
     }
     checkMappingBacking(this.name, range, backing, fileOffset);
     this.handle?.addMapping(range, backing, fileOffset, writable);
-    this.mappings.splice(index, 0, { range, backing, fileOffset, writable });
+    this.mappings.insert({ range, backing, fileOffset, writable });
   }
 
   unmap(offset: bigint, length: bigint): void {
     const range = this.rangeAt(offset, length);
     if (range.isEmpty()) return; // overlaps nothing
-    const first = this.#firstEndingAfter(range.start);
-    let last = first;
-    for (; last < this.mappings.length && this.mappings[last].range.start < range.end; last++) {
-      const mapping = this.mappings[last];
+    const inside = this.mappings.overlapping(range.start, range.end);
+    if (inside.length === 0) return;
+    for (const mapping of inside) {
       if (!range.contains(mapping.range)) {
-        throw new RegionError(
-          "partial-removal",
-          `mapping ${mapping.range} of device memory region ${this.name} is only partly inside ${range}`,
-        );
+        throw new RegionError({
+          kind: "partialRemoval",
+          owner: "device memory region",
+          name: this.name,
+          range,
+          mapping: mapping.range,
+        });
       }
     }
-    if (last === first) return;
     this.handle?.removeMappings(range);
-    this.mappings.splice(first, last - first);
+    this.mappings.removeWithin(range.start, range.end);
   }
 
   mapToGuest(gpa: bigint, writable: boolean): void {
@@ -108,7 +113,7 @@ export class DeviceMemoryState {
   #place(range: MemoryRange, writable: boolean): void {
     const handle = this.manager.newRegion(this.name, range, DEVICE_PRIORITY, false);
     try {
-      for (const m of this.mappings) {
+      for (const m of this.mappings.toArray()) {
         handle.addMapping(m.range, m.backing, m.fileOffset, m.writable);
       }
       handle.map({ writable, executable: true, prefetch: false });
@@ -118,16 +123,5 @@ export class DeviceMemoryState {
     }
     this.handle = handle;
     this.writable = writable;
-  }
-
-  #firstEndingAfter(start: bigint): number {
-    let lo = 0;
-    let hi = this.mappings.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.mappings[mid].range.end <= start) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
   }
 }

@@ -1,6 +1,13 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { DeviceMemoryState } from "./_device_memory_state.ts";
 
+let construct: (state: DeviceMemoryState) => DeviceMemoryControl;
+
+/** Makes a {@linkcode DeviceMemoryControl} (internal: its constructor is private). */
+export function newDeviceMemoryControl(state: DeviceMemoryState): DeviceMemoryControl {
+  return construct(state);
+}
+
 /**
  * Places a device memory region in the guest physical address space, as a
  * priority-0, non-DMA region named after the device region (RAM always wins
@@ -16,8 +23,11 @@ import type { DeviceMemoryState } from "./_device_memory_state.ts";
 export class DeviceMemoryControl implements Disposable {
   readonly #state: DeviceMemoryState;
 
-  /** Made by {@linkcode DeviceMemoryMapper.newRegion}. */
-  constructor(state: DeviceMemoryState) {
+  static {
+    construct = (state) => new DeviceMemoryControl(state);
+  }
+
+  private constructor(state: DeviceMemoryState) {
     this.#state = state;
   }
 

@@ -1,15 +1,19 @@
 import { MemoryRange } from "../layout/memory_range.ts";
-import { DeviceMemoryControl } from "./device_memory_control.ts";
-import { DeviceMemoryRegion } from "./device_memory_region.ts";
+import type { DeviceMemoryControl } from "./device_memory_control.ts";
+import type { DeviceMemoryRegion } from "./device_memory_region.ts";
 import { DeviceMemoryState } from "./_device_memory_state.ts";
 import type { RegionManager } from "../regions/_region_manager.ts";
+import { newDeviceMemoryControl } from "./device_memory_control.ts";
+import { newDeviceMemoryRegion } from "./device_memory_region.ts";
 
 /** The two sides of a device memory region. */
-export interface DeviceMemory {
-  /** Places the region in the guest. */
-  readonly control: DeviceMemoryControl;
-  /** Maps backing objects inside the region. */
-  readonly region: DeviceMemoryRegion;
+export type DeviceMemory = ReturnType<DeviceMemoryMapper["newRegion"]>;
+
+let construct: (regions: RegionManager) => DeviceMemoryMapper;
+
+/** Makes a {@linkcode DeviceMemoryMapper} (internal: its constructor is private). */
+export function newDeviceMemoryMapper(regions: RegionManager): DeviceMemoryMapper {
+  return construct(regions);
 }
 
 /**
@@ -26,8 +30,11 @@ export interface DeviceMemory {
 export class DeviceMemoryMapper {
   readonly #regions: RegionManager;
 
-  /** A mapper adding regions to `regions`. */
-  constructor(regions: RegionManager) {
+  static {
+    construct = (regions) => new DeviceMemoryMapper(regions);
+  }
+
+  private constructor(regions: RegionManager) {
     this.#regions = regions;
   }
 
@@ -35,9 +42,12 @@ export class DeviceMemoryMapper {
    * A new device region of `length` bytes (page aligned, else `RangeError`)
    * named `name`, not yet in the guest.
    */
-  newRegion(length: bigint, name: string): DeviceMemory {
+  newRegion(
+    length: bigint,
+    name: string,
+  ): { readonly control: DeviceMemoryControl; readonly region: DeviceMemoryRegion } {
     MemoryRange.fromLength(0n, length); // validates alignment
     const state = new DeviceMemoryState(this.#regions, name, length);
-    return { control: new DeviceMemoryControl(state), region: new DeviceMemoryRegion(state) };
+    return { control: newDeviceMemoryControl(state), region: newDeviceMemoryRegion(state) };
   }
 }

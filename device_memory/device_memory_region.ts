@@ -2,6 +2,13 @@ import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import type { DeviceMemoryState } from "./_device_memory_state.ts";
 
+let construct: (state: DeviceMemoryState) => DeviceMemoryRegion;
+
+/** Makes a {@linkcode DeviceMemoryRegion} (internal: its constructor is private). */
+export function newDeviceMemoryRegion(state: DeviceMemoryState): DeviceMemoryRegion {
+  return construct(state);
+}
+
 /**
  * The inside of a device memory region: backing objects placed at offsets.
  * Changes show in the guest at once when the region is placed there.
@@ -15,8 +22,11 @@ import type { DeviceMemoryState } from "./_device_memory_state.ts";
 export class DeviceMemoryRegion {
   readonly #state: DeviceMemoryState;
 
-  /** Made by {@linkcode DeviceMemoryMapper.newRegion}. */
-  constructor(state: DeviceMemoryState) {
+  static {
+    construct = (state) => new DeviceMemoryRegion(state);
+  }
+
+  private constructor(state: DeviceMemoryState) {
     this.#state = state;
   }
 
@@ -32,7 +42,7 @@ export class DeviceMemoryRegion {
 
   /** The current mappings (offsets inside the device region). */
   get mappings(): readonly { range: MemoryRange; fileOffset: bigint; writable: boolean }[] {
-    return this.#state.mappings;
+    return this.#state.mappings.toArray();
   }
 
   /**

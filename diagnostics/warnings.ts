@@ -55,7 +55,9 @@ let handler: WarningHandler = defaultHandler;
  * setWarningHandler(previous);
  * ```
  */
-export function setWarningHandler(next: WarningHandler | undefined): WarningHandler {
+export function setWarningHandler(
+  next: ((warning: Warning) => void) | undefined,
+): (warning: Warning) => void {
   const previous = handler;
   handler = next ?? defaultHandler;
   return previous;

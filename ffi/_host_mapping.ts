@@ -1,3 +1,4 @@
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { Mman } from "./_constants.ts";
 import { hostBytes } from "./_host_memory.ts";
 import { libc } from "./_libc.ts";
@@ -65,7 +66,7 @@ export class HostMapping implements Disposable {
 
   /** The start address; throws once unmapped. */
   get address(): bigint {
-    if (this.#address === 0n) throw new Error("host mapping is already unmapped");
+    if (this.#address === 0n) throw new DisposedError({ object: "host mapping" });
     return this.#address;
   }
 

@@ -196,6 +196,26 @@ export const LIBC_SYMBOLS = {
     ],
     result: "isize",
   },
+  /** `ssize_t pread(int fd, void *buf, size_t count, off_t offset);` */
+  pread: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // void *buf
+      "usize", // size_t count
+      "i64", // off_t offset
+    ],
+    result: "isize",
+  },
+  /** `ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset);` */
+  pwrite: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *buf
+      "usize", // size_t count
+      "i64", // off_t offset
+    ],
+    result: "isize",
+  },
   /** `DIR *opendir(const char *name);` */
   opendir: {
     parameters: [

@@ -1,6 +1,8 @@
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { Fcntl, Memfd, Seek } from "./_constants.ts";
 import { cString, libc } from "./_libc.ts";
-import { check, checkBig } from "./syscall_error.ts";
+import { Errno } from "./_errno.ts";
+import { check, checkBig, lastError } from "./syscall_error.ts";
 
 const registry = new FinalizationRegistry<number>((fd) => {
   // Safety net only: an OwnedFd that was never disposed.
@@ -42,7 +44,7 @@ export class OwnedFd implements Disposable {
 
   /** The raw descriptor; throws once closed. */
   get fd(): number {
-    if (this.#fd < 0) throw new Error("file descriptor is already closed");
+    if (this.#fd < 0) throw new DisposedError({ object: "file descriptor" });
     return this.#fd;
   }
 
@@ -71,6 +73,36 @@ export class OwnedFd implements Disposable {
   /** The file size, by `lseek(fd, 0, SEEK_END)`. */
   size(): bigint {
     return checkBig("lseek", libc().lseek(this.fd, 0n, Seek.SEEK_END));
+  }
+
+  /**
+   * `pread` until `buffer` is full (short reads and `EINTR` continue); a
+   * read past the end of the file is a `RangeError`.
+   */
+  readAt(offset: bigint, buffer: Uint8Array<ArrayBuffer>): void {
+    this.#transfer("pread", offset, buffer);
+  }
+
+  /** `pwrite` all of `bytes` at `offset` (short writes and `EINTR` continue). */
+  writeAt(offset: bigint, bytes: Uint8Array<ArrayBuffer>): void {
+    this.#transfer("pwrite", offset, bytes);
+  }
+
+  #transfer(call: "pread" | "pwrite", offset: bigint, buffer: Uint8Array<ArrayBuffer>): void {
+    let done = 0;
+    while (done < buffer.length) {
+      const part = done === 0 ? buffer : buffer.subarray(done);
+      const n = libc()[call](this.fd, part, BigInt(part.length), offset + BigInt(done));
+      if (n === -1n) {
+        const error = lastError(call);
+        if (error.errno === Errno.EINTR) continue;
+        throw error;
+      }
+      if (n === 0n) {
+        throw new RangeError(`${call} reached the end of the file at ${offset + BigInt(done)}`);
+      }
+      done += Number(n);
+    }
   }
 
   /** `fcntl(fd, F_ADD_SEALS, seals)`. */

@@ -77,6 +77,13 @@ function checkU64(value: bigint): void {
   }
 }
 
+let construct: (va: VaMapper) => GuestMemory;
+
+/** Makes a {@linkcode GuestMemory} (internal: its constructor is private). */
+export function newGuestMemory(va: VaMapper): GuestMemory {
+  return construct(va);
+}
+
 /**
  * Bounds-checked access to guest physical memory through the manager's host
  * address reservation ({@linkcode VaMapper}).
@@ -85,16 +92,16 @@ function checkU64(value: bigint): void {
  * mappings before any memory is touched, so a bad address raises a
  * {@linkcode GuestMemoryError} instead of killing the process with SIGSEGV
  * or SIGBUS. Checks run in this order and the first failure is reported:
- * `invalid_address` (negative or >= 2^64), `misaligned` (atomics only),
- * `overflow` (the range wraps past 2^64), `out_of_range` (the range reaches
+ * `invalidAddress` (negative or >= 2^64), `misaligned` (atomics only),
+ * `overflow` (the range wraps past 2^64), `outOfRange` (the range reaches
  * past the reservation), then, walking the range upward, `unmapped` (a byte
- * without an active mapping) or `read_only` (a write to a read-only
+ * without an active mapping) or `readOnly` (a write to a read-only
  * mapping), whichever comes first. An access that fails copies nothing.
  *
  * Addresses are `bigint` or safe non-negative integer `number`s; other
  * values are a `TypeError`. A zero-length access succeeds without touching
  * memory when its address is at most the reservation size, whether or not
- * anything is mapped there, and is `out_of_range` otherwise.
+ * anything is mapped there, and is `outOfRange` otherwise.
  *
  * Multi-byte values are little-endian. An access may span adjacent
  * mappings. Because every mapping of a backing shares its pages, reads see
@@ -111,7 +118,7 @@ function checkU64(value: bigint): void {
  *   memory.readU8(0x40000000n);
  * } catch (err) {
  *   if (!(err instanceof GuestMemoryError)) throw err;
- *   console.log(err.kind, err.message); // out_of_range guest address 0x40000000 is outside guest memory 0x0-0x40000000
+ *   console.log(err.kind, err.message); // outOfRange guest address 0x40000000 is outside guest memory 0x0-0x40000000
  * }
  * ```
  */
@@ -126,8 +133,11 @@ export class GuestMemory {
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
 
-  /** Accesses guest memory through `va`; usually obtained from `GuestMemoryClient.guestMemory()`. */
-  constructor(va: VaMapper) {
+  static {
+    construct = (va) => new GuestMemory(va);
+  }
+
+  private constructor(va: VaMapper) {
     if (va.size > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new RangeError(`guest address reservation of ${va.size} bytes is too large`);
     }

@@ -1,5 +1,13 @@
 import type { VaMapper } from "../mapping/_va_mapper.ts";
-import { GuestMemory } from "./guest_memory.ts";
+import type { GuestMemory } from "./guest_memory.ts";
+import { newGuestMemory } from "./guest_memory.ts";
+
+let construct: (va: VaMapper) => GuestMemoryClient;
+
+/** Makes a {@linkcode GuestMemoryClient} (internal: its constructor is private). */
+export function newGuestMemoryClient(va: VaMapper): GuestMemoryClient {
+  return construct(va);
+}
 
 /**
  * Hands out the {@linkcode GuestMemory} accessor of one manager. All
@@ -18,14 +26,17 @@ export class GuestMemoryClient {
   #va: VaMapper;
   #memory: GuestMemory | undefined;
 
-  /** A client for guest memory held in `va`. */
-  constructor(va: VaMapper) {
+  static {
+    construct = (va) => new GuestMemoryClient(va);
+  }
+
+  private constructor(va: VaMapper) {
     this.#va = va;
   }
 
   /** The accessor for guest memory; the same object on every call. */
   guestMemory(): GuestMemory {
-    this.#memory ??= new GuestMemory(this.#va);
+    this.#memory ??= newGuestMemory(this.#va);
     return this.#memory;
   }
 }

@@ -1,49 +1,24 @@
-/**
- * Why a guest memory access was refused.
- *
- * - `invalid_address`: the address is negative or not below 2^64.
- * - `overflow`: the range `[address, address + length)` wraps past 2^64.
- * - `out_of_range`: the range reaches past the end of the guest address
- *   reservation.
- * - `unmapped`: a byte of the range has no active mapping.
- * - `read_only`: a write touches a byte that is mapped read-only.
- * - `misaligned`: an atomic access is not naturally aligned.
- */
-export type GuestMemoryErrorKind =
-  | "invalid_address"
-  | "overflow"
-  | "out_of_range"
-  | "unmapped"
-  | "read_only"
-  | "misaligned";
+import { hex } from "../layout/_hex.ts";
 
-function hex(value: bigint): string {
-  return value < 0n ? `-0x${(-value).toString(16)}` : `0x${value.toString(16)}`;
-}
+/** Why a guest memory access was refused (see {@linkcode GuestMemoryError}). */
+export type GuestMemoryErrorKind = GuestMemoryError["kind"];
 
-/** What the refused access asked for. */
-export interface GuestMemoryAccess {
-  /** First guest physical address of the access. */
-  readonly address: bigint;
-  /** Length of the access in bytes. */
-  readonly length: bigint;
-  /** Whether the access writes. */
-  readonly write: boolean;
-}
+/** What a refused access asked for. */
+export type GuestMemoryAccess = GuestMemoryError["access"];
 
 /**
  * A guest memory access was refused before any memory was touched. `gpa` is
  * the offending guest physical address (the first byte that fails the
- * check, or the start of the access for `overflow`, `invalid_address` and
+ * check, or the start of the access for `overflow`, `invalidAddress` and
  * `misaligned`); `access` is the whole access.
  *
  * Messages (stable; addresses in lower-case hex, `{end}` is the reservation
  * size):
- * - `invalid_address`: `guest address {gpa} is not a valid 64-bit address`
+ * - `invalidAddress`: `guest address {gpa} is not a valid 64-bit address`
  * - `overflow`: `guest address range at {gpa} of {length} bytes wraps past 2^64`
- * - `out_of_range`: `guest address {gpa} is outside guest memory 0x0-{end}`
+ * - `outOfRange`: `guest address {gpa} is outside guest memory 0x0-{end}`
  * - `unmapped`: `guest address {gpa} is not mapped`
- * - `read_only`: `guest address {gpa} is mapped read-only`
+ * - `readOnly`: `guest address {gpa} is mapped read-only`
  * - `misaligned`: `guest address {gpa} is not aligned to {size} bytes`
  *
  * @example
@@ -54,12 +29,31 @@ export interface GuestMemoryAccess {
  * ```
  */
 export class GuestMemoryError extends Error {
-  /** Why the access was refused. */
-  readonly kind: GuestMemoryErrorKind;
+  /**
+   * Why the access was refused:
+   * - `invalidAddress`: the address is negative or not below 2^64;
+   * - `overflow`: the range `[address, address + length)` wraps past 2^64;
+   * - `outOfRange`: the range reaches past the end of the guest address
+   *   reservation;
+   * - `unmapped`: a byte of the range has no active mapping;
+   * - `readOnly`: a write touches a byte that is mapped read-only;
+   * - `misaligned`: an atomic access is not naturally aligned.
+   */
+  readonly kind:
+    | "invalidAddress"
+    | "overflow"
+    | "outOfRange"
+    | "unmapped"
+    | "readOnly"
+    | "misaligned";
   /** The offending guest physical address. */
   readonly gpa: bigint;
-  /** The refused access. */
-  readonly access: GuestMemoryAccess;
+  /** The refused access: first guest physical address, length in bytes, whether it writes. */
+  readonly access: {
+    readonly address: bigint;
+    readonly length: bigint;
+    readonly write: boolean;
+  };
 
   /** Creates an error of `kind` at `gpa` with an explicit message; prefer the static factories. */
   constructor(kind: GuestMemoryErrorKind, gpa: bigint, access: GuestMemoryAccess, message: string) {
@@ -73,7 +67,7 @@ export class GuestMemoryError extends Error {
   /** `guest address {gpa} is not a valid 64-bit address`. */
   static invalidAddress(gpa: bigint, access: GuestMemoryAccess): GuestMemoryError {
     return new GuestMemoryError(
-      "invalid_address",
+      "invalidAddress",
       gpa,
       access,
       `guest address ${hex(gpa)} is not a valid 64-bit address`,
@@ -95,7 +89,7 @@ export class GuestMemoryError extends Error {
   /** `guest address {gpa} is outside guest memory 0x0-{end}`. */
   static outOfRange(gpa: bigint, end: bigint, access: GuestMemoryAccess): GuestMemoryError {
     return new GuestMemoryError(
-      "out_of_range",
+      "outOfRange",
       gpa,
       access,
       `guest address ${hex(gpa)} is outside guest memory 0x0-${hex(end)}`,
@@ -110,7 +104,7 @@ export class GuestMemoryError extends Error {
   /** `guest address {gpa} is mapped read-only`. */
   static readOnly(gpa: bigint, access: GuestMemoryAccess): GuestMemoryError {
     return new GuestMemoryError(
-      "read_only",
+      "readOnly",
       gpa,
       access,
       `guest address ${hex(gpa)} is mapped read-only`,

@@ -1,13 +1,16 @@
+import { MinHeap } from "../collections/_min_heap.ts";
+import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
 import { Madv } from "../ffi/_constants.ts";
-import { KvmCap, KvmMemFlag } from "./kvm_constants.ts";
-import { KvmSystem } from "./kvm_system.ts";
-import type { KvmVcpu } from "./kvm_vcpu.ts";
-import type { KvmVm } from "./kvm_vm.ts";
 import { madvise, mlock, munlock } from "../ffi/_mman.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Partition } from "../partition/partition.ts";
+import { KvmCap, KvmMemFlag } from "./kvm_constants.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
+import { KvmSystem } from "./kvm_system.ts";
+import type { KvmVcpu } from "./kvm_vcpu.ts";
+import type { KvmUserspaceMemoryRegion, KvmVm } from "./kvm_vm.ts";
 
 /**
  * One memory slot of a {@linkcode KvmPartition}, as shown by {@linkcode KvmPartition.slots}.
@@ -54,90 +57,18 @@ export interface KvmPartitionOptions {
   readonly maxSlots?: number;
 }
 
-interface Slot {
-  slot: number;
-  gpa: bigint;
-  size: bigint;
-  hostAddress: bigint;
-  readonly: boolean;
-  pinned: boolean;
-}
-
-/** A binary min-heap of freed slot numbers, so the lowest free number is reused first. */
-class FreeNumbers {
-  readonly #heap: number[] = [];
-
-  get size(): number {
-    return this.#heap.length;
-  }
-
-  push(n: number): void {
-    const h = this.#heap;
-    h.push(n);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (h[parent] <= h[i]) break;
-      swap(h, parent, i);
-      i = parent;
-    }
-  }
-
-  pop(): number {
-    const h = this.#heap;
-    const top = h[0];
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && h[l] < h[m]) m = l;
-        if (r < h.length && h[r] < h[m]) m = r;
-        if (m === i) break;
-        swap(h, m, i);
-        i = m;
-      }
-    }
-    return top;
-  }
-}
-
-/**
- * Exchanges two heap elements (a plain temporary rather than a destructuring
- * swap, which allocates a throw-away array in every heap step).
- */
-function swap(h: number[], a: number, b: number): void {
-  const t = h[a];
-  h[a] = h[b];
-  h[b] = t;
-}
-
-// Single-element insert and remove by hand: `splice` allocates its result
-// array and takes a slow generic path, several times the cost here.
-function insertAt<T>(list: T[], index: number, item: T): void {
-  list.push(item);
-  for (let i = list.length - 1; i > index; i--) list[i] = list[i - 1];
-  list[index] = item;
-}
-
-function removeAt<T>(list: T[], index: number): void {
-  for (let i = index + 1; i < list.length; i++) list[i - 1] = list[i];
-  list.pop();
-}
-
 const PAGE_MASK = PAGE_SIZE - 1n;
 /** The highest guest physical address a slot may cover. */
 const LAST_ADDRESS = (1n << 64n) - 1n;
 
-function hex(value: bigint): string {
-  return `0x${value.toString(16)}`;
-}
+/** Slots keyed by their guest range. */
+const SLOT_KEYS: RangeKeys<KvmUserspaceMemoryRegion> = {
+  start: (s) => s.guestPhysAddr,
+  end: (s) => s.guestPhysAddr + s.memorySize,
+};
 
-function rangeText(gpa: bigint, size: bigint): string {
-  return `${hex(gpa)}-${hex(gpa + size)}`;
+function slotEnd(s: KvmUserspaceMemoryRegion): bigint {
+  return s.guestPhysAddr + s.memorySize;
 }
 
 /**
@@ -165,11 +96,13 @@ export class KvmPartition implements Partition, Disposable {
   readonly #vm: KvmVm;
   readonly #maxSlots: number;
   readonly #preFault: boolean;
-  /** Slots ordered by `gpa` (they never overlap). */
-  readonly #slots: Slot[] = [];
-  readonly #free = new FreeNumbers();
+  /** The slots, in the kernel's own record shape, ordered by guest address. */
+  readonly #slots = new SortedRangeList<KvmUserspaceMemoryRegion>(SLOT_KEYS);
+  /** Numbers of slots with locked host pages. */
+  readonly #pinned = new Set<number>();
+  readonly #free = new MinHeap();
   #nextNumber = 0;
-  #vcpu: KvmVcpu | undefined;
+  readonly #vcpus = new Map<number, KvmVcpu>();
   #disposed = false;
 
   private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number) {
@@ -179,36 +112,49 @@ export class KvmPartition implements Partition, Disposable {
     this.#preFault = vm.checkExtension(KvmCap.KVM_CAP_PRE_FAULT_MEMORY) > 0;
   }
 
-  /** Opens KVM and creates an empty VM. */
+  /**
+   * Opens KVM and creates an empty VM.
+   *
+   * @param options Device path and slot limit.
+   * @returns The partition, with no slots.
+   * @throws {KvmPartitionError} `missingCapability` without read-only slots,
+   *   `unsupportedApiVersion`.
+   * @throws {RangeError} for a `maxSlots` that is not a positive integer.
+   * @throws {SyscallError} when `/dev/kvm` cannot be opened or the VM created.
+   */
   static create(options: KvmPartitionOptions = {}): KvmPartition {
-    const system = KvmSystem.open(options.path);
-    let vm: KvmVm | undefined;
-    try {
-      vm = system.createVm();
-      const kvmMax = vm.checkExtension(KvmCap.KVM_CAP_NR_MEMSLOTS);
-      if (vm.checkExtension(KvmCap.KVM_CAP_READONLY_MEM) === 0) {
-        throw new Error("kvm does not support read-only memory slots (KVM_CAP_READONLY_MEM)");
-      }
-      const wanted = options.maxSlots ?? kvmMax;
-      if (!Number.isInteger(wanted) || wanted < 1) {
-        throw new RangeError(`maxSlots must be a positive integer, not ${wanted}`);
-      }
-      return new KvmPartition(system, vm, Math.min(wanted, kvmMax));
-    } catch (err) {
-      vm?.[Symbol.dispose]();
-      system[Symbol.dispose]();
-      throw err;
+    using stack = new DisposableStack();
+    const system = stack.use(KvmSystem.open(options.path));
+    const vm = stack.use(system.createVm());
+    const kvmMax = vm.checkExtension(KvmCap.KVM_CAP_NR_MEMSLOTS);
+    if (vm.checkExtension(KvmCap.KVM_CAP_READONLY_MEM) === 0) {
+      throw new KvmPartitionError({
+        kind: "missingCapability",
+        capability: "KVM_CAP_READONLY_MEM",
+        what: "read-only memory slots",
+      });
     }
+    const wanted = options.maxSlots ?? kvmMax;
+    if (!Number.isInteger(wanted) || wanted < 1) {
+      throw new RangeError(`maxSlots must be a positive integer, not ${wanted}`);
+    }
+    const partition = new KvmPartition(system, vm, Math.min(wanted, kvmMax));
+    stack.move();
+    return partition;
   }
 
-  /** The VM (for callers that create vCPUs or set VM state themselves). */
-  get vm(): KvmVm {
+  /**
+   * The VM, for callers that set VM state themselves (TSS address, irqchip).
+   * Changing memory slots through it bypasses this partition's slot table:
+   * don't.
+   */
+  get unsafeVm(): KvmVm {
     this.#checkOpen();
     return this.#vm;
   }
 
   /** The KVM system fd the VM came from. */
-  get system(): KvmSystem {
+  get unsafeSystem(): KvmSystem {
     this.#checkOpen();
     return this.#system;
   }
@@ -229,33 +175,55 @@ export class KvmPartition implements Partition, Disposable {
   }
 
   /**
-   * vCPU 0 of the VM, created on first use and owned (closed) by the
-   * partition. Used by `prefetchRange` (`KVM_PRE_FAULT_MEMORY` is a vCPU
-   * ioctl) and by guest drivers such as `GuestProbe`.
+   * vCPU `id` of the VM, created on first use and owned (closed) by the
+   * partition. vCPU 0 serves `prefetchRange` (`KVM_PRE_FAULT_MEMORY` is a
+   * vCPU ioctl) and guest drivers such as `GuestProbe`.
+   *
+   * @param id The vCPU id (default 0).
+   * @returns The vCPU, the same object on every call with the same id.
    */
-  vcpu(): KvmVcpu {
+  vcpu(id = 0): KvmVcpu {
     this.#checkOpen();
-    this.#vcpu ??= this.#vm.createVcpu(0);
-    return this.#vcpu;
+    let vcpu = this.#vcpus.get(id);
+    if (vcpu === undefined) {
+      vcpu = this.#vm.createVcpu(id);
+      this.#vcpus.set(id, vcpu);
+    }
+    return vcpu;
   }
 
-  /** The current slots, ordered by guest address. */
+  /**
+   * The current slots.
+   *
+   * @returns One row per slot, ordered by guest address.
+   */
   slots(): KvmSlotInfo[] {
-    return this.#slots.map((s) => ({ ...s }));
+    return this.#slots.toArray().map((s) => this.#info(s));
   }
 
-  /** The slot containing guest address `gpa`, if any. */
+  /**
+   * The slot containing guest address `gpa`.
+   *
+   * @param gpa A guest physical address.
+   * @returns Its slot, or `undefined` where there is none.
+   */
   slotAt(gpa: bigint): KvmSlotInfo | undefined {
-    const index = this.#lowerBound(gpa + 1n) - 1;
-    const s = this.#slots[index];
-    return s !== undefined && gpa < s.gpa + s.size ? { ...s } : undefined;
+    const s = this.#slots.find(gpa);
+    return s === undefined ? undefined : this.#info(s);
   }
 
   /**
    * Maps `[hostAddress, hostAddress + size)` at guest `gpa` as a new slot
-   * (read-only unless `writable`). Throws {@linkcode KvmPartitionError}:
-   * `invalid_range` (empty or not page aligned), `overlap` (an existing slot
-   * intersects), `slots_exhausted`, or `map` with the ioctl's SyscallError.
+   * (read-only unless `writable`).
+   *
+   * @param hostAddress Host address of the first byte.
+   * @param size Bytes, page aligned.
+   * @param gpa Guest physical address, page aligned.
+   * @param writable Whether the guest may write.
+   * @param _executable Accepted, not enforced (KVM slots have no execute bit).
+   * @throws {KvmPartitionError} `invalidRange` (empty or not page aligned),
+   *   `overlap` (an existing slot intersects), `slotsExhausted`, or `map`
+   *   with the ioctl's SyscallError as cause; nothing changes then.
    */
   mapRange(
     hostAddress: bigint,
@@ -273,84 +241,77 @@ export class KvmPartition implements Partition, Disposable {
       size <= 0n || gpa < 0n || (gpa & PAGE_MASK) !== 0n || (size & PAGE_MASK) !== 0n ||
       (hostAddress & PAGE_MASK) !== 0n || end - 1n > LAST_ADDRESS
     ) {
-      throw new KvmPartitionError(
-        "invalid_range",
-        `invalid memory slot ${hex(size)} bytes at ${hex(gpa)} from host ${hex(hostAddress)}`,
-      );
+      throw new KvmPartitionError({ kind: "invalidRange", gpa, size, hostAddress });
     }
-    const index = this.#lowerBound(gpa);
-    const before = this.#slots[index - 1];
-    const after = this.#slots[index];
-    const clash = before !== undefined && before.gpa + before.size > gpa
-      ? before
-      : after !== undefined && after.gpa < end
-      ? after
-      : undefined;
+    const clash = this.#slots.firstOverlapping(gpa, end);
     if (clash !== undefined) {
-      throw new KvmPartitionError(
-        "overlap",
-        `range ${rangeText(gpa, size)} overlaps memory slot ${clash.slot} at ${
-          rangeText(clash.gpa, clash.size)
-        }`,
-      );
+      throw new KvmPartitionError({
+        kind: "overlap",
+        start: gpa,
+        end,
+        slot: clash.slot,
+        slotStart: clash.guestPhysAddr,
+        slotEnd: slotEnd(clash),
+      });
     }
     if (this.#slots.length >= this.#maxSlots) {
-      throw new KvmPartitionError(
-        "slots_exhausted",
-        `no free memory slot: all ${this.#maxSlots} slots are in use`,
-      );
+      throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
     }
-    const number = this.#free.size > 0 ? this.#free.pop() : this.#nextNumber++;
-    const flags = writable ? 0 : KvmMemFlag.KVM_MEM_READONLY;
+    const region: KvmUserspaceMemoryRegion = {
+      slot: this.#free.pop() ?? this.#nextNumber++,
+      flags: writable ? 0 : KvmMemFlag.KVM_MEM_READONLY,
+      guestPhysAddr: gpa,
+      memorySize: size,
+      userspaceAddr: hostAddress,
+    };
     try {
-      this.#vm.setUserMemoryRegion(number, flags, gpa, size, hostAddress);
+      this.#vm.setUserMemoryRegion(region);
     } catch (cause) {
-      this.#free.push(number);
+      this.#free.push(region.slot);
       throw new KvmPartitionError(
-        "map",
-        `failed to create memory slot ${number} at ${rangeText(gpa, size)}`,
-        cause,
+        { kind: "map", slot: region.slot, start: gpa, end },
+        { cause },
       );
     }
-    insertAt(this.#slots, index, {
-      slot: number,
-      gpa,
-      size,
-      hostAddress,
-      readonly: !writable,
-      pinned: false,
-    });
+    this.#slots.insert(region);
   }
 
   /**
    * Deletes every slot inside `[gpa, gpa + size)` (munlocking pinned ones).
-   * A slot only partly inside is a `partial_unmap` error, raised before
-   * anything changes.
+   *
+   * @param gpa Guest physical start.
+   * @param size Bytes.
+   * @throws {KvmPartitionError} `partialUnmap` for a slot only partly inside
+   *   (raised before anything changes), `unmap` when the kernel refuses.
    */
   unmapRange(gpa: bigint, size: bigint): void {
     this.#checkOpen();
     const end = gpa + size;
-    const first = this.#firstIntersecting(gpa);
-    const last = this.#endIntersecting(first, end);
-    for (let i = first; i < last; i++) {
-      const s = this.#slots[i];
-      if (s.gpa < gpa || s.gpa + s.size > end) {
-        throw new KvmPartitionError(
-          "partial_unmap",
-          `cannot unmap ${rangeText(gpa, size)}: memory slot ${s.slot} at ${
-            rangeText(s.gpa, s.size)
-          } is only partly inside`,
-        );
+    const inside = this.#slots.overlapping(gpa, end);
+    for (const s of inside) {
+      if (s.guestPhysAddr < gpa || slotEnd(s) > end) {
+        throw new KvmPartitionError({
+          kind: "partialUnmap",
+          start: gpa,
+          end,
+          slot: s.slot,
+          slotStart: s.guestPhysAddr,
+          slotEnd: slotEnd(s),
+        });
       }
     }
-    for (let i = last - 1; i >= first; i--) this.#deleteAt(i);
+    for (let i = inside.length - 1; i >= 0; i--) this.#delete(inside[i]);
   }
 
   /**
    * Faults in the slots' pages inside `[gpa, gpa + size)`: with
-   * `KVM_PRE_FAULT_MEMORY` (through {@linkcode KvmPartition.vcpu}) where KVM
-   * has it, else by populating the host pages (`MADV_POPULATE_WRITE`, or
-   * `MADV_POPULATE_READ` for read-only slots). Throws `prefetch`.
+   * `KVM_PRE_FAULT_MEMORY` (through vCPU 0) where KVM has it, else by
+   * populating the host pages (`MADV_POPULATE_WRITE`, or
+   * `MADV_POPULATE_READ` for read-only slots).
+   *
+   * @param gpa Guest physical start.
+   * @param size Bytes.
+   * @throws {KvmPartitionError} `prefetch`, with the OS error as cause.
    */
   prefetchRange(gpa: bigint, size: bigint): void {
     this.#checkOpen();
@@ -359,58 +320,60 @@ export class KvmPartition implements Partition, Disposable {
         if (this.#preFault) {
           this.vcpu().preFaultMemory(start, len);
         } else {
-          const advice = s.readonly ? Madv.MADV_POPULATE_READ : Madv.MADV_POPULATE_WRITE;
-          madvise(s.hostAddress + (start - s.gpa), len, advice);
+          const readonly = (s.flags & KvmMemFlag.KVM_MEM_READONLY) !== 0;
+          const advice = readonly ? Madv.MADV_POPULATE_READ : Madv.MADV_POPULATE_WRITE;
+          madvise(s.userspaceAddr + (start - s.guestPhysAddr), len, advice);
         }
       } catch (cause) {
         throw new KvmPartitionError(
-          "prefetch",
-          `failed to prefetch ${rangeText(start, len)} of memory slot ${s.slot}`,
-          cause,
+          { kind: "prefetch", slot: s.slot, start, end: start + len },
+          { cause },
         );
       }
     }
   }
 
-  /** Locks (`mlock`) the host pages of the slots inside `[gpa, gpa + size)`. Throws `pin`. */
+  /**
+   * Locks (`mlock`) the host pages of the slots inside `[gpa, gpa + size)`.
+   *
+   * @param gpa Guest physical start.
+   * @param size Bytes.
+   * @throws {KvmPartitionError} `pin`, with the OS error as cause.
+   */
   pinRange(gpa: bigint, size: bigint): void {
     this.#checkOpen();
     for (const [s, start, len] of this.#pieces(gpa, size)) {
       try {
-        mlock(s.hostAddress + (start - s.gpa), len);
+        mlock(s.userspaceAddr + (start - s.guestPhysAddr), len);
       } catch (cause) {
         throw new KvmPartitionError(
-          "pin",
-          `failed to pin ${rangeText(start, len)} of memory slot ${s.slot}`,
-          cause,
+          { kind: "pin", slot: s.slot, start, end: start + len },
+          { cause },
         );
       }
-      s.pinned = true;
+      this.#pinned.add(s.slot);
     }
   }
 
-  /** Deletes all slots, closes the vCPU, the VM and `/dev/kvm`; idempotent. */
+  /** Deletes all slots, closes the vCPUs, the VM and `/dev/kvm`; idempotent. */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
     const errors: unknown[] = [];
-    for (let i = this.#slots.length - 1; i >= 0; i--) {
+    const slots = this.#slots.toArray();
+    for (let i = slots.length - 1; i >= 0; i--) {
       try {
-        this.#deleteAt(i);
+        this.#delete(slots[i]);
       } catch (err) {
         errors.push(err);
-        this.#slots.splice(i, 1);
       }
     }
-    for (
-      const close of [
-        () => this.#vcpu?.[Symbol.dispose](),
-        () => this.#vm[Symbol.dispose](),
-        () => this.#system[Symbol.dispose](),
-      ]
-    ) {
+    this.#slots.clear();
+    const closers: Disposable[] = [...this.#vcpus.values(), this.#vm, this.#system];
+    this.#vcpus.clear();
+    for (const closer of closers) {
       try {
-        close();
+        closer[Symbol.dispose]();
       } catch (err) {
         errors.push(err);
       }
@@ -420,65 +383,50 @@ export class KvmPartition implements Partition, Disposable {
   }
 
   #checkOpen(): void {
-    if (this.#disposed) throw new Error("kvm partition is already disposed");
+    if (this.#disposed) throw new DisposedError({ object: "kvm partition" });
   }
 
-  /** Index of the first slot with `gpa >= address`. */
-  #lowerBound(address: bigint): number {
-    let lo = 0;
-    let hi = this.#slots.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.#slots[mid].gpa < address) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  /** Index of the first slot that ends above `start`. */
-  #firstIntersecting(start: bigint): number {
-    const first = this.#lowerBound(start);
-    const previous = this.#slots[first - 1];
-    return previous !== undefined && previous.gpa + previous.size > start ? first - 1 : first;
-  }
-
-  /** One past the last slot from `first` on that begins below `end`. */
-  #endIntersecting(first: number, end: bigint): number {
-    let last = first;
-    while (last < this.#slots.length && this.#slots[last].gpa < end) last++;
-    return last;
+  #info(s: KvmUserspaceMemoryRegion): KvmSlotInfo {
+    return {
+      slot: s.slot,
+      gpa: s.guestPhysAddr,
+      size: s.memorySize,
+      hostAddress: s.userspaceAddr,
+      readonly: (s.flags & KvmMemFlag.KVM_MEM_READONLY) !== 0,
+      pinned: this.#pinned.has(s.slot),
+    };
   }
 
   /** The parts of `[gpa, gpa + size)` covered by slots: `[slot, start, length]`. */
-  #pieces(gpa: bigint, size: bigint): [Slot, bigint, bigint][] {
-    const range = { start: gpa, end: gpa + size };
-    const first = this.#firstIntersecting(range.start);
-    const last = this.#endIntersecting(first, range.end);
-    return this.#slots.slice(first, last).map((s) => {
-      const start = s.gpa > range.start ? s.gpa : range.start;
-      const end = s.gpa + s.size < range.end ? s.gpa + s.size : range.end;
-      return [s, start, end - start];
+  #pieces(gpa: bigint, size: bigint): [KvmUserspaceMemoryRegion, bigint, bigint][] {
+    const end = gpa + size;
+    return this.#slots.overlapping(gpa, end).map((s) => {
+      const start = s.guestPhysAddr > gpa ? s.guestPhysAddr : gpa;
+      const stop = slotEnd(s) < end ? slotEnd(s) : end;
+      return [s, start, stop - start];
     });
   }
 
-  #deleteAt(index: number): void {
-    const s = this.#slots[index];
+  /** Deletes slot `s` in the kernel, then from the table (the same record with size 0). */
+  #delete(s: KvmUserspaceMemoryRegion): void {
     try {
-      this.#vm.setUserMemoryRegion(s.slot, 0, s.gpa, 0n, 0n);
+      this.#vm.setUserMemoryRegion({ ...s, memorySize: 0n });
     } catch (cause) {
       throw new KvmPartitionError(
-        "unmap",
-        `failed to delete memory slot ${s.slot} at ${rangeText(s.gpa, s.size)}`,
-        cause,
+        { kind: "unmap", slot: s.slot, start: s.guestPhysAddr, end: slotEnd(s) },
+        { cause },
       );
     }
-    removeAt(this.#slots, index);
+    this.#slots.remove(s);
     this.#free.push(s.slot);
-    if (s.pinned) {
+    if (this.#pinned.delete(s.slot)) {
       try {
-        munlock(s.hostAddress, s.size);
+        munlock(s.userspaceAddr, s.memorySize);
       } catch (cause) {
-        warn(`failed to unpin ${new MemoryRange(s.gpa, s.gpa + s.size)} after unmapping it`, cause);
+        warn(
+          `failed to unpin ${new MemoryRange(s.guestPhysAddr, slotEnd(s))} after unmapping it`,
+          cause,
+        );
       }
     }
   }

@@ -1,43 +1,102 @@
-/**
- * What went wrong in a `KvmPartition` call.
- *
- * @example
- * ```ts
- * import type { KvmPartitionErrorKind } from "./kvm_partition_error.ts";
- * const kind: KvmPartitionErrorKind = "partial_unmap";
- * console.log(kind);
- * ```
- */
-export type KvmPartitionErrorKind =
-  | "slots_exhausted"
-  | "partial_unmap"
-  | "overlap"
-  | "invalid_range"
-  | "map"
-  | "unmap"
-  | "prefetch"
-  | "pin";
+import { hex } from "../layout/_hex.ts";
 
 /**
- * A KVM partition operation failed; `kind` says which rule or step, and an
- * OS failure (a SyscallError such as `ioctl(KVM_SET_USER_MEMORY_REGION)`)
- * is the `cause`.
+ * A KVM partition operation failed, or KVM lacks something the partition
+ * needs. `kind` says which rule or step (`detail` holds the values the
+ * message shows); an OS failure (a SyscallError such as
+ * `ioctl(KVM_SET_USER_MEMORY_REGION)`) is the `cause`.
+ *
+ * Messages:
+ * - `invalidRange`: `invalid memory slot {size} bytes at {gpa} from host {hostAddress}`
+ * - `overlap`: `range {range} overlaps memory slot {slot} at {slotRange}`
+ * - `slotsExhausted`: `no free memory slot: all {maxSlots} slots are in use`
+ * - `partialUnmap`: `cannot unmap {range}: memory slot {slot} at {slotRange} is only partly inside`
+ * - `map`, `unmap`: `failed to create memory slot {slot} at {range}`, `failed to delete memory slot {slot} at {range}`
+ * - `prefetch`, `pin`: `failed to prefetch {range} of memory slot {slot}`, `failed to pin ...`
+ * - `missingCapability`: `kvm does not support {what} ({capability})`
+ * - `unsupportedApiVersion`: `unsupported kvm api version {version} (expected 12)`
  *
  * @example
  * ```ts
  * import { KvmPartitionError } from "./kvm_partition_error.ts";
- * const err = new KvmPartitionError("slots_exhausted", "no free memory slot: all 32764 slots are in use");
- * console.log(err.kind, err.message);
+ * const err = new KvmPartitionError({ kind: "slotsExhausted", maxSlots: 32764 });
+ * console.log(err.kind, err.message); // slotsExhausted no free memory slot: all 32764 slots are in use
  * ```
  */
 export class KvmPartitionError extends Error {
   /** The failed rule or step. */
-  readonly kind: KvmPartitionErrorKind;
+  readonly kind: KvmPartitionError["detail"]["kind"];
+  /** The case, with the values its message shows (ranges as `[start, end)` guest addresses). */
+  readonly detail:
+    | {
+      readonly kind: "invalidRange";
+      readonly gpa: bigint;
+      readonly size: bigint;
+      readonly hostAddress: bigint;
+    }
+    | {
+      readonly kind: "overlap" | "partialUnmap";
+      readonly start: bigint;
+      readonly end: bigint;
+      readonly slot: number;
+      readonly slotStart: bigint;
+      readonly slotEnd: bigint;
+    }
+    | { readonly kind: "slotsExhausted"; readonly maxSlots: number }
+    | {
+      readonly kind: "map" | "unmap" | "prefetch" | "pin";
+      readonly slot: number;
+      readonly start: bigint;
+      readonly end: bigint;
+    }
+    | { readonly kind: "missingCapability"; readonly capability: string; readonly what: string }
+    | { readonly kind: "unsupportedApiVersion"; readonly version: number };
 
-  /** Creates the error of `kind` with `message`, optionally caused by `cause`. */
-  constructor(kind: KvmPartitionErrorKind, message: string, cause?: unknown) {
-    super(message, cause === undefined ? undefined : { cause });
+  /**
+   * Creates the error for `detail`.
+   *
+   * @param detail The case and its values.
+   * @param options `cause`: the OS error, where one failed.
+   */
+  constructor(detail: KvmPartitionError["detail"], options?: ErrorOptions) {
+    super(describe(detail), options);
     this.name = "KvmPartitionError";
-    this.kind = kind;
+    this.kind = detail.kind;
+    this.detail = detail;
+  }
+}
+
+function span(start: bigint, end: bigint): string {
+  return `${hex(start)}-${hex(end)}`;
+}
+
+function describe(d: KvmPartitionError["detail"]): string {
+  switch (d.kind) {
+    case "invalidRange":
+      return `invalid memory slot ${hex(d.size)} bytes at ${hex(d.gpa)} from host ${
+        hex(d.hostAddress)
+      }`;
+    case "overlap":
+      return `range ${span(d.start, d.end)} overlaps memory slot ${d.slot} at ${
+        span(d.slotStart, d.slotEnd)
+      }`;
+    case "partialUnmap":
+      return `cannot unmap ${span(d.start, d.end)}: memory slot ${d.slot} at ${
+        span(d.slotStart, d.slotEnd)
+      } is only partly inside`;
+    case "slotsExhausted":
+      return `no free memory slot: all ${d.maxSlots} slots are in use`;
+    case "map":
+      return `failed to create memory slot ${d.slot} at ${span(d.start, d.end)}`;
+    case "unmap":
+      return `failed to delete memory slot ${d.slot} at ${span(d.start, d.end)}`;
+    case "prefetch":
+      return `failed to prefetch ${span(d.start, d.end)} of memory slot ${d.slot}`;
+    case "pin":
+      return `failed to pin ${span(d.start, d.end)} of memory slot ${d.slot}`;
+    case "missingCapability":
+      return `kvm does not support ${d.what} (${d.capability})`;
+    case "unsupportedApiVersion":
+      return `unsupported kvm api version ${d.version} (expected 12)`;
   }
 }

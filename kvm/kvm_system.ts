@@ -1,10 +1,9 @@
 import { Fcntl } from "../ffi/_constants.ts";
-import { Errno } from "../ffi/_errno.ts";
-import { KVM_API_VERSION, KvmIoctl } from "./kvm_constants.ts";
-import { KvmVm } from "./kvm_vm.ts";
-import { libc } from "../ffi/_libc.ts";
+import { ioctlValue } from "../ffi/_ioctl.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
-import { check, lastError } from "../ffi/syscall_error.ts";
+import { KVM_API_VERSION, KvmIoctl } from "./kvm_constants.ts";
+import { KvmPartitionError } from "./kvm_partition_error.ts";
+import { type KvmVm, openVm } from "./kvm_vm.ts";
 
 /**
  * The KVM system fd (`/dev/kvm`): one method per system ioctl. Every failure
@@ -28,14 +27,18 @@ export class KvmSystem implements Disposable {
 
   /**
    * Opens `path` (default `/dev/kvm`) read-write and checks that the API
-   * version is 12.
+   * version is 12 (else {@linkcode KvmPartitionError} `unsupportedApiVersion`).
+   *
+   * @param path The KVM device.
+   * @returns The open system fd.
+   * @throws {SyscallError} `open` when the device cannot be opened.
    */
   static open(path = "/dev/kvm"): KvmSystem {
     const system = new KvmSystem(OwnedFd.open(path, Fcntl.O_RDWR));
     try {
       const version = system.apiVersion();
       if (version !== KVM_API_VERSION) {
-        throw new Error(`unsupported kvm api version ${version} (expected ${KVM_API_VERSION})`);
+        throw new KvmPartitionError({ kind: "unsupportedApiVersion", version });
       }
     } catch (err) {
       system[Symbol.dispose]();
@@ -44,47 +47,53 @@ export class KvmSystem implements Disposable {
     return system;
   }
 
-  /** The raw descriptor. */
-  get fd(): number {
+  /** The raw descriptor (the object keeps owning it). */
+  get unsafeFd(): number {
     return this.#fd.fd;
   }
 
-  /** `KVM_GET_API_VERSION`: the KVM API version (always 12). */
+  /**
+   * `KVM_GET_API_VERSION`.
+   *
+   * @returns The KVM API version (always 12).
+   */
   apiVersion(): number {
-    return check(
-      "ioctl(KVM_GET_API_VERSION)",
-      libc().ioctl_int(this.fd, KvmIoctl.KVM_GET_API_VERSION, 0n),
-    );
+    return ioctlValue("KVM_GET_API_VERSION", this.unsafeFd, KvmIoctl.KVM_GET_API_VERSION, 0n);
   }
 
-  /** `KVM_CHECK_EXTENSION` on the system fd: a capability's value, 0 when absent. */
+  /**
+   * `KVM_CHECK_EXTENSION` on the system fd.
+   *
+   * @param cap A {@linkcode KvmCap} value.
+   * @returns The capability's value, 0 when absent.
+   */
   checkExtension(cap: number): number {
-    return check(
-      "ioctl(KVM_CHECK_EXTENSION)",
-      libc().ioctl_int(this.fd, KvmIoctl.KVM_CHECK_EXTENSION, BigInt(cap)),
-    );
-  }
-
-  /** `KVM_GET_VCPU_MMAP_SIZE`: the size of each vCPU's `kvm_run` mapping. */
-  vcpuMmapSize(): number {
-    return check(
-      "ioctl(KVM_GET_VCPU_MMAP_SIZE)",
-      libc().ioctl_int(this.fd, KvmIoctl.KVM_GET_VCPU_MMAP_SIZE, 0n),
+    return ioctlValue(
+      "KVM_CHECK_EXTENSION",
+      this.unsafeFd,
+      KvmIoctl.KVM_CHECK_EXTENSION,
+      BigInt(cap),
     );
   }
 
   /**
-   * `KVM_CREATE_VM` (default machine type 0): a new, empty VM. Retried while
-   * it fails with `EINTR` (a signal such as a profiler's SIGPROF arrived
-   * during the call).
+   * `KVM_GET_VCPU_MMAP_SIZE`.
+   *
+   * @returns The size of each vCPU's `kvm_run` mapping.
+   */
+  vcpuMmapSize(): number {
+    return ioctlValue("KVM_GET_VCPU_MMAP_SIZE", this.unsafeFd, KvmIoctl.KVM_GET_VCPU_MMAP_SIZE, 0n);
+  }
+
+  /**
+   * `KVM_CREATE_VM` (default machine type 0), retried while it fails with
+   * `EINTR` (a signal such as a profiler's SIGPROF arrived during the call).
+   *
+   * @returns A new, empty VM.
    */
   createVm(): KvmVm {
-    for (;;) {
-      const fd = libc().ioctl_int(this.fd, KvmIoctl.KVM_CREATE_VM, 0n);
-      if (fd >= 0) return new KvmVm(new OwnedFd(fd), this.vcpuMmapSize());
-      const error = lastError("ioctl(KVM_CREATE_VM)");
-      if (error.errno !== Errno.EINTR) throw error;
-    }
+    const fd = ioctlValue("KVM_CREATE_VM", this.unsafeFd, KvmIoctl.KVM_CREATE_VM, 0n, "retry");
+    return openVm(new OwnedFd(fd), this.vcpuMmapSize());
   }
 
   /** Closes `/dev/kvm` (VMs created from it stay valid). */

@@ -1,4 +1,9 @@
 import { Mman } from "../ffi/_constants.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { ioctlStruct, ioctlValue } from "../ffi/_ioctl.ts";
+import type { OwnedFd } from "../ffi/_owned_fd.ts";
+import { SyscallError } from "../ffi/syscall_error.ts";
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import {
   KvmExit,
   KvmIoctl,
@@ -7,11 +12,13 @@ import {
   PreFaultMemoryLayout,
 } from "./kvm_constants.ts";
 import { KvmRegs, KvmSregs } from "./kvm_regs.ts";
-import { hostBytes } from "../ffi/_host_memory.ts";
-import { libc } from "../ffi/_libc.ts";
-import { mmap, munmap } from "../ffi/_mman.ts";
-import type { OwnedFd } from "../ffi/_owned_fd.ts";
-import { check, lastError, SyscallError } from "../ffi/syscall_error.ts";
+
+let construct: (fd: OwnedFd, mmapSize: number) => KvmVcpu;
+
+/** Wraps a vCPU fd and maps its `kvm_run` (for `KvmVm.createVcpu`). */
+export function openVcpu(fd: OwnedFd, mmapSize: number): KvmVcpu {
+  return construct(fd, mmapSize);
+}
 
 /**
  * The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`.
@@ -68,26 +75,25 @@ export interface KvmMemoryFaultExit {
  */
 export class KvmVcpu implements Disposable {
   readonly #fd: OwnedFd;
-  #runAddress: bigint;
-  readonly #runSize: bigint;
+  readonly #runArea: HostMapping;
   readonly #run: DataView;
   readonly #runBytes: Uint8Array;
   readonly #preFault = new Uint8Array(KvmStructSize.preFaultMemory);
   readonly #preFaultView = new DataView(this.#preFault.buffer);
 
-  /** Takes ownership of a vCPU fd and maps its `kvm_run` (`mmapSize` bytes). */
-  constructor(fd: OwnedFd, mmapSize: number) {
-    this.#runSize = BigInt(mmapSize);
-    this.#runAddress = mmap(
-      0n,
-      this.#runSize,
-      Mman.PROT_READ | Mman.PROT_WRITE,
-      Mman.MAP_SHARED,
+  static {
+    construct = (fd, mmapSize) => new KvmVcpu(fd, mmapSize);
+  }
+
+  private constructor(fd: OwnedFd, mmapSize: number) {
+    this.#runArea = HostMapping.shared(
       fd.fd,
       0n,
+      BigInt(mmapSize),
+      Mman.PROT_READ | Mman.PROT_WRITE,
     );
     this.#fd = fd;
-    this.#runBytes = hostBytes(this.#runAddress, this.#runSize);
+    this.#runBytes = this.#runArea.bytes();
     this.#run = new DataView(
       this.#runBytes.buffer,
       this.#runBytes.byteOffset,
@@ -95,13 +101,13 @@ export class KvmVcpu implements Disposable {
     );
   }
 
-  /** The raw descriptor. */
-  get fd(): number {
+  /** The raw descriptor (the object keeps owning it). */
+  get unsafeFd(): number {
     return this.#fd.fd;
   }
 
   #live(): DataView {
-    if (this.#runAddress === 0n) throw new Error("vcpu is already closed");
+    if (!this.#runArea.isMapped) throw new DisposedError({ object: "kvm vcpu" });
     return this.#run;
   }
 
@@ -115,7 +121,7 @@ export class KvmVcpu implements Disposable {
   run(): number {
     const run = this.#live();
     run.setUint32(KvmRunLayout.exitReason, KvmExit.KVM_EXIT_UNKNOWN, true);
-    check("ioctl(KVM_RUN)", libc().ioctl_int(this.fd, KvmIoctl.KVM_RUN, 0n));
+    ioctlValue("KVM_RUN", this.unsafeFd, KvmIoctl.KVM_RUN, 0n);
     return run.getUint32(KvmRunLayout.exitReason, true);
   }
 
@@ -182,25 +188,25 @@ export class KvmVcpu implements Disposable {
   /** `KVM_GET_REGS`. */
   getRegs(): KvmRegs {
     const regs = new KvmRegs();
-    check("ioctl(KVM_GET_REGS)", libc().ioctl(this.fd, KvmIoctl.KVM_GET_REGS, regs.buffer));
+    ioctlStruct("KVM_GET_REGS", this.unsafeFd, KvmIoctl.KVM_GET_REGS, regs.buffer);
     return regs;
   }
 
   /** `KVM_SET_REGS`. */
   setRegs(regs: KvmRegs): void {
-    check("ioctl(KVM_SET_REGS)", libc().ioctl(this.fd, KvmIoctl.KVM_SET_REGS, regs.buffer));
+    ioctlStruct("KVM_SET_REGS", this.unsafeFd, KvmIoctl.KVM_SET_REGS, regs.buffer);
   }
 
   /** `KVM_GET_SREGS`. */
   getSregs(): KvmSregs {
     const sregs = new KvmSregs();
-    check("ioctl(KVM_GET_SREGS)", libc().ioctl(this.fd, KvmIoctl.KVM_GET_SREGS, sregs.buffer));
+    ioctlStruct("KVM_GET_SREGS", this.unsafeFd, KvmIoctl.KVM_GET_SREGS, sregs.buffer);
     return sregs;
   }
 
   /** `KVM_SET_SREGS`. */
   setSregs(sregs: KvmSregs): void {
-    check("ioctl(KVM_SET_SREGS)", libc().ioctl(this.fd, KvmIoctl.KVM_SET_SREGS, sregs.buffer));
+    ioctlStruct("KVM_SET_SREGS", this.unsafeFd, KvmIoctl.KVM_SET_SREGS, sregs.buffer);
   }
 
   /**
@@ -216,10 +222,16 @@ export class KvmVcpu implements Disposable {
     v.setBigUint64(PreFaultMemoryLayout.gpa, gpa, true);
     v.setBigUint64(PreFaultMemoryLayout.size, size, true);
     while (v.getBigUint64(PreFaultMemoryLayout.size, true) > 0n) {
-      const result = libc().ioctl(this.fd, KvmIoctl.KVM_PRE_FAULT_MEMORY, this.#preFault);
-      if (result === -1) {
-        const err = lastError("ioctl(KVM_PRE_FAULT_MEMORY)");
-        if (err.code === "EINTR" || err.code === "EAGAIN") continue;
+      try {
+        ioctlStruct(
+          "KVM_PRE_FAULT_MEMORY",
+          this.unsafeFd,
+          KvmIoctl.KVM_PRE_FAULT_MEMORY,
+          this.#preFault,
+          "retry",
+        );
+      } catch (err) {
+        if (err instanceof SyscallError && err.code === "EAGAIN") continue;
         throw err;
       }
     }
@@ -227,11 +239,7 @@ export class KvmVcpu implements Disposable {
 
   /** Unmaps `kvm_run` and closes the vCPU fd; idempotent. */
   [Symbol.dispose](): void {
-    if (this.#runAddress !== 0n) {
-      const address = this.#runAddress;
-      this.#runAddress = 0n;
-      munmap(address, this.#runSize);
-    }
+    this.#runArea.unmap();
     this.#fd.close();
   }
 }

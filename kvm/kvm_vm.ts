@@ -1,8 +1,40 @@
-import { KvmIoctl, KvmStructSize, UserspaceMemoryRegionLayout } from "./kvm_constants.ts";
-import { KvmVcpu } from "./kvm_vcpu.ts";
-import { libc } from "../ffi/_libc.ts";
+import { ioctlStruct, ioctlValue } from "../ffi/_ioctl.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
-import { check } from "../ffi/syscall_error.ts";
+import { KvmIoctl, KvmStructSize, UserspaceMemoryRegionLayout } from "./kvm_constants.ts";
+import { type KvmVcpu, openVcpu } from "./kvm_vcpu.ts";
+
+/**
+ * `struct kvm_userspace_memory_region` (`include/uapi/linux/kvm.h`): one KVM
+ * memory slot. The same record with `memorySize` 0 deletes the slot.
+ *
+ * @example
+ * ```ts
+ * import type { KvmUserspaceMemoryRegion } from "./kvm_vm.ts";
+ * const slot: KvmUserspaceMemoryRegion = {
+ *   slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspaceAddr: 0x7f0000000000n,
+ * };
+ * console.log(slot.memorySize); // 4096n
+ * ```
+ */
+export interface KvmUserspaceMemoryRegion {
+  /** `__u32 slot`: the slot number. */
+  readonly slot: number;
+  /** `__u32 flags`: `KVM_MEM_*` bits ({@linkcode KvmMemFlag}). */
+  readonly flags: number;
+  /** `__u64 guest_phys_addr`. */
+  readonly guestPhysAddr: bigint;
+  /** `__u64 memory_size`, in bytes (0 deletes the slot). */
+  readonly memorySize: bigint;
+  /** `__u64 userspace_addr`: the host address backing `guestPhysAddr`. */
+  readonly userspaceAddr: bigint;
+}
+
+let construct: (fd: OwnedFd, vcpuMmapSize: number) => KvmVm;
+
+/** Wraps a VM fd (for `KvmSystem.createVm`). */
+export function openVm(fd: OwnedFd, vcpuMmapSize: number): KvmVm {
+  return construct(fd, vcpuMmapSize);
+}
 
 /**
  * A KVM VM fd: one method per VM ioctl. Every failure throws a
@@ -14,7 +46,7 @@ import { check } from "../ffi/syscall_error.ts";
  * import { KvmSystem } from "./kvm_system.ts";
  * using kvm = KvmSystem.open();
  * using vm = kvm.createVm();
- * vm.setUserMemoryRegion(0, 0, 0n, 4096n, hostAddress);
+ * vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 4096n, userspaceAddr });
  * using vcpu = vm.createVcpu(0);
  * ```
  */
@@ -24,71 +56,87 @@ export class KvmVm implements Disposable {
   readonly #region = new Uint8Array(KvmStructSize.userspaceMemoryRegion);
   readonly #regionView = new DataView(this.#region.buffer);
 
-  /** Takes ownership of a VM fd; `vcpuMmapSize` is `KVM_GET_VCPU_MMAP_SIZE`. */
-  constructor(fd: OwnedFd, vcpuMmapSize: number) {
+  static {
+    construct = (fd, vcpuMmapSize) => new KvmVm(fd, vcpuMmapSize);
+  }
+
+  private constructor(fd: OwnedFd, vcpuMmapSize: number) {
     this.#fd = fd;
     this.#vcpuMmapSize = vcpuMmapSize;
   }
 
-  /** The raw descriptor. */
-  get fd(): number {
+  /** The raw descriptor (the object keeps owning it). */
+  get unsafeFd(): number {
     return this.#fd.fd;
   }
 
   /**
    * A second handle on the same VM (`fcntl(F_DUPFD_CLOEXEC)`): the VM lives
    * until every handle and vCPU fd is closed.
+   *
+   * @returns The new handle, owned by the caller.
    */
   tryClone(): KvmVm {
     return new KvmVm(this.#fd.duplicate(), this.#vcpuMmapSize);
   }
 
-  /** `KVM_CHECK_EXTENSION` on the VM fd: a capability's value for this VM, 0 when absent. */
+  /**
+   * `KVM_CHECK_EXTENSION` on the VM fd.
+   *
+   * @param cap A {@linkcode KvmCap} value.
+   * @returns The capability's value for this VM, 0 when absent.
+   */
   checkExtension(cap: number): number {
-    return check(
-      "ioctl(KVM_CHECK_EXTENSION)",
-      libc().ioctl_int(this.fd, KvmIoctl.KVM_CHECK_EXTENSION, BigInt(cap)),
+    return ioctlValue(
+      "KVM_CHECK_EXTENSION",
+      this.unsafeFd,
+      KvmIoctl.KVM_CHECK_EXTENSION,
+      BigInt(cap),
     );
   }
 
   /**
-   * `KVM_SET_USER_MEMORY_REGION`: creates, moves, changes or (with `size`
-   * 0) deletes memory slot `slot`, backed by the host range at `hostAddress`.
+   * `KVM_SET_USER_MEMORY_REGION`: creates, moves, changes or (with
+   * `memorySize` 0) deletes a memory slot.
+   *
+   * @param region The slot, shaped like the kernel's struct.
    */
-  setUserMemoryRegion(
-    slot: number,
-    flags: number,
-    gpa: bigint,
-    size: bigint,
-    hostAddress: bigint,
-  ): void {
+  setUserMemoryRegion(region: KvmUserspaceMemoryRegion): void {
     const v = this.#regionView;
-    v.setUint32(UserspaceMemoryRegionLayout.slot, slot, true);
-    v.setUint32(UserspaceMemoryRegionLayout.flags, flags, true);
-    v.setBigUint64(UserspaceMemoryRegionLayout.guestPhysAddr, gpa, true);
-    v.setBigUint64(UserspaceMemoryRegionLayout.memorySize, size, true);
-    v.setBigUint64(UserspaceMemoryRegionLayout.userspaceAddr, hostAddress, true);
-    check(
-      "ioctl(KVM_SET_USER_MEMORY_REGION)",
-      libc().ioctl(this.fd, KvmIoctl.KVM_SET_USER_MEMORY_REGION, this.#region),
+    v.setUint32(UserspaceMemoryRegionLayout.slot, region.slot, true);
+    v.setUint32(UserspaceMemoryRegionLayout.flags, region.flags, true);
+    v.setBigUint64(UserspaceMemoryRegionLayout.guestPhysAddr, region.guestPhysAddr, true);
+    v.setBigUint64(UserspaceMemoryRegionLayout.memorySize, region.memorySize, true);
+    v.setBigUint64(UserspaceMemoryRegionLayout.userspaceAddr, region.userspaceAddr, true);
+    ioctlStruct(
+      "KVM_SET_USER_MEMORY_REGION",
+      this.unsafeFd,
+      KvmIoctl.KVM_SET_USER_MEMORY_REGION,
+      this.#region,
     );
   }
 
-  /** `KVM_SET_TSS_ADDR` (x86): where the 3-page real-mode TSS lives in guest physical memory. */
+  /**
+   * `KVM_SET_TSS_ADDR` (x86): where the 3-page real-mode TSS lives.
+   *
+   * @param address A guest physical address.
+   */
   setTssAddr(address: bigint): void {
-    check("ioctl(KVM_SET_TSS_ADDR)", libc().ioctl_int(this.fd, KvmIoctl.KVM_SET_TSS_ADDR, address));
+    ioctlValue("KVM_SET_TSS_ADDR", this.unsafeFd, KvmIoctl.KVM_SET_TSS_ADDR, address);
   }
 
-  /** `KVM_CREATE_VCPU`: vCPU `id`, with its `kvm_run` structure mapped. */
+  /**
+   * `KVM_CREATE_VCPU`.
+   *
+   * @param id The vCPU id (0 for the boot processor).
+   * @returns vCPU `id`, with its `kvm_run` structure mapped.
+   */
   createVcpu(id: number): KvmVcpu {
     const fd = new OwnedFd(
-      check(
-        "ioctl(KVM_CREATE_VCPU)",
-        libc().ioctl_int(this.fd, KvmIoctl.KVM_CREATE_VCPU, BigInt(id)),
-      ),
+      ioctlValue("KVM_CREATE_VCPU", this.unsafeFd, KvmIoctl.KVM_CREATE_VCPU, BigInt(id)),
     );
     try {
-      return new KvmVcpu(fd, this.#vcpuMmapSize);
+      return openVcpu(fd, this.#vcpuMmapSize);
     } catch (err) {
       fd.close();
       throw err;

@@ -13,7 +13,7 @@
  * console.log(kind);
  * ```
  */
-export type MemoryLayoutErrorKind = "badSize" | "badRanges" | "vtl2BelowRam";
+export type MemoryLayoutErrorKind = MemoryLayoutError["kind"];
 
 const MESSAGES: Readonly<Record<MemoryLayoutErrorKind, string>> = {
   badSize: "invalid memory size",
@@ -24,7 +24,7 @@ const MESSAGES: Readonly<Record<MemoryLayoutErrorKind, string>> = {
 /**
  * A guest physical memory layout could not be built. The message is one of
  * `invalid memory size`, `invalid memory or MMIO ranges` or
- * `vtl2 range is below end of ram`, chosen by {@linkcode MemoryLayoutErrorKind}.
+ * `vtl2 range is below end of ram`, chosen by `kind`.
  *
  * @example
  * ```ts
@@ -35,10 +35,10 @@ const MESSAGES: Readonly<Record<MemoryLayoutErrorKind, string>> = {
  */
 export class MemoryLayoutError extends Error {
   /** The broken rule. */
-  readonly kind: MemoryLayoutErrorKind;
+  readonly kind: "badSize" | "badRanges" | "vtl2BelowRam";
 
   /** Creates the error for `kind`, with its fixed message. */
-  constructor(kind: MemoryLayoutErrorKind) {
+  constructor(kind: MemoryLayoutError["kind"]) {
     super(MESSAGES[kind]);
     this.name = "MemoryLayoutError";
     this.kind = kind;

@@ -22,9 +22,9 @@ export const GUEST_RAM_NAME = "guest-ram";
 /** The seals put on guest RAM once it has its size. */
 export const GUEST_RAM_SEALS: number = Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_SEAL;
 
-/** Runs `steps` on a new memfd; closes it and rethrows if any step throws. */
-function newMemfd(flags: number, steps: (fd: OwnedFd) => void): OwnedFd {
-  const fd = OwnedFd.memfd(GUEST_RAM_NAME, flags);
+/** Runs `steps` on a new memfd named `name`; closes it and rethrows if any step throws. */
+export function newMemfd(name: string, flags: number, steps: (fd: OwnedFd) => void): OwnedFd {
+  const fd = OwnedFd.memfd(name, flags);
   try {
     steps(fd);
     return fd;
@@ -40,7 +40,7 @@ function newMemfd(flags: number, steps: (fd: OwnedFd) => void): OwnedFd {
  */
 export function allocateSharedRam(size: bigint): OwnedFd {
   try {
-    return newMemfd(Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING, (fd) => {
+    return newMemfd(GUEST_RAM_NAME, Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING, (fd) => {
       fd.truncate(size);
       fd.addSeals(GUEST_RAM_SEALS);
     });
@@ -65,7 +65,7 @@ export function allocateSharedRam(size: bigint): OwnedFd {
 export function allocateHugetlbRam(size: bigint, hugepageSize: bigint): OwnedFd {
   const flags = Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING | hugetlbMemfdFlags(hugepageSize);
   try {
-    return newMemfd(flags, (fd) => {
+    return newMemfd(GUEST_RAM_NAME, flags, (fd) => {
       fd.truncate(size);
       HostMapping.shared(fd.fd, 0n, size, Mman.PROT_NONE).unmap();
       fd.allocate(0, 0n, size);

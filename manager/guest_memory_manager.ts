@@ -1,19 +1,26 @@
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import type { OwnedFd } from "../ffi/_owned_fd.ts";
-import { GuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
+import { hex } from "../layout/_hex.ts";
+import type { GuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { VaMapper } from "../mapping/_va_mapper.ts";
 import type { Partition } from "../partition/partition.ts";
 import { PartitionMapper } from "../partition/_partition_mapper.ts";
 import { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
-import { DeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
-import { DmaMapperClient } from "../regions/dma_mapper_client.ts";
-import { RamVisibilityControl } from "../regions/ram_visibility_control.ts";
+import type { DeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
+import type { DmaMapperClient } from "../regions/dma_mapper_client.ts";
+import type { RamVisibilityControl } from "../regions/ram_visibility_control.ts";
 import type { RegionHandle } from "../regions/_region_handle.ts";
 import type { RegionManager } from "../regions/_region_manager.ts";
 import { PartitionAttachError } from "./partition_attach_error.ts";
-import { PartitionAttachment } from "./partition_attachment.ts";
-import { SharedMemoryBacking } from "./shared_memory_backing.ts";
+import type { PartitionAttachment } from "./partition_attachment.ts";
+import { adoptBacking, type SharedMemoryBacking } from "./shared_memory_backing.ts";
 import { Vtl } from "./vtl.ts";
+import { newDeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
+import { newDmaMapperClient } from "../regions/dma_mapper_client.ts";
+import { newRamVisibilityControl } from "../regions/ram_visibility_control.ts";
+import { newGuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
+import { newPartitionAttachment } from "./partition_attachment.ts";
 
 /** One RAM region of a manager: its guest range and the handle that controls it. */
 export interface RamRegion {
@@ -44,8 +51,20 @@ export interface GuestMemoryManagerParts {
   readonly pinMappings: boolean;
 }
 
-function hex(value: bigint): string {
-  return `0x${value.toString(16)}`;
+let construct: (parts: GuestMemoryManagerParts) => GuestMemoryManager;
+let partsOf: (manager: GuestMemoryManager) => GuestMemoryManagerParts;
+
+/** Makes a manager owning `parts` (for the builder). */
+export function newGuestMemoryManager(parts: GuestMemoryManagerParts): GuestMemoryManager {
+  return construct(parts);
+}
+
+/**
+ * The parts of `manager`, for the library's own tests and tools: handing
+ * them out publicly would let a caller break the manager's invariants.
+ */
+export function managerInternals(manager: GuestMemoryManager): GuestMemoryManagerParts {
+  return partsOf(manager);
 }
 
 /**
@@ -78,8 +97,20 @@ export class GuestMemoryManager implements Disposable {
   #attachments = new Set<PartitionAttachment>();
   #disposed = false;
 
-  /** Takes ownership of `parts` (use `GuestMemoryBuilder.build` instead). */
-  constructor(parts: GuestMemoryManagerParts) {
+  static {
+    construct = (parts) => new GuestMemoryManager(parts);
+    partsOf = (manager) => ({
+      backing: manager.#backing,
+      hugepageSize: manager.#hugepageSize,
+      va: manager.#va,
+      regionManager: manager.#regionManager,
+      ramRegions: manager.#ramRegions,
+      vtl0AliasMapOffset: manager.#aliasOffset,
+      pinMappings: manager.#pin,
+    });
+  }
+
+  private constructor(parts: GuestMemoryManagerParts) {
     this.#backing = parts.backing;
     this.#hugepageSize = parts.hugepageSize;
     this.#va = parts.va;
@@ -87,21 +118,6 @@ export class GuestMemoryManager implements Disposable {
     this.#ramRegions = Object.freeze([...parts.ramRegions]);
     this.#aliasOffset = parts.vtl0AliasMapOffset;
     this.#pin = parts.pinMappings;
-  }
-
-  /** The host address reservation holding guest memory (host address = `va.base + gpa`). */
-  get va(): VaMapper {
-    return this.#va;
-  }
-
-  /** The region manager (the priority map of what the guest sees). */
-  get regionManager(): RegionManager {
-    return this.#regionManager;
-  }
-
-  /** The RAM regions, in guest address order. */
-  get ramRegions(): readonly RamRegion[] {
-    return this.#ramRegions;
   }
 
   /** Whether the manager has been disposed. */
@@ -115,26 +131,26 @@ export class GuestMemoryManager implements Disposable {
    */
   client(): GuestMemoryClient {
     this.#checkLive();
-    this.#client ??= new GuestMemoryClient(this.#va);
+    this.#client ??= newGuestMemoryClient(this.#va);
     return this.#client;
   }
 
   /** A mapper for device memory (priority-0 regions that RAM overrides). */
   deviceMemoryMapper(): DeviceMemoryMapper {
     this.#checkLive();
-    return new DeviceMemoryMapper(this.#regionManager);
+    return newDeviceMemoryMapper(this.#regionManager);
   }
 
   /** A client for registering DMA targets (VFIO, iommufd). */
   dmaMapperClient(): DmaMapperClient {
     this.#checkLive();
-    return new DmaMapperClient(this.#regionManager);
+    return newDmaMapperClient(this.#regionManager);
   }
 
   /** Control of RAM region visibility (`Unmapped`, `ReadOnly`, `ReadWrite`). */
   ramVisibilityControl(): RamVisibilityControl {
     this.#checkLive();
-    return new RamVisibilityControl(this.#ramRegions);
+    return newRamVisibilityControl(this.#ramRegions);
   }
 
   /**
@@ -145,7 +161,7 @@ export class GuestMemoryManager implements Disposable {
   sharedMemoryBacking(): SharedMemoryBacking | undefined {
     this.#checkLive();
     if (this.#backing === undefined) return undefined;
-    return SharedMemoryBacking.adopt(this.#backing.duplicate(), this.#hugepageSize);
+    return adoptBacking(this.#backing.duplicate(), this.#hugepageSize);
   }
 
   /**
@@ -174,7 +190,7 @@ export class GuestMemoryManager implements Disposable {
       if (error instanceof PartitionMapperError) throw new PartitionAttachError(error);
       throw error;
     }
-    const attachment = new PartitionAttachment(partition, vtl, () => {
+    const attachment = newPartitionAttachment(partition, vtl, () => {
       this.#attachments.delete(attachment);
       this.#removeMappers(mappers);
     });
@@ -226,6 +242,6 @@ export class GuestMemoryManager implements Disposable {
   }
 
   #checkLive(): void {
-    if (this.#disposed) throw new Error("guest memory manager is disposed");
+    if (this.#disposed) throw new DisposedError({ object: "guest memory manager" });
   }
 }

@@ -1,79 +1,10 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { MemorySize } from "../layout/memory_size.ts";
 
-/**
- * What went wrong building a guest memory manager, with the values its
- * message shows. One case per failure of the reference design, plus
- * `existingBackingTooSmall` (a check the reference lacks).
- *
- * @example
- * ```ts
- * import type { MemoryBuildErrorDetail } from "./memory_build_error.ts";
- * const detail: MemoryBuildErrorDetail = { kind: "aliasMapWontFit" };
- * console.log(detail.kind);
- * ```
- */
-export type MemoryBuildErrorDetail =
-  /** `ram size {size} is too large` */
-  | { readonly kind: "ramTooLarge"; readonly size: MemorySize }
-  /** `failed to allocate memory` (cause: the OS error) */
-  | { readonly kind: "allocationFailed" }
-  /** `failed to reserve {pageCount} hugetlb pages of {hugepageSize} each ({size} total); ...` */
-  | {
-    readonly kind: "hugepageAllocationFailed";
-    readonly size: MemorySize;
-    readonly hugepageSize: MemorySize;
-    readonly pageCount: bigint;
-  }
-  /** `failed to create VA mapper` (cause: the OS error) */
-  | { readonly kind: "vaMapper" }
-  /** `not enough guest address space available for the vtl0 alias map` */
-  | { readonly kind: "aliasMapWontFit" }
-  /** `x86 support requires RAM to start at 0 and contain at least 1MB` */
-  | { readonly kind: "invalidRamForX86" }
-  /** `private memory is incompatible with x86 legacy support` */
-  | { readonly kind: "privateMemoryWithLegacy" }
-  /** `private memory is incompatible with existing memory backing` */
-  | { readonly kind: "privateMemoryWithExistingBacking" }
-  /** `failed to allocate private RAM range {range}` (cause: the OS error) */
-  | { readonly kind: "privateRamAlloc"; readonly range: MemoryRange }
-  /** `transparent huge pages requires private memory mode` */
-  | { readonly kind: "thpWithoutPrivateMemory" }
-  /** `transparent huge pages is only supported on Linux` */
-  | { readonly kind: "thpUnsupportedPlatform" }
-  /** `hugepage size {size} is too large` */
-  | { readonly kind: "hugepageSizeTooLarge"; readonly size: MemorySize }
-  /** `hugepages are only supported on Linux` */
-  | { readonly kind: "hugepagesUnsupportedPlatform" }
-  /** `hugepages require shared memory mode` */
-  | { readonly kind: "hugepagesWithPrivateMemory" }
-  /** `hugepages are incompatible with existing memory backing` */
-  | { readonly kind: "hugepagesWithExistingBacking" }
-  /** `hugepages are incompatible with x86 legacy RAM splitting` */
-  | { readonly kind: "hugepagesWithLegacy" }
-  /** `hugepage size {size} must be a power of two and at least the host page size` */
-  | { readonly kind: "invalidHugepageSize"; readonly size: MemorySize }
-  /** `RAM size {ramSize} is not aligned to {hugepageSize} hugepages; ...` */
-  | {
-    readonly kind: "hugepageRamSizeUnaligned";
-    readonly ramSize: MemorySize;
-    readonly hugepageSize: MemorySize;
-  }
-  /** `RAM range {range} ({rangeSize}) is not aligned to {hugepageSize} hugepages; ...` */
-  | {
-    readonly kind: "hugepageRamRangeUnaligned";
-    readonly range: MemoryRange;
-    readonly rangeSize: MemorySize;
-    readonly hugepageSize: MemorySize;
-  }
-  /** `existing memory backing holds {size}, less than the {ramSize} of guest RAM` */
-  | {
-    readonly kind: "existingBackingTooSmall";
-    readonly size: MemorySize;
-    readonly ramSize: MemorySize;
-  };
+/** The case of a {@linkcode MemoryBuildError}, with the values its message shows. */
+export type MemoryBuildErrorDetail = MemoryBuildError["detail"];
 
-/** The discriminating `kind` of a {@linkcode MemoryBuildError}. */
+/** Which rule or step failed. */
 export type MemoryBuildErrorKind = MemoryBuildErrorDetail["kind"];
 
 function describe(detail: MemoryBuildErrorDetail): string {
@@ -147,12 +78,79 @@ function describe(detail: MemoryBuildErrorDetail): string {
  */
 export class MemoryBuildError extends Error {
   /** Which rule or step failed. */
-  readonly kind: MemoryBuildErrorKind;
-  /** The case with the values its message shows. */
-  readonly detail: MemoryBuildErrorDetail;
+  readonly kind: MemoryBuildError["detail"]["kind"];
+  /**
+   * The case with the values its message shows. One case per failure of
+   * the reference design, plus `existingBackingTooSmall` (a check the
+   * reference lacks).
+   */
+  readonly detail:
+    /** `ram size {size} is too large` */
+    | { readonly kind: "ramTooLarge"; readonly size: MemorySize }
+    /** `failed to allocate memory` (cause: the OS error) */
+    | { readonly kind: "allocationFailed" }
+    /** `failed to reserve {pageCount} hugetlb pages of {hugepageSize} each ({size} total); ...` */
+    | {
+      readonly kind: "hugepageAllocationFailed";
+      readonly size: MemorySize;
+      readonly hugepageSize: MemorySize;
+      readonly pageCount: bigint;
+    }
+    /** `failed to create VA mapper` (cause: the OS error) */
+    | { readonly kind: "vaMapper" }
+    /** `not enough guest address space available for the vtl0 alias map` */
+    | { readonly kind: "aliasMapWontFit" }
+    /** `x86 support requires RAM to start at 0 and contain at least 1MB` */
+    | { readonly kind: "invalidRamForX86" }
+    /** `private memory is incompatible with x86 legacy support` */
+    | { readonly kind: "privateMemoryWithLegacy" }
+    /** `private memory is incompatible with existing memory backing` */
+    | { readonly kind: "privateMemoryWithExistingBacking" }
+    /** `failed to allocate private RAM range {range}` (cause: the OS error) */
+    | { readonly kind: "privateRamAlloc"; readonly range: MemoryRange }
+    /** `transparent huge pages requires private memory mode` */
+    | { readonly kind: "thpWithoutPrivateMemory" }
+    /** `transparent huge pages is only supported on Linux` */
+    | { readonly kind: "thpUnsupportedPlatform" }
+    /** `hugepage size {size} is too large` */
+    | { readonly kind: "hugepageSizeTooLarge"; readonly size: MemorySize }
+    /** `hugepages are only supported on Linux` */
+    | { readonly kind: "hugepagesUnsupportedPlatform" }
+    /** `hugepages require shared memory mode` */
+    | { readonly kind: "hugepagesWithPrivateMemory" }
+    /** `hugepages are incompatible with existing memory backing` */
+    | { readonly kind: "hugepagesWithExistingBacking" }
+    /** `hugepages are incompatible with x86 legacy RAM splitting` */
+    | { readonly kind: "hugepagesWithLegacy" }
+    /** `hugepage size {size} must be a power of two and at least the host page size` */
+    | { readonly kind: "invalidHugepageSize"; readonly size: MemorySize }
+    /** `RAM size {ramSize} is not aligned to {hugepageSize} hugepages; ...` */
+    | {
+      readonly kind: "hugepageRamSizeUnaligned";
+      readonly ramSize: MemorySize;
+      readonly hugepageSize: MemorySize;
+    }
+    /** `RAM range {range} ({rangeSize}) is not aligned to {hugepageSize} hugepages; ...` */
+    | {
+      readonly kind: "hugepageRamRangeUnaligned";
+      readonly range: MemoryRange;
+      readonly rangeSize: MemorySize;
+      readonly hugepageSize: MemorySize;
+    }
+    /** `existing memory backing holds {size}, less than the {ramSize} of guest RAM` */
+    | {
+      readonly kind: "existingBackingTooSmall";
+      readonly size: MemorySize;
+      readonly ramSize: MemorySize;
+    };
 
-  /** Creates the error for `detail`; pass the OS error as `options.cause`. */
-  constructor(detail: MemoryBuildErrorDetail, options?: ErrorOptions) {
+  /**
+   * Creates the error for `detail`.
+   *
+   * @param detail The case and its values.
+   * @param options `cause`: the OS error, where one failed.
+   */
+  constructor(detail: MemoryBuildError["detail"], options?: ErrorOptions) {
     super(describe(detail), options);
     this.name = "MemoryBuildError";
     this.kind = detail.kind;

@@ -1,8 +1,6 @@
-import type { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
-
 /**
  * Attaching a partition to a guest memory manager failed: `failed to attach
- * partition to memory manager`, with the {@linkcode PartitionMapperError}
+ * partition to memory manager`, with the partition mapping error
  * (`failed to map range to partition` or `failed to pin range to partition`)
  * as `cause`. Nothing stays mapped in the partition.
  *
@@ -18,11 +16,19 @@ import type { PartitionMapperError } from "../partition/_partition_mapper_error.
 export class PartitionAttachError extends Error {
   /** Always `partitionMapper` (the only way attaching fails in this design). */
   readonly kind: "partitionMapper" = "partitionMapper";
-  /** The mapping failure. */
-  override readonly cause: PartitionMapperError;
+  /**
+   * The mapping failure: an error whose message is `failed to map range to
+   * partition` or `failed to pin range to partition`, itself caused by the
+   * partition's error.
+   */
+  override readonly cause: Error;
 
-  /** Wraps `cause`. */
-  constructor(cause: PartitionMapperError) {
+  /**
+   * Wraps `cause`.
+   *
+   * @param cause The partition mapping failure.
+   */
+  constructor(cause: Error) {
     super("failed to attach partition to memory manager", { cause });
     this.name = "PartitionAttachError";
     this.cause = cause;

@@ -1,6 +1,17 @@
 import type { Partition } from "../partition/partition.ts";
 import type { Vtl } from "./vtl.ts";
 
+let construct: (partition: Partition, vtl: Vtl, detach: () => void) => PartitionAttachment;
+
+/** Makes a {@linkcode PartitionAttachment} (internal: its constructor is private). */
+export function newPartitionAttachment(
+  partition: Partition,
+  vtl: Vtl,
+  detach: () => void,
+): PartitionAttachment {
+  return construct(partition, vtl, detach);
+}
+
 /**
  * A partition attached to a guest memory manager. Disposing of it detaches
  * the partition: every region the manager had mapped into it (including the
@@ -20,8 +31,11 @@ export class PartitionAttachment implements Disposable {
   readonly vtl: Vtl;
   #detach: (() => void) | undefined;
 
-  /** Made by the manager; `detach` undoes the attachment. */
-  constructor(partition: Partition, vtl: Vtl, detach: () => void) {
+  static {
+    construct = (partition, vtl, detach) => new PartitionAttachment(partition, vtl, detach);
+  }
+
+  private constructor(partition: Partition, vtl: Vtl, detach: () => void) {
     this.partition = partition;
     this.vtl = vtl;
     this.#detach = detach;

@@ -1,27 +1,9 @@
 import { warn } from "../diagnostics/warnings.ts";
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { VaMapper } from "../mapping/_va_mapper.ts";
+import type { MapParams } from "../regions/_map_params.ts";
 import type { Partition } from "./partition.ts";
 import { PartitionMapperError } from "./_partition_mapper_error.ts";
-
-/**
- * How a region is mapped: guest write and execute access, and prefetch.
- *
- * @example
- * ```ts
- * import type { MapParams } from "./_partition_mapper.ts";
- * const ram: MapParams = { writable: true, executable: true, prefetch: false };
- * console.log(ram.writable);
- * ```
- */
-export interface MapParams {
-  /** Guest may write. */
-  readonly writable: boolean;
-  /** Guest may execute. */
-  readonly executable: boolean;
-  /** Fault the range in ahead of use (failures only warn). */
-  readonly prefetch: boolean;
-}
 
 /**
  * Connects one partition to the region manager: maps whole regions at

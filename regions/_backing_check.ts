@@ -3,10 +3,6 @@ import { type MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import { RegionError } from "./region_error.ts";
 
-function hex(value: bigint): string {
-  return `0x${value.toString(16)}`;
-}
-
 /**
  * Checks that `backing` can back `rangeInRegion` of region `regionName` from
  * `fileOffset`: the offset is 4 KiB aligned (mmap needs it) and, for a
@@ -22,20 +18,21 @@ export function checkMappingBacking(
   fileOffset: bigint,
 ): void {
   if (fileOffset < 0n || (fileOffset & (PAGE_SIZE - 1n)) !== 0n) {
-    throw new RegionError(
-      "mapping-unaligned-offset",
-      `mapping ${rangeInRegion} of memory region ${regionName} has file offset ${
-        hex(fileOffset)
-      }, which is not 4 KiB aligned`,
-    );
+    throw new RegionError({
+      kind: "mappingUnalignedOffset",
+      name: regionName,
+      range: rangeInRegion,
+      fileOffset,
+    });
   }
   const fileSize = regularFileSize(backing.fd);
   if (fileSize !== undefined && fileOffset + rangeInRegion.len > fileSize) {
-    throw new RegionError(
-      "mapping-past-backing-end",
-      `mapping ${rangeInRegion} of memory region ${regionName} needs ${
-        hex(fileOffset + rangeInRegion.len)
-      } bytes of its backing, which holds ${hex(fileSize)}`,
-    );
+    throw new RegionError({
+      kind: "mappingPastBackingEnd",
+      name: regionName,
+      range: rangeInRegion,
+      needed: fileOffset + rangeInRegion.len,
+      fileSize,
+    });
   }
 }

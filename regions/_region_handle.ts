@@ -1,6 +1,6 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { MapParams } from "../partition/_partition_mapper.ts";
+import type { MapParams } from "./_map_params.ts";
 import type { RegionMapping, RegionNode } from "./_region_tree.ts";
 
 /** What a handle needs from its manager (implemented by the region manager). */
@@ -83,7 +83,7 @@ export class RegionHandle implements Disposable {
 
   /** The region's mappings (ranges relative to the region), ordered by start. */
   get mappings(): readonly RegionMapping[] {
-    return this.#node.mappings;
+    return this.#node.mappings.toArray();
   }
 
   /** Maps the region with `params` (no-op when they are the current ones). */

@@ -1,13 +1,16 @@
+import { RangeListError } from "../collections/_sorted_range_list.ts";
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
+import { hex } from "../layout/_hex.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import type { VaMapper } from "../mapping/_va_mapper.ts";
-import type { MapParams, PartitionMapper } from "../partition/_partition_mapper.ts";
+import type { PartitionMapper } from "../partition/_partition_mapper.ts";
+import type { MapParams } from "./_map_params.ts";
 import { checkMappingBacking } from "./_backing_check.ts";
 import type { DmaTarget } from "./dma_target.ts";
 import { RegionError } from "./region_error.ts";
 import { RegionHandle, type RegionOwner } from "./_region_handle.ts";
-import { RegionOverlapError } from "./region_overlap_error.ts";
 import { admits, type RegionMapping, RegionNode, RegionTree } from "./_region_tree.ts";
 
 /** A row describing one region, for tables and tests. */
@@ -38,8 +41,6 @@ interface DmaEntry {
   readonly target: DmaTarget;
   readonly needsHostAddress: boolean;
 }
-
-const hex = (value: bigint): string => `0x${value.toString(16)}`;
 
 function sameParams(a: MapParams | undefined, b: MapParams): boolean {
   return a !== undefined && a.writable === b.writable && a.executable === b.executable &&
@@ -141,18 +142,15 @@ export class RegionManager implements Disposable {
   #newRegion(name: string, range: MemoryRange, priority: number, dmaTarget: boolean): RegionHandle {
     this.#checkLive();
     if (!Number.isInteger(priority) || priority < 0 || priority > 255) {
-      throw new RegionError(
-        "invalid-priority",
-        `memory region ${name} priority ${priority} is not an integer in 0-255`,
-      );
+      throw new RegionError({ kind: "invalidPriority", name, priority });
     }
     if (range.end > this.#va.size) {
-      throw new RegionError(
-        "outside-address-space",
-        `memory region ${name} at ${range} is outside the ${
-          hex(this.#va.size)
-        }-byte guest address space`,
-      );
+      throw new RegionError({
+        kind: "outsideAddressSpace",
+        name,
+        range,
+        addressSpaceSize: this.#va.size,
+      });
     }
     const node = new RegionNode(this.#nextId, name, range, priority, dmaTarget);
     if (!range.isEmpty()) {
@@ -166,7 +164,7 @@ export class RegionManager implements Disposable {
             break;
           }
         }
-        throw new RegionOverlapError(name, first.name);
+        throw new RegionError({ kind: "overlap", newName: name, existingName: first.name });
       }
     }
     this.#nextId++;
@@ -239,7 +237,7 @@ export class RegionManager implements Disposable {
     const entry: DmaEntry = { target, needsHostAddress };
     for (const node of this.#activeSorted()) {
       if (!node.dmaTarget) continue;
-      for (const mapping of node.mappings) this.#dmaMap(entry, node, mapping);
+      for (const mapping of node.mappings.toArray()) this.#dmaMap(entry, node, mapping);
     }
     this.#dmaTargets.push(entry);
     let registered = true;
@@ -258,7 +256,7 @@ export class RegionManager implements Disposable {
     if (index >= 0) this.#dmaTargets.splice(index, 1);
     for (const node of this.#activeSorted()) {
       if (!node.dmaTarget) continue;
-      for (const mapping of node.mappings) {
+      for (const mapping of node.mappings.toArray()) {
         this.#dmaUnmap(entry, this.#absolute(node, mapping.range));
       }
     }
@@ -273,7 +271,7 @@ export class RegionManager implements Disposable {
       dmaTarget: node.dmaTarget,
       active: node.active,
       mapParams: node.params,
-      mappings: [...node.mappings],
+      mappings: [...node.mappings.toArray()],
     }));
   }
 
@@ -286,7 +284,7 @@ export class RegionManager implements Disposable {
     const out: Record<string, unknown> = {};
     for (const node of this.#live()) {
       const mappings: Record<string, unknown> = {};
-      for (const mapping of node.mappings) {
+      for (const mapping of node.mappings.toArray()) {
         mappings[`${this.#absolute(node, mapping.range)}`] = {
           writable: mapping.writable,
           file_offset: hex(mapping.fileOffset),
@@ -366,24 +364,25 @@ export class RegionManager implements Disposable {
   ): void {
     this.#checkNode(node);
     if (rangeInRegion.end > node.range.len) {
-      throw new RegionError(
-        "mapping-outside-region",
-        `mapping ${rangeInRegion} is outside memory region ${node.name} (${
-          hex(node.range.len)
-        } bytes)`,
-      );
+      throw new RegionError({
+        kind: "mappingOutsideRegion",
+        owner: "memory region",
+        name: node.name,
+        range: rangeInRegion,
+        regionSize: node.range.len,
+      });
     }
     if (rangeInRegion.isEmpty()) return;
     checkMappingBacking(node.name, rangeInRegion, backing, fileOffset);
-    const mappings = node.mappings;
-    const index = firstMappingEndingAfter(mappings, rangeInRegion.start);
-    if (index < mappings.length && mappings[index].range.start < rangeInRegion.end) {
-      throw new RegionError(
-        "mapping-overlap",
-        `mapping ${rangeInRegion} overlaps mapping ${
-          mappings[index].range
-        } in memory region ${node.name}`,
-      );
+    const existing = node.mappings.firstOverlapping(rangeInRegion.start, rangeInRegion.end);
+    if (existing !== undefined) {
+      throw new RegionError({
+        kind: "mappingOverlap",
+        owner: "memory region",
+        name: node.name,
+        range: rangeInRegion,
+        existing: existing.range,
+      });
     }
     const mapping: RegionMapping = { range: rangeInRegion, backing, fileOffset, writable };
     if (node.active) {
@@ -393,27 +392,26 @@ export class RegionManager implements Disposable {
         for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
       }
     }
-    mappings.splice(index, 0, mapping);
+    node.mappings.insert(mapping);
   }
 
   #removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void {
     this.#checkNode(node);
     if (rangeInRegion.isEmpty()) return; // overlaps nothing
-    const mappings = node.mappings;
-    const first = firstMappingEndingAfter(mappings, rangeInRegion.start);
-    let last = first;
-    while (last < mappings.length && mappings[last].range.start < rangeInRegion.end) {
-      const mapping = mappings[last];
-      if (!rangeInRegion.contains(mapping.range)) {
-        throw new RegionError(
-          "partial-removal",
-          `mapping ${mapping.range} of memory region ${node.name} is only partly inside ${rangeInRegion}`,
-        );
-      }
-      last++;
+    let removed: RegionMapping[];
+    try {
+      removed = node.mappings.removeWithin(rangeInRegion.start, rangeInRegion.end);
+    } catch (error) {
+      if (!(error instanceof RangeListError)) throw error;
+      throw new RegionError({
+        kind: "partialRemoval",
+        owner: "memory region",
+        name: node.name,
+        range: rangeInRegion,
+        mapping: (error.existing as RegionMapping).range,
+      });
     }
-    if (last === first) return;
-    const removed = mappings.splice(first, last - first);
+    if (removed.length === 0) return;
     if (node.active) {
       if (node.dmaTarget) {
         for (const mapping of removed) {
@@ -452,7 +450,7 @@ export class RegionManager implements Disposable {
 
   #activate(node: RegionNode): void {
     const params = node.params!;
-    for (const mapping of node.mappings) {
+    for (const mapping of node.mappings.toArray()) {
       this.#va.mapShared(
         this.#absolute(node, mapping.range),
         mapping.backing,
@@ -542,7 +540,7 @@ export class RegionManager implements Disposable {
 
   #checkNode(node: RegionNode): void {
     if (node.removed) {
-      throw new RegionError("removed", `memory region ${node.name} has been removed`);
+      throw new RegionError({ kind: "removed", name: node.name });
     }
   }
 
@@ -563,28 +561,14 @@ export class RegionManager implements Disposable {
   /** Takes the busy flag (the caller clears it), or throws when an operation is running. */
   #enter(): void {
     if (this.#busy) {
-      throw new RegionError(
-        "reentrant",
-        "region manager operations cannot nest: a partition or DMA target called back into the region manager",
-      );
+      throw new RegionError({ kind: "reentrant" });
     }
     this.#busy = true;
   }
 
   #checkLive(): void {
     if (this.#disposed) {
-      throw new RegionError("removed", "the region manager has been disposed");
+      throw new DisposedError({ object: "region manager" });
     }
   }
-}
-
-function firstMappingEndingAfter(mappings: readonly RegionMapping[], start: bigint): number {
-  let lo = 0;
-  let hi = mappings.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (mappings[mid].range.end <= start) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -1,6 +1,8 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { MapParams } from "../partition/_partition_mapper.ts";
+import { lowerBound } from "../collections/_lower_bound.ts";
+import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
+import type { MapParams } from "./_map_params.ts";
 
 /** One mapping of a region: a sub-range (relative to the region) backed by an object. */
 export interface RegionMapping {
@@ -13,6 +15,12 @@ export interface RegionMapping {
   /** Whether the mapping may be written (also needs writable map params). */
   readonly writable: boolean;
 }
+
+/** Mappings keyed by their range inside the region. */
+export const MAPPING_KEYS: RangeKeys<RegionMapping> = {
+  start: (m) => m.range.start,
+  end: (m) => m.range.end,
+};
 
 /**
  * The region manager's record of one region, and its place in the nesting
@@ -28,8 +36,8 @@ export class RegionNode {
   params: MapParams | undefined = undefined;
   active = false;
   removed = false;
-  /** Mappings ordered by start, disjoint. */
-  readonly mappings: RegionMapping[] = [];
+  /** Mappings ordered by start, disjoint (ranges relative to the region). */
+  readonly mappings: SortedRangeList<RegionMapping> = new SortedRangeList(MAPPING_KEYS);
   /** Smallest region containing this one (undefined: top level). */
   parent: RegionNode | undefined = undefined;
   /** Regions directly inside, disjoint, ordered by start. */
@@ -65,28 +73,17 @@ export function admits(incoming: RegionNode, existing: RegionNode): boolean {
   return incoming.range.contains(existing.range);
 }
 
-/** Index of the first sibling whose end is above `range.start`. */
+const endsAbove = (node: RegionNode, address: bigint): boolean => node.range.end > address;
+const startsAtOrAbove = (node: RegionNode, address: bigint): boolean => node.range.start >= address;
+
+/** Index of the first sibling whose end is above `start`. */
 function firstEndingAfter(list: readonly RegionNode[], start: bigint): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (list[mid].range.end <= start) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return lowerBound(list, endsAbove, start);
 }
 
 /** Index of the first sibling starting at or above `end`, searching from `from`. */
 function firstStartingAt(list: readonly RegionNode[], end: bigint, from: number): number {
-  let lo = from;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (list[mid].range.start < end) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return lowerBound(list, startsAtOrAbove, end, from);
 }
 
 /**
@@ -160,7 +157,7 @@ export class RegionTree {
   remove(node: RegionNode): void {
     const list = this.childrenOf(node.parent);
     const index = firstEndingAfter(list, node.range.start);
-    if (list[index] !== node) throw new Error("region tree is inconsistent");
+    if (list[index] !== node) throw new RangeError("region tree is inconsistent");
     for (const child of node.children) child.parent = node.parent;
     list.splice(index, 1, ...node.children);
     node.children = [];

@@ -1,5 +1,12 @@
 import type { DmaTarget } from "./dma_target.ts";
-import type { DmaTargetHandle, RegionManager } from "./_region_manager.ts";
+import type { RegionManager } from "./_region_manager.ts";
+
+let construct: (regions: RegionManager) => DmaMapperClient;
+
+/** Makes a {@linkcode DmaMapperClient} (internal: its constructor is private). */
+export function newDmaMapperClient(regions: RegionManager): DmaMapperClient {
+  return construct(regions);
+}
 
 /**
  * Registers DMA targets (VFIO, iommufd) with a region manager; what
@@ -13,8 +20,11 @@ import type { DmaTargetHandle, RegionManager } from "./_region_manager.ts";
 export class DmaMapperClient {
   readonly #regions: RegionManager;
 
-  /** A client for `regions`. */
-  constructor(regions: RegionManager) {
+  static {
+    construct = (regions) => new DmaMapperClient(regions);
+  }
+
+  private constructor(regions: RegionManager) {
     this.#regions = regions;
   }
 
@@ -24,7 +34,10 @@ export class DmaMapperClient {
    * handle is disposed of (which unmaps everything from it). With
    * `needsHostAddress`, `mapDma` also gets the host address of each range.
    */
-  addDmaTarget(target: DmaTarget, needsHostAddress: boolean): DmaTargetHandle {
+  addDmaTarget(
+    target: DmaTarget,
+    needsHostAddress: boolean,
+  ): Disposable & { readonly target: DmaTarget } {
     return this.#regions.addDmaTarget(target, needsHostAddress);
   }
 }

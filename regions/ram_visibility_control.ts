@@ -1,6 +1,7 @@
 import type { MemoryRange } from "../layout/memory_range.ts";
-import { InvalidRamRegionError } from "./invalid_ram_region_error.ts";
-import type { MapParams } from "../partition/_partition_mapper.ts";
+import { lowerBound } from "../collections/_lower_bound.ts";
+import { RegionError } from "./region_error.ts";
+import type { MapParams } from "./_map_params.ts";
 import type { RegionHandle } from "./_region_handle.ts";
 
 /** What the guest sees of a RAM region. */
@@ -28,6 +29,15 @@ export interface RamRegionEntry {
   readonly handle: RegionHandle;
 }
 
+let construct: (regions: ReadonlyArray<RamRegionEntry>) => RamVisibilityControl;
+
+/** Makes a {@linkcode RamVisibilityControl} (internal: its constructor is private). */
+export function newRamVisibilityControl(
+  regions: ReadonlyArray<RamRegionEntry>,
+): RamVisibilityControl {
+  return construct(regions);
+}
+
 /**
  * Changes what the guest sees of whole RAM regions (the x86 VGA window and
  * PAM pieces with x86 legacy splitting): read-write, read-only or hidden.
@@ -47,8 +57,11 @@ export class RamVisibilityControl {
    */
   readonly #regions: RamRegionEntry[] = [];
 
-  /** Controls `regions` (each range at most once). */
-  constructor(regions: ReadonlyArray<RamRegionEntry>) {
+  static {
+    construct = (regions) => new RamVisibilityControl(regions);
+  }
+
+  private constructor(regions: ReadonlyArray<RamRegionEntry>) {
     for (const region of regions) {
       const index = this.#lowerBound(region.range);
       const at = this.#regions[index];
@@ -60,11 +73,11 @@ export class RamVisibilityControl {
   /**
    * Sets the visibility of the RAM region whose range is exactly `range`;
    * anything else (a sub-range, a union of regions) is an
-   * {@linkcode InvalidRamRegionError} and nothing changes.
+   * {@linkcode RegionError} `invalidRamRange` and nothing changes.
    */
   setRamVisibility(range: MemoryRange, visibility: RamVisibility): void {
     const handle = this.#find(range);
-    if (handle === undefined) throw new InvalidRamRegionError(range);
+    if (handle === undefined) throw new RegionError({ kind: "invalidRamRange", range });
     switch (visibility) {
       case RamVisibility.ReadWrite:
         handle.map(READ_WRITE);
@@ -87,14 +100,9 @@ export class RamVisibilityControl {
 
   /** Index of the first region whose range does not sort before `range`. */
   #lowerBound(range: MemoryRange): number {
-    const regions = this.#regions;
-    let lo = 0;
-    let hi = regions.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (regions[mid].range.compare(range) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return lowerBound(this.#regions, sortsAtOrAfter, range);
   }
 }
+
+const sortsAtOrAfter = (entry: RamRegionEntry, range: MemoryRange): boolean =>
+  entry.range.compare(range) >= 0;

@@ -1,36 +1,126 @@
-/** Why a region operation was refused. */
-export type RegionErrorKind =
-  | "invalid-priority"
-  | "outside-address-space"
-  | "mapping-outside-region"
-  | "mapping-overlap"
-  | "mapping-unaligned-offset"
-  | "mapping-past-backing-end"
-  | "partial-removal"
-  | "removed"
-  | "reentrant";
+import type { MemoryRange } from "../layout/memory_range.ts";
+import { hex } from "../layout/_hex.ts";
 
 /**
- * A region operation that the reference design asserts on is refused here
- * with this error instead: a mapping overlapping another in the same region,
- * a removal cutting through a mapping, use of a removed region, and similar.
- * Nothing is changed when it is thrown.
+ * A region operation was refused; nothing changed. `kind` says which rule
+ * (`detail` holds the values its message shows):
+ *
+ * - `overlap`: `memory region {newName} overlaps with existing region
+ *   {existingName}` (the nesting rule: a lower-priority region must lie
+ *   inside, an equal-priority one must be the same range, a higher-priority
+ *   one must contain; the existing region named is the first offender in
+ *   the order regions were added)
+ * - `invalidRamRange`: `{range} is not a controllable RAM range`
+ * - `invalidPriority`, `outsideAddressSpace`: a new region's priority or range
+ * - `mappingOutsideRegion`, `mappingOverlap`, `mappingUnalignedOffset`,
+ *   `mappingPastBackingEnd`, `partialRemoval`: a mapping of a region or
+ *   device memory region that the reference design asserts on
+ * - `removed`: the region was removed
+ * - `reentrant`: a partition or DMA target called back into the region
+ *   manager from inside an operation
  *
  * @example
  * ```ts
  * import { RegionError } from "./region_error.ts";
- * const err = new RegionError("removed", "memory region vga has been removed");
- * console.log(err.kind); // removed
+ * const err = new RegionError({ kind: "overlap", newName: "rom", existingName: "ram" });
+ * console.log(err.kind, err.message); // overlap memory region rom overlaps with existing region ram
  * ```
  */
 export class RegionError extends Error {
-  /** What was wrong. */
-  readonly kind: RegionErrorKind;
+  /** Which rule was broken. */
+  readonly kind: RegionError["detail"]["kind"];
+  /** The case, with the values its message shows. */
+  readonly detail:
+    | { readonly kind: "overlap"; readonly newName: string; readonly existingName: string }
+    | { readonly kind: "invalidRamRange"; readonly range: MemoryRange }
+    | { readonly kind: "invalidPriority"; readonly name: string; readonly priority: number }
+    | {
+      readonly kind: "outsideAddressSpace";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly addressSpaceSize: bigint;
+    }
+    | {
+      readonly kind: "mappingOutsideRegion";
+      readonly owner: "memory region" | "device memory region";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly regionSize: bigint;
+    }
+    | {
+      readonly kind: "mappingOverlap";
+      readonly owner: "memory region" | "device memory region";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly existing: MemoryRange;
+    }
+    | {
+      readonly kind: "partialRemoval";
+      readonly owner: "memory region" | "device memory region";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly mapping: MemoryRange;
+    }
+    | {
+      readonly kind: "mappingUnalignedOffset";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly fileOffset: bigint;
+    }
+    | {
+      readonly kind: "mappingPastBackingEnd";
+      readonly name: string;
+      readonly range: MemoryRange;
+      readonly needed: bigint;
+      readonly fileSize: bigint;
+    }
+    | { readonly kind: "removed"; readonly name: string }
+    | { readonly kind: "reentrant" };
 
-  /** Creates the error of `kind` with `message`. */
-  constructor(kind: RegionErrorKind, message: string) {
-    super(message);
+  /**
+   * Creates the error for `detail`.
+   *
+   * @param detail The case and its values.
+   */
+  constructor(detail: RegionError["detail"]) {
+    super(describe(detail));
     this.name = "RegionError";
-    this.kind = kind;
+    this.kind = detail.kind;
+    this.detail = detail;
+  }
+}
+
+function describe(d: RegionError["detail"]): string {
+  switch (d.kind) {
+    case "overlap":
+      return `memory region ${d.newName} overlaps with existing region ${d.existingName}`;
+    case "invalidRamRange":
+      return `${d.range} is not a controllable RAM range`;
+    case "invalidPriority":
+      return `memory region ${d.name} priority ${d.priority} is not an integer in 0-255`;
+    case "outsideAddressSpace":
+      return `memory region ${d.name} at ${d.range} is outside the ${
+        hex(d.addressSpaceSize)
+      }-byte guest address space`;
+    case "mappingOutsideRegion":
+      return `${
+        d.owner === "device memory region" ? "range" : "mapping"
+      } ${d.range} is outside ${d.owner} ${d.name} (${hex(d.regionSize)} bytes)`;
+    case "mappingOverlap":
+      return `mapping ${d.range} overlaps mapping ${d.existing} in ${d.owner} ${d.name}`;
+    case "partialRemoval":
+      return `mapping ${d.mapping} of ${d.owner} ${d.name} is only partly inside ${d.range}`;
+    case "mappingUnalignedOffset":
+      return `mapping ${d.range} of memory region ${d.name} has file offset ${
+        hex(d.fileOffset)
+      }, which is not 4 KiB aligned`;
+    case "mappingPastBackingEnd":
+      return `mapping ${d.range} of memory region ${d.name} needs ${
+        hex(d.needed)
+      } bytes of its backing, which holds ${hex(d.fileSize)}`;
+    case "removed":
+      return `memory region ${d.name} has been removed`;
+    case "reentrant":
+      return "region manager operations cannot nest: a partition or DMA target called back into the region manager";
   }
 }

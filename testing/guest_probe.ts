@@ -1,3 +1,4 @@
+import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { KvmExit, kvmExitName } from "../kvm/kvm_constants.ts";
 import { KvmRegs } from "../kvm/kvm_regs.ts";
@@ -136,7 +137,7 @@ export class GuestProbe implements Disposable {
       );
     }
     try {
-      partition.vm.setTssAddr(options.tssAddress ?? 0xfffbd000n);
+      partition.unsafeVm.setTssAddr(options.tssAddress ?? 0xfffbd000n);
     } catch (err) {
       // A second probe on the same VM: the TSS is already placed.
       if (!(err instanceof SyscallError && err.code === "EEXIST")) throw err;
@@ -170,7 +171,7 @@ export class GuestProbe implements Disposable {
   }
 
   #access(gpa: bigint, size: ProbeSize, isStore: boolean, value: number): ProbeResult {
-    if (this.#disposed) throw new Error("guest probe is already disposed");
+    if (this.#disposed) throw new DisposedError({ object: "guest probe" });
     if (size !== 1 && size !== 2 && size !== 4) {
       throw new RangeError(`probe access size must be 1, 2 or 4, not ${size}`);
     }

@@ -19,6 +19,8 @@ import { MemoryBuildError, type MemoryBuildErrorKind } from "../manager/memory_b
 import { GUEST_RAM_SEALS } from "../manager/_ram_backing.ts";
 import { SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { openFdCount } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { duplicateBacking } from "../manager/shared_memory_backing.ts";
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -379,7 +381,7 @@ Deno.test("every build error text", async (t) => {
     using manager = new GuestMemoryBuilder().vtl0AliasMap(10n * MiB).build(
       MemoryLayout.fromGaps(4n * MiB, [], { vtl2Range: new MemoryRange(8n * MiB, 10n * MiB) }),
     );
-    assert.equal(manager.va.size, 10n * MiB);
+    assert.equal(managerInternals(manager).va.size, 10n * MiB);
     assert.equal(manager.inspect().vtl0_alias_map_offset, "0xa00000");
   });
 
@@ -613,14 +615,14 @@ Deno.test("successful builds", async (t) => {
   await t.step("shared memory: sealed guest-ram memfd, one ram region per range", () => {
     const layout = MemoryLayout.fromGaps(6n * MiB, [new MemoryRange(2n * MiB, 4n * MiB)]);
     using manager = new GuestMemoryBuilder().build(layout);
-    assert.equal(manager.va.size, 8n * MiB);
-    assert.equal(manager.va.base % VA_ALIGNMENT, 0n);
+    assert.equal(managerInternals(manager).va.size, 8n * MiB);
+    assert.equal(managerInternals(manager).va.base % VA_ALIGNMENT, 0n);
     assert.equal(VA_ALIGNMENT, 2n * MiB);
-    assert.deepEqual(manager.ramRegions.map((r) => `${r.range}`), [
+    assert.deepEqual(managerInternals(manager).ramRegions.map((r) => `${r.range}`), [
       "0x0-0x200000",
       "0x400000-0x800000",
     ]);
-    for (const { handle } of manager.ramRegions) {
+    for (const { handle } of managerInternals(manager).ramRegions) {
       assert.equal(handle.name, "ram");
       assert.equal(handle.priority, RAM_PRIORITY);
       assert.equal(handle.isActive, true);
@@ -628,14 +630,16 @@ Deno.test("successful builds", async (t) => {
     }
     // RAM is packed in the file: the second range starts at offset 2 MiB.
     assert.deepEqual(
-      manager.va.entries().map((e) => [`${e.range}`, e.kind, e.fileOffset, e.writable]),
+      managerInternals(manager).va.entries().map((
+        e,
+      ) => [`${e.range}`, e.kind, e.fileOffset, e.writable]),
       [["0x0-0x200000", "shared", 0n, true], ["0x400000-0x800000", "shared", 2n * MiB, true]],
     );
     using backing = manager.sharedMemoryBacking()!;
-    const base = manager.va.base.toString(16);
+    const base = managerInternals(manager).va.base.toString(16);
     const line = readTextFile("/proc/self/maps").split("\n").find((l) => l.startsWith(`${base}-`));
     assert.match(line ?? "", / rw-s 00000000 .* \/memfd:guest-ram \(deleted\)$/);
-    using fd = backing.duplicate();
+    using fd = duplicateBacking(backing);
     assert.equal(fd.size(), 6n * MiB);
     assert.equal(fd.seals(), GUEST_RAM_SEALS);
     assert.equal(
@@ -647,11 +651,11 @@ Deno.test("successful builds", async (t) => {
   await t.step("prefetch is requested in shared mode only", () => {
     {
       using manager = new GuestMemoryBuilder().prefetchRam(true).build(SMALL);
-      assert.equal(manager.ramRegions[0].handle.mapParams?.prefetch, true);
+      assert.equal(managerInternals(manager).ramRegions[0].handle.mapParams?.prefetch, true);
     }
     {
       using manager = new GuestMemoryBuilder().prefetchRam(true).privateMemory(true).build(SMALL);
-      assert.equal(manager.ramRegions[0].handle.mapParams?.prefetch, false);
+      assert.equal(managerInternals(manager).ramRegions[0].handle.mapParams?.prefetch, false);
     }
   });
 
@@ -660,9 +664,9 @@ Deno.test("successful builds", async (t) => {
       vtl2Range: new MemoryRange(16n * MiB, 18n * MiB),
     });
     using manager = new GuestMemoryBuilder().build(layout);
-    assert.equal(manager.va.size, 18n * MiB);
+    assert.equal(managerInternals(manager).va.size, 18n * MiB);
     assert.deepEqual(
-      manager.va.entries().map((e) => [`${e.range}`, e.fileOffset]),
+      managerInternals(manager).va.entries().map((e) => [`${e.range}`, e.fileOffset]),
       [["0x0-0x400000", 0n], ["0x1000000-0x1200000", 4n * MiB]],
     );
   });
@@ -670,7 +674,7 @@ Deno.test("successful builds", async (t) => {
   await t.step("x86 legacy: 16 regions in place of the first range, file offsets packed", () => {
     const layout = MemoryLayout.fromGaps(4n * MiB, [new MemoryRange(2n * MiB, 3n * MiB)]);
     using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(layout);
-    const ranges = manager.ramRegions.map((r) => `${r.range}`);
+    const ranges = managerInternals(manager).ramRegions.map((r) => `${r.range}`);
     assert.deepEqual(ranges, [
       "0x0-0xa0000",
       "0xa0000-0xc0000",
@@ -703,16 +707,18 @@ Deno.test("successful builds", async (t) => {
   await t.step("x86 legacy with exactly 1 MiB of low RAM: no empty region", () => {
     const layout = MemoryLayout.fromGaps(2n * MiB, [new MemoryRange(MiB, 2n * MiB)]);
     using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(layout);
-    assert.equal(manager.ramRegions.length, 16);
-    assert.equal(`${manager.ramRegions[14].range}`, "0xf0000-0x100000");
-    assert.equal(`${manager.ramRegions[15].range}`, "0x200000-0x300000");
+    assert.equal(managerInternals(manager).ramRegions.length, 16);
+    assert.equal(`${managerInternals(manager).ramRegions[14].range}`, "0xf0000-0x100000");
+    assert.equal(`${managerInternals(manager).ramRegions[15].range}`, "0x200000-0x300000");
   });
 
   await t.step("private memory: anonymous entries at base + gpa, no shared backing", () => {
     using manager = new GuestMemoryBuilder().privateMemory(true).build(SMALL);
     assert.equal(manager.sharedMemoryBacking(), undefined);
     assert.deepEqual(
-      manager.va.entries().map((e) => [`${e.range}`, e.kind, e.hostAddress - manager.va.base]),
+      managerInternals(manager).va.entries().map((
+        e,
+      ) => [`${e.range}`, e.kind, e.hostAddress - managerInternals(manager).va.base]),
       [["0x0-0x400000", "private", 0n]],
     );
     assert.equal(PRIVATE_RAM_NAME, "guest-ram-private");
@@ -734,7 +740,7 @@ Deno.test("successful builds", async (t) => {
     const builder = new GuestMemoryBuilder();
     using a = builder.build(SMALL);
     using b = builder.build(SMALL);
-    assert.notEqual(a.va.base, b.va.base);
+    assert.notEqual(managerInternals(a).va.base, managerInternals(b).va.base);
     a.client().guestMemory().writeU8(0x1000n, 7);
     assert.equal(b.client().guestMemory().readU8(0x1000n), 0);
   });

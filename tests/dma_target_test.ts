@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
-import { DmaMapperClient } from "../regions/dma_mapper_client.ts";
 import type { RegionHandle } from "../regions/_region_handle.ts";
 import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
+import { newDmaMapperClient } from "../regions/dma_mapper_client.ts";
 
 /** The reference setup: region 0x0-0x10000 at priority 0, DMA target, optionally mapped. */
 function setup(f: RegionFixture, mapped: boolean, withMappings: boolean): RegionHandle {
@@ -78,7 +78,7 @@ Deno.test("dma targets", async (t) => {
     const region = setup(f, false, true);
     region.map(RX);
     const target = new RecordingDmaTarget();
-    using _handle = new DmaMapperClient(f.manager).addDmaTarget(target, true);
+    using _handle = newDmaMapperClient(f.manager).addDmaTarget(target, true);
     assert.deepEqual(target.hostAddresses, [f.va.base, f.va.base + 0x8000n]);
     assert.deepEqual(
       target.details.map((d) => [d.fileOffset, d.writable, d.fd === f.backing.fd]),

@@ -52,7 +52,7 @@ Deno.test("ffi round trip: memfd + mmap + write + read back + munmap", async (t)
 
     reader.unmap();
     assert.equal(reader.isMapped, false);
-    assert.throws(() => reader.address, { message: "host mapping is already unmapped" });
+    assert.throws(() => reader.address, { message: "host mapping has been disposed" });
     reader.unmap(); // idempotent
   });
 
@@ -98,7 +98,7 @@ Deno.test("errno mapping", async (t) => {
       code: "EBADF",
       message: "Bad file descriptor",
     });
-    assert.throws(() => owned.fd, { message: "file descriptor is already closed" });
+    assert.throws(() => owned.fd, { message: "file descriptor has been disposed" });
     owned.close(); // idempotent
 
     const stale = new OwnedFd(raw);
@@ -301,10 +301,10 @@ Deno.test("missing --allow-ffi gives one line naming the permission", async (t) 
 
   await t.step("a program run without --allow-ffi", async () => {
     const output = await runWithoutFfi([
-      `import { MemoryRange, OwnedFd } from ${MOD};`,
+      `import { MemoryRange, SharedMemoryBacking } from ${MOD};`,
       `console.log("range " + new MemoryRange(0n, 0x1000n));`,
-      `using fd = OwnedFd.memfd("no-ffi", 0);`,
-      `console.log("unreachable", fd.fd);`,
+      `using backing = SharedMemoryBacking.create(0x1000n, { name: "no-ffi" });`,
+      `console.log("unreachable", backing.size);`,
     ]);
     assert.notEqual(output.code, 0);
     assert.equal(output.stdout, "range 0x0-0x1000\n", "the pure parts work without ffi");

@@ -10,8 +10,8 @@ import { Memfd } from "../ffi/_constants.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
-import { GuestMemory } from "../guest_memory/guest_memory.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
+import { newGuestMemory } from "../guest_memory/guest_memory.ts";
 
 const PAGE = 0x1000;
 const PAGES = 64;
@@ -84,14 +84,14 @@ class Model {
 
   /** The outcome of an access, following GuestMemory's documented check order. */
   check(addr: bigint, length: bigint, write: boolean, align = 1): Expected {
-    if (addr < 0n || addr >= TWO_POW_64) return { ok: false, kind: "invalid_address", gpa: addr };
+    if (addr < 0n || addr >= TWO_POW_64) return { ok: false, kind: "invalidAddress", gpa: addr };
     if (align > 1 && addr % BigInt(align) !== 0n) {
       return { ok: false, kind: "misaligned", gpa: addr };
     }
     const end = addr + length;
     if (end > TWO_POW_64) return { ok: false, kind: "overflow", gpa: addr };
     const size = BigInt(SIZE);
-    if (end > size) return { ok: false, kind: "out_of_range", gpa: addr > size ? addr : size };
+    if (end > size) return { ok: false, kind: "outOfRange", gpa: addr > size ? addr : size };
     if (length === 0n) return { ok: true };
     const first = Number(addr) / PAGE | 0;
     const last = (Number(end) - 1) / PAGE | 0;
@@ -100,7 +100,7 @@ class Model {
       const at = BigInt(Math.max(Number(addr), p * PAGE));
       if (page.kind === "none") return { ok: false, kind: "unmapped", gpa: at };
       if (write && page.kind === "shared" && !page.writable) {
-        return { ok: false, kind: "read_only", gpa: at };
+        return { ok: false, kind: "readOnly", gpa: at };
       }
     }
     return { ok: true };
@@ -182,17 +182,17 @@ function hex(value: bigint): string {
 function message(expected: Expected & { ok: false }, length: bigint): string {
   const at = `guest address ${hex(expected.gpa)}`;
   switch (expected.kind) {
-    case "invalid_address":
+    case "invalidAddress":
       return `${at} is not a valid 64-bit address`;
     case "misaligned":
       return `${at} is not aligned to ${length} bytes`;
     case "overflow":
       return `guest address range at ${hex(expected.gpa)} of ${hex(length)} bytes wraps past 2^64`;
-    case "out_of_range":
+    case "outOfRange":
       return `${at} is outside guest memory 0x0-${hex(BigInt(SIZE))}`;
     case "unmapped":
       return `${at} is not mapped`;
-    case "read_only":
+    case "readOnly":
       return `${at} is mapped read-only`;
   }
 }
@@ -210,8 +210,8 @@ Deno.test("GuestMemory fuzz against a model of the map", () => {
   using va = VaMapper.reserve(BigInt(SIZE));
   using mirrorVa = VaMapper.reserve(BigInt(FILE_SIZE));
   mirrorVa.mapShared(new MemoryRange(0n, BigInt(FILE_SIZE)), fd, 0n, false);
-  const memory = new GuestMemory(va);
-  const mirror = new GuestMemory(mirrorVa);
+  const memory = newGuestMemory(va);
+  const mirror = newGuestMemory(mirrorVa);
   const model = new Model();
 
   const counts: Record<string, number> = {};
@@ -457,12 +457,12 @@ Deno.test("GuestMemory fuzz against a model of the map", () => {
   assert.ok(accesses >= 100_000);
   for (
     const kind of [
-      "invalid_address",
+      "invalidAddress",
       "misaligned",
       "overflow",
-      "out_of_range",
+      "outOfRange",
       "unmapped",
-      "read_only",
+      "readOnly",
     ]
   ) {
     assert.ok((kinds[kind] ?? 0) > 100, `only ${kinds[kind] ?? 0} ${kind} errors`);

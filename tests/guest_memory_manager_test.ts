@@ -8,6 +8,7 @@ import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { largeMappingCount, openFdCount } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
 
 const MiB = 1n << 20n;
 const VGA = new MemoryRange(0xa0000n, 0xc0000n);
@@ -38,7 +39,7 @@ Deno.test("GuestMemoryManager.client().guestMemory()", async (t) => {
     assert.ok(memory instanceof GuestMemory);
     // A second reservation would be another mapping at least as large as the
     // first; the JS heap's own small mappings come and go, so count only those.
-    const reservations = () => largeMappingCount(manager.va.size);
+    const reservations = () => largeMappingCount(managerInternals(manager).va.size);
     const before = reservations();
     assert.ok(before >= 1);
     for (let i = 0; i < 10; i++) {
@@ -74,7 +75,7 @@ Deno.test("GuestMemoryManager.client().guestMemory()", async (t) => {
     assert.deepEqual(memory.readBytes(0x11ffffff0n, 16), pattern(16, 1));
     assertGuestError(
       () => memory.readBytes(0x11ffffff0n, 17),
-      "out_of_range",
+      "outOfRange",
       0x120000000n,
       "guest address 0x120000000 is outside guest memory 0x0-0x120000000",
     );
@@ -132,19 +133,19 @@ Deno.test("GuestMemory across RAM visibility changes", async (t) => {
     assert.deepEqual(memory.readBytes(0xa0000, 0x20000), vgaBytes);
     assertGuestError(
       () => memory.writeU8(0xa1234, 0),
-      "read_only",
+      "readOnly",
       0xa1234n,
       "guest address 0xa1234 is mapped read-only",
     );
     assertGuestError(
       () => memory.write(0x9fff0, new Uint8Array(0x20)),
-      "read_only",
+      "readOnly",
       0xa0000n,
       "guest address 0xa0000 is mapped read-only",
     );
     assertGuestError(
       () => memory.compareExchange64(0xa0000n, 0n, 1n),
-      "read_only",
+      "readOnly",
       0xa0000n,
       "guest address 0xa0000 is mapped read-only",
     );

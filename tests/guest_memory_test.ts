@@ -4,9 +4,10 @@ import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
 import { GuestMemory } from "../guest_memory/guest_memory.ts";
-import { GuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
 import { openFdCount } from "./support/requirements.ts";
+import { newGuestMemory } from "../guest_memory/guest_memory.ts";
+import { newGuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
 
 const SIZE = 0x20000n;
 
@@ -33,7 +34,7 @@ function setup(): { va: VaMapper; fd: OwnedFd; memory: GuestMemory } & Disposabl
   va.mapShared(range(0xa000, 0xc000), fd, 0xa000n, false);
   va.allocPrivate(range(0xc000, 0x10000), "guest-memory-test");
   va.mapShared(range(0x1e000, 0x20000), fd, 0x1e000n, true);
-  const memory = new GuestMemoryClient(va).guestMemory();
+  const memory = newGuestMemoryClient(va).guestMemory();
   return {
     va,
     fd,
@@ -70,13 +71,13 @@ function assertGuestError(
 function mirror(fd: OwnedFd): { memory: GuestMemory } & Disposable {
   const va = VaMapper.reserve(SIZE);
   va.mapShared(range(0, Number(SIZE)), fd, 0n, true);
-  return { memory: new GuestMemory(va), [Symbol.dispose]: () => va[Symbol.dispose]() };
+  return { memory: newGuestMemory(va), [Symbol.dispose]: () => va[Symbol.dispose]() };
 }
 
 Deno.test("GuestMemoryClient", async (t) => {
   await t.step("returns the same GuestMemory on every call", () => {
     using va = VaMapper.reserve(SIZE);
-    const client = new GuestMemoryClient(va);
+    const client = newGuestMemoryClient(va);
     const memory = client.guestMemory();
     assert.ok(memory instanceof GuestMemory);
     assert.equal(client.guestMemory(), memory);
@@ -140,19 +141,19 @@ Deno.test("GuestMemory address validation", async (t) => {
   await t.step("negative and >= 2^64 addresses are invalid", () => {
     assertGuestError(
       () => memory.readU8(-1n),
-      "invalid_address",
+      "invalidAddress",
       -1n,
       "guest address -0x1 is not a valid 64-bit address",
     );
     assertGuestError(
       () => memory.readU8(-4096),
-      "invalid_address",
+      "invalidAddress",
       -4096n,
       "guest address -0x1000 is not a valid 64-bit address",
     );
     assertGuestError(
       () => memory.read(1n << 64n, new Uint8Array(0)),
-      "invalid_address",
+      "invalidAddress",
       1n << 64n,
       "guest address 0x10000000000000000 is not a valid 64-bit address",
     );
@@ -203,7 +204,7 @@ Deno.test("GuestMemory address validation", async (t) => {
     // Ending exactly at 2^64 does not wrap: it is merely beyond the reservation.
     assertGuestError(
       () => memory.readU64(0xffff_ffff_ffff_fff8n),
-      "out_of_range",
+      "outOfRange",
       0xffff_ffff_ffff_fff8n,
       "guest address 0xfffffffffffffff8 is outside guest memory 0x0-0x20000",
     );
@@ -212,26 +213,26 @@ Deno.test("GuestMemory address validation", async (t) => {
   await t.step("ranges beyond the reservation are out of range", () => {
     assertGuestError(
       () => memory.readU8(0x20000),
-      "out_of_range",
+      "outOfRange",
       0x20000n,
       "guest address 0x20000 is outside guest memory 0x0-0x20000",
     );
     assertGuestError(
       () => memory.writeU32(0x123456789n, 0),
-      "out_of_range",
+      "outOfRange",
       0x123456789n,
       "guest address 0x123456789 is outside guest memory 0x0-0x20000",
     );
     // Starting inside: the first byte past the end is named.
     assertGuestError(
       () => memory.readU64(0x1fff9),
-      "out_of_range",
+      "outOfRange",
       0x20000n,
       "guest address 0x20000 is outside guest memory 0x0-0x20000",
     );
     assertGuestError(
       () => memory.readBytes(0x1f000, 0x1001),
-      "out_of_range",
+      "outOfRange",
       0x20000n,
       "guest address 0x20000 is outside guest memory 0x0-0x20000",
     );
@@ -269,13 +270,13 @@ Deno.test("GuestMemory zero-length accesses", async (t) => {
   await t.step("past the reservation end are out of range", () => {
     assertGuestError(
       () => memory.read(0x20001, new Uint8Array(0)),
-      "out_of_range",
+      "outOfRange",
       0x20001n,
       "guest address 0x20001 is outside guest memory 0x0-0x20000",
     );
     assertGuestError(
       () => memory.fill(0x30000n, 0n, 0),
-      "out_of_range",
+      "outOfRange",
       0x30000n,
       "guest address 0x30000 is outside guest memory 0x0-0x20000",
     );
@@ -365,24 +366,24 @@ Deno.test("GuestMemory unmapped and read-only addresses", async (t) => {
     assert.equal(memory.readU32(0xa000), 0x99999999);
     assertGuestError(
       () => memory.writeU8(0xa000, 1),
-      "read_only",
+      "readOnly",
       0xa000n,
       "guest address 0xa000 is mapped read-only",
     );
     assertGuestError(
       () => memory.fill(0xb000n, 0x2000n, 1),
-      "read_only",
+      "readOnly",
       0xb000n,
       "guest address 0xb000 is mapped read-only",
     );
     assertGuestError(
       () => memory.compareExchange32(0xa004, 0x99999999, 0),
-      "read_only",
+      "readOnly",
       0xa004n,
       "guest address 0xa004 is mapped read-only",
     );
     assert.equal(memory.probe(0xa000, 4)?.kind, undefined);
-    assert.equal(memory.probe(0xa000, 4, true)?.kind, "read_only");
+    assert.equal(memory.probe(0xa000, 4, true)?.kind, "readOnly");
     assert.ok(!memory.isMapped(0xa000, 4, true));
   });
 
@@ -390,14 +391,14 @@ Deno.test("GuestMemory unmapped and read-only addresses", async (t) => {
     memory.fill(0x9ff0, 0x10, 0x11);
     const err = assertGuestError(
       () => memory.write(0x9ff8, new Uint8Array(0x10).fill(0x22)),
-      "read_only",
+      "readOnly",
       0xa000n,
       "guest address 0xa000 is mapped read-only",
     );
     assert.deepEqual(err.access, { address: 0x9ff8n, length: 0x10n, write: true });
     assertGuestError(
       () => memory.writeU64(0x9ffc, 0n),
-      "read_only",
+      "readOnly",
       0xa000n,
       "guest address 0xa000 is mapped read-only",
     );
@@ -460,7 +461,7 @@ Deno.test("GuestMemory large copies", async (t) => {
   using va = VaMapper.reserve(size);
   va.mapShared(new MemoryRange(0n, 4n << 20n), fd, 0n, true);
   va.mapShared(new MemoryRange(4n << 20n, size), fd, 4n << 20n, true);
-  const memory = new GuestMemory(va);
+  const memory = newGuestMemory(va);
 
   await t.step("a 1 MiB copy within one mapping", () => {
     const src = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i ^ (i >>> 8)) & 0xff);
@@ -535,13 +536,13 @@ Deno.test("GuestMemory compare-exchange", async (t) => {
     );
     assertGuestError(
       () => memory.compareExchange64(0x20000n, 0n, 1n),
-      "out_of_range",
+      "outOfRange",
       0x20000n,
       "guest address 0x20000 is outside guest memory 0x0-0x20000",
     );
     assertGuestError(
       () => memory.compareExchange64(0xffff_ffff_ffff_fff8n, 0n, 1n),
-      "out_of_range",
+      "outOfRange",
       0xffff_ffff_ffff_fff8n,
       "guest address 0xfffffffffffffff8 is outside guest memory 0x0-0x20000",
     );
@@ -590,7 +591,7 @@ Deno.test("GuestMemory follows changes to the mapping table", async (t) => {
     assert.equal(memory.readU32(0x4100), 0xcafef00d);
     assertGuestError(
       () => memory.writeU32(0x4100, 0),
-      "read_only",
+      "readOnly",
       0x4100n,
       "guest address 0x4100 is mapped read-only",
     );

@@ -154,7 +154,7 @@ Deno.test({
     await t.step("dispose removes the code slot and closes every fd", () => {
       probe[Symbol.dispose]();
       assert.equal(partition.slotAt(0xfffff000n), undefined);
-      assert.throws(() => probe.load(0n, 1), /guest probe is already disposed/);
+      assert.throws(() => probe.load(0n, 1), /guest probe has been disposed/);
       partition[Symbol.dispose]();
       assert.equal(openFdCount(), fdsBefore + 1); // the memfd, closed when the test ends
     });

@@ -12,6 +12,8 @@ import {
   skipWithoutHugetlb,
   withHugetlbPool,
 } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { duplicateBacking } from "../manager/shared_memory_backing.ts";
 
 const MiB = 1n << 20n;
 const HP = 2n * MiB;
@@ -50,9 +52,9 @@ Deno.test({
         assert.equal(meminfo("Free"), 0);
         assert.equal(meminfo("Rsvd"), 0);
         // The reservation is hugepage aligned so RAM above the gap maps too.
-        assert.equal(manager.va.base % HP, 0n);
+        assert.equal(managerInternals(manager).va.base % HP, 0n);
         assert.deepEqual(
-          manager.va.entries().map((e) => [`${e.range}`, e.fileOffset]),
+          managerInternals(manager).va.entries().map((e) => [`${e.range}`, e.fileOffset]),
           [["0x0-0x200000", 0n], ["0x400000-0xa00000", HP]],
         );
         const memory = manager.client().guestMemory();
@@ -62,7 +64,7 @@ Deno.test({
         assert.equal(memory.readU64(0x9ffff8n), 42n);
         using backing = manager.sharedMemoryBacking()!;
         assert.equal(backing.hugepageSize, HP);
-        using fd = backing.duplicate();
+        using fd = duplicateBacking(backing);
         assert.equal(fd.seals(), Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_SEAL);
         assert.throws(
           () => fd.truncate(HP),
@@ -106,7 +108,7 @@ Deno.test({
           MemoryLayout.fromGaps(HP, []),
         );
         assert.equal(meminfo("Free"), 0);
-        assert.ok(first.va.base !== second.va.base);
+        assert.ok(managerInternals(first).va.base !== managerInternals(second).va.base);
       });
 
       await t.step(
@@ -117,7 +119,7 @@ Deno.test({
           first.client().guestMemory().writeU32(HP + 4n, 0xfeedbeef);
           using backing = first.sharedMemoryBacking()!;
           using second = new GuestMemoryBuilder().existingBacking(backing).build(layout);
-          assert.equal(second.va.base % HP, 0n);
+          assert.equal(managerInternals(second).va.base % HP, 0n);
           assert.equal(second.client().guestMemory().readU32(HP + 4n), 0xfeedbeef);
           // Its RAM must still come in whole hugepages.
           assert.throws(

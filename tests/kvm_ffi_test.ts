@@ -91,12 +91,22 @@ Deno.test({
         assert.equal(err.code, "EEXIST");
         return true;
       });
-      assert.throws(() => vm.setUserMemoryRegion(0, 0, 0x123n, 0x1000n, 0n), (err: unknown) => {
-        assert.ok(err instanceof SyscallError);
-        assert.equal(err.syscall, "ioctl(KVM_SET_USER_MEMORY_REGION)");
-        assert.equal(err.code, "EINVAL");
-        return true;
-      });
+      assert.throws(
+        () =>
+          vm.setUserMemoryRegion({
+            slot: 0,
+            flags: 0,
+            guestPhysAddr: 0x123n,
+            memorySize: 0x1000n,
+            userspaceAddr: 0n,
+          }),
+        (err: unknown) => {
+          assert.ok(err instanceof SyscallError);
+          assert.equal(err.syscall, "ioctl(KVM_SET_USER_MEMORY_REGION)");
+          assert.equal(err.code, "EINVAL");
+          return true;
+        },
+      );
     });
 
     await t.step("registers round-trip through the vcpu", () => {
@@ -135,7 +145,7 @@ Deno.test({
     await t.step("dispose closes every fd", () => {
       vcpu[Symbol.dispose]();
       vcpu[Symbol.dispose]();
-      assert.throws(() => vcpu.exitReason, /vcpu is already closed/);
+      assert.throws(() => vcpu.exitReason, /kvm vcpu has been disposed/);
       vm[Symbol.dispose]();
       kvm[Symbol.dispose]();
       assert.equal(openFdCount(), fdsBefore);

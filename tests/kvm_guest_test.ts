@@ -11,6 +11,7 @@ import { GuestProbe } from "../testing/guest_probe.ts";
 import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
 
 const MiB = 1n << 20n;
 const RAM_SIZE = 16n * MiB;
@@ -46,7 +47,7 @@ Deno.test({
 
     await t.step("every RAM region is a slot", () => {
       const ram = partition.slots().filter((s) => s.gpa < RAM_SIZE);
-      assert.equal(ram.length, manager.ramRegions.length);
+      assert.equal(ram.length, managerInternals(manager).ramRegions.length);
       assert.ok(ram.length > 10, `${ram.length} RAM slots`); // the low 1 MiB is split
       assert.equal(ram.reduce((n, s) => n + s.size, 0n), RAM_SIZE);
       assert.ok(ram.every((s) => !s.readonly));
@@ -63,7 +64,7 @@ Deno.test({
         assert.deepEqual(probe.store(gpa, size, value), { kind: "done" });
         let seen = 0;
         for (let i = BigInt(size) - 1n; i >= 0n; i--) {
-          seen = seen * 256 + entryByte(manager.va, gpa + i);
+          seen = seen * 256 + entryByte(managerInternals(manager).va, gpa + i);
         }
         assert.equal(seen, value);
       }
@@ -87,11 +88,11 @@ Deno.test({
         size: 4,
         data: new Uint8Array([0xef, 0xbe, 0xad, 0xde]),
       });
-      assert.equal(entryU32(manager.va, BIOS.start + 0x100n), 0x11223344);
+      assert.equal(entryU32(managerInternals(manager).va, BIOS.start + 0x100n), 0x11223344);
       assert.deepEqual(probe.load(BIOS.start + 0x100n, 4), { kind: "value", value: 0x11223344 });
       visibility.setRamVisibility(BIOS, RamVisibility.ReadWrite);
       assert.deepEqual(probe.store(BIOS.start + 0x100n, 4, 0xdeadbeef), { kind: "done" });
-      assert.equal(entryU32(manager.va, BIOS.start + 0x100n), 0xdeadbeef);
+      assert.equal(entryU32(managerInternals(manager).va, BIOS.start + 0x100n), 0xdeadbeef);
     });
 
     await t.step("unmapped ranges give MMIO exits on loads", () => {

@@ -38,6 +38,7 @@ import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { DeviceMemoryModel } from "./support/device_memory_model.ts";
 import { ModelError, RegionModel } from "./support/region_model.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
 
 const PAGE = 0x1000n;
 const RAM_SIZE = 4n << 20n;
@@ -316,11 +317,11 @@ function runSequence(ops: readonly Op[], devices: DeviceFiles, seen: Map<Outcome
   const codePage = MemoryRange.fromLength(probe.codeGpa, PAGE);
 
   // The model starts as a copy of the manager's regions (the x86 legacy RAM split).
-  const model = new RegionModel(manager.va.size);
+  const model = new RegionModel(managerInternals(manager).va.size);
   const ramIds: number[] = [];
   const backings = new Backings();
   let ram: Mappable | undefined;
-  for (const info of manager.regionManager.regionInfos()) {
+  for (const info of managerInternals(manager).regionManager.regionInfos()) {
     const id = model.newRegion(info.name, info.range, info.priority, info.dmaTarget);
     for (const m of info.mappings) {
       model.addMapping(id, m.range, m.backing, m.fileOffset, m.writable);
@@ -362,7 +363,7 @@ function runSequence(ops: readonly Op[], devices: DeviceFiles, seen: Map<Outcome
   for (const op of ops) {
     switch (op.k) {
       case "vis": {
-        const region = manager.ramRegions[op.ram];
+        const region = managerInternals(manager).ramRegions[op.ram];
         const id = ramIds[op.ram];
         refused(both(`setRamVisibility(${region.range}, ${op.v})`, () => {
           visibility.setRamVisibility(region.range, op.v);

@@ -103,12 +103,12 @@ Deno.test({
       partition.mapRange(host.address + 20n * PAGE, PAGE, 0x400000n, true, true);
       assertKvmError(
         () => partition.unmapRange(0x101000n, 0x400000n),
-        "partial_unmap",
+        "partialUnmap",
         "cannot unmap 0x101000-0x501000: memory slot 0 at 0x100000-0x104000 is only partly inside",
       );
       assertKvmError(
         () => partition.unmapRange(0x0n, 0x102000n),
-        "partial_unmap",
+        "partialUnmap",
         "cannot unmap 0x0-0x102000: memory slot 0 at 0x100000-0x104000 is only partly inside",
       );
       assert.deepEqual(slotSummary(partition), ["0:0x100000+0x4000", "1:0x400000+0x1000"]);
@@ -127,12 +127,12 @@ Deno.test({
       );
       assertKvmError(
         () => partition.mapRange(host.address, 0n, 0x800000n, true, true),
-        "invalid_range",
+        "invalidRange",
         "invalid memory slot 0x0 bytes at 0x800000 from host 0x" + host.address.toString(16),
       );
       assertKvmError(
         () => partition.mapRange(host.address + 1n, PAGE, 0x800000n, true, true),
-        "invalid_range",
+        "invalidRange",
         `invalid memory slot 0x1000 bytes at 0x800000 from host 0x${
           (host.address + 1n).toString(16)
         }`,
@@ -197,7 +197,7 @@ Deno.test({
       assert.equal(openFdCount(), fdsBefore);
       assert.throws(
         () => partition.mapRange(host.address, PAGE, 0n, true, true),
-        /kvm partition is already disposed/,
+        /kvm partition has been disposed/,
       );
     });
   },
@@ -218,7 +218,7 @@ Deno.test({
       }
       assertKvmError(
         () => partition.mapRange(host.address + 3n * PAGE, PAGE, 3n * PAGE, true, true),
-        "slots_exhausted",
+        "slotsExhausted",
         "no free memory slot: all 3 slots are in use",
       );
       assert.equal(partition.slots().length, 3);
@@ -247,7 +247,7 @@ Deno.test({
       }
       assertKvmError(
         () => partition.mapRange(big.address + max * PAGE, PAGE, max * PAGE, true, true),
-        "slots_exhausted",
+        "slotsExhausted",
         `no free memory slot: all ${max} slots are in use`,
       );
       partition.unmapRange(0n, max * PAGE);

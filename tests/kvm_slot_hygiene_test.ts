@@ -38,8 +38,20 @@ function lowestFree(model: ModelSlot[]): number {
 
 /** Proves KVM itself has no slot in the window: one slot over all of it must succeed. */
 function assertWindowEmptyInKvm(vm: KvmVm, host: HostMapping): void {
-  vm.setUserMemoryRegion(0, 0, 0n, BigInt(WINDOW_PAGES) * PAGE, host.address);
-  vm.setUserMemoryRegion(0, 0, 0n, 0n, 0n);
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: BigInt(WINDOW_PAGES) * PAGE,
+    userspaceAddr: host.address,
+  });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: 0n,
+    userspaceAddr: 0n,
+  });
 }
 
 Deno.test({
@@ -51,7 +63,7 @@ Deno.test({
     const fdsBefore = openFdCount();
     const host = HostMapping.reserve(BigInt(WINDOW_PAGES) * PAGE);
     const partition = KvmPartition.create({ maxSlots: MAX_SLOTS });
-    const witness = partition.vm.tryClone(); // keeps the VM alive after dispose
+    const witness = partition.unsafeVm.tryClone(); // keeps the VM alive after dispose
     const model: ModelSlot[] = [];
     let maps = 0;
     let unmaps = 0;
@@ -87,7 +99,7 @@ Deno.test({
             refused.overlap++;
           } else if (full) {
             assert.ok(error instanceof KvmPartitionError, context);
-            assert.equal(error.kind, "slots_exhausted", context);
+            assert.equal(error.kind, "slotsExhausted", context);
             refused.slots_exhausted++;
           } else {
             assert.equal(error, undefined, context);
@@ -105,7 +117,7 @@ Deno.test({
           }
           if (partial) {
             assert.ok(error instanceof KvmPartitionError, context);
-            assert.equal(error.kind, "partial_unmap", context);
+            assert.equal(error.kind, "partialUnmap", context);
             refused.partial_unmap++;
           } else {
             assert.equal(error, undefined, context);
@@ -130,7 +142,13 @@ Deno.test({
       // After dispose the VM (still open through the witness) has no slot left.
       assertWindowEmptyInKvm(witness, host);
       for (let slot = 0; slot < MAX_SLOTS; slot++) {
-        witness.setUserMemoryRegion(slot, 0, BigInt(slot) * PAGE, PAGE, host.address);
+        witness.setUserMemoryRegion({
+          slot: slot,
+          flags: 0,
+          guestPhysAddr: BigInt(slot) * PAGE,
+          memorySize: PAGE,
+          userspaceAddr: host.address,
+        });
       }
     } finally {
       partition[Symbol.dispose]();

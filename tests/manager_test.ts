@@ -18,6 +18,8 @@ import { RecordingPartition } from "../testing/recording_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { vaProtections } from "./support/proc_maps.ts";
 import { openFdCount } from "./support/requirements.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { duplicateBacking } from "../manager/shared_memory_backing.ts";
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -68,12 +70,12 @@ Deno.test("shared memory backing", async (t) => {
     assert.ok(backing instanceof SharedMemoryBacking);
     assert.equal(backing.hugepageSize, undefined);
     // Write straight through the first manager's host mappings.
-    const [low, high] = first.va.entries();
+    const [low, high] = managerInternals(first).va.entries();
     low.bytes.set([1, 2, 3, 4], 0x1000);
     high.view.setUint32(0x10, 0xcafef00d, true);
 
     using second = new GuestMemoryBuilder().existingBacking(backing).build(LAYOUT);
-    assert.notEqual(second.va.base, first.va.base);
+    assert.notEqual(managerInternals(second).va.base, managerInternals(first).va.base);
     const memory = second.client().guestMemory();
     assert.deepEqual([...memory.readBytes(0x1000n, 4)], [1, 2, 3, 4]);
     assert.equal(memory.readU32(8n * MiB + 0x10n), 0xcafef00d);
@@ -110,7 +112,7 @@ Deno.test("shared memory backing", async (t) => {
   await t.step("the RAM memfd is sealed against shrinking, growing and new seals", () => {
     using manager = new GuestMemoryBuilder().build(LAYOUT);
     using backing = manager.sharedMemoryBacking()!;
-    using fd = backing.duplicate();
+    using fd = duplicateBacking(backing);
     const eperm = (e: unknown) => e instanceof SyscallError && e.code === "EPERM";
     assert.throws(() => fd.truncate(0n), eperm);
     assert.throws(() => fd.truncate(4n * MiB), eperm);
@@ -222,7 +224,7 @@ Deno.test("manager accessors", async (t) => {
 
   await t.step("deviceMemoryMapper() and dmaMapperClient() work on the manager's regions", () => {
     using manager = new GuestMemoryBuilder().build(LAYOUT);
-    const before = manager.regionManager.regionCount;
+    const before = managerInternals(manager).regionManager.regionCount;
     const device = manager.deviceMemoryMapper().newRegion(0x10000n, "vram");
     assert.ok(device !== undefined);
     const seen: string[] = [];
@@ -231,7 +233,7 @@ Deno.test("manager accessors", async (t) => {
       unmapDma: () => {},
     }, false);
     assert.deepEqual(seen, ["0x0-0x400000", "0x800000-0xc00000"]);
-    assert.equal(manager.regionManager.regionCount, before);
+    assert.equal(managerInternals(manager).regionManager.regionCount, before);
   });
 });
 
@@ -245,8 +247,8 @@ Deno.test("attachPartition", async (t) => {
     assert.equal(attachment.partition, partition);
     assert.deepEqual(mapped(partition), ["0x0-0x400000", "0x800000-0xc00000"]);
     const [low, high] = partition.mappings();
-    assert.equal(low.hostAddress, manager.va.base);
-    assert.equal(high.hostAddress, manager.va.base + 8n * MiB);
+    assert.equal(low.hostAddress, managerInternals(manager).va.base);
+    assert.equal(high.hostAddress, managerInternals(manager).va.base + 8n * MiB);
     assert.equal(low.writable && low.executable, true);
     assert.deepEqual(partition.events.map((e) => e.kind), ["map", "map"]);
   });
@@ -358,22 +360,22 @@ Deno.test("disposal", async (t) => {
     const attachment = manager.attachPartition(Vtl.Vtl0, partition);
     manager.attachPartition(Vtl.Vtl2, vtl2);
     assert.equal(vtl2.mappings().length, 4);
-    const { base, size } = manager.va;
+    const { base, size } = managerInternals(manager).va;
     assert.notDeepEqual(vaProtections(base, size), []);
     manager[Symbol.dispose]();
     assert.equal(manager.isDisposed, true);
     assert.deepEqual(mapped(partition), []);
     assert.deepEqual(mapped(vtl2), []);
-    assert.equal(manager.va.isReserved, false);
+    assert.equal(managerInternals(manager).va.isReserved, false);
     assert.equal(attachment.isAttached, false);
     assert.equal(openFdCount(), fds);
     assert.deepEqual(vaProtections(base, size), []);
     // Harmless afterwards.
     manager[Symbol.dispose]();
     attachment[Symbol.dispose]();
-    assert.throws(() => manager.client(), { message: "guest memory manager is disposed" });
+    assert.throws(() => manager.client(), { message: "guest memory manager has been disposed" });
     assert.throws(() => manager.attachPartition(Vtl.Vtl0, new RecordingPartition()), {
-      message: "guest memory manager is disposed",
+      message: "guest memory manager has been disposed",
     });
   });
 
@@ -390,7 +392,7 @@ Deno.test("disposal", async (t) => {
         },
       });
       manager[Symbol.dispose]();
-      assert.equal(manager.va.isReserved, false);
+      assert.equal(managerInternals(manager).va.isReserved, false);
       assert.equal(openFdCount(), fds);
       assert.ok(warnings.length > 0);
     } finally {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { MemoryLayout, MemoryLayoutError, MemoryRange, PAGE_SIZE } from "../mod.ts";
+import { MemoryLayout, MemoryLayoutError, MemoryRange } from "../mod.ts";
+import { PAGE_SIZE } from "../layout/memory_range.ts";
 
 const r = (start: bigint, end: bigint) => new MemoryRange(start, end);
 const GiB = 1n << 30n;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { MAX_ADDRESS, MemoryRange, PAGE_SIZE, subtractRanges } from "../mod.ts";
+import { MemoryRange } from "../mod.ts";
+import { MAX_ADDRESS, PAGE_SIZE, subtractRanges } from "../layout/memory_range.ts";
 
 const r = (start: bigint, end: bigint) => new MemoryRange(start, end);
 

@@ -9,6 +9,7 @@ import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
 import { vaProtections } from "./support/proc_maps.ts";
+import { managerInternals } from "../manager/guest_memory_manager.ts";
 
 const MiB = 1n << 20n;
 
@@ -69,7 +70,7 @@ Deno.test("private memory mode", async (t) => {
 
   await t.step("each RAM range is private anonymous memory at base + gpa", () => {
     using manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
-    const va = manager.va;
+    const va = managerInternals(manager).va;
     assert.deepEqual(va.entries().map((e) => `${e.range}`), RAM);
     for (const entry of va.entries()) {
       assert.equal(entry.kind, "private");
@@ -81,7 +82,7 @@ Deno.test("private memory mode", async (t) => {
     // The MMIO gap between them stays inaccessible.
     assert.equal(header(va.base + 4n * MiB).perms, "---p");
     // The regions are mapped but carry no file mappings.
-    for (const { handle } of manager.ramRegions) {
+    for (const { handle } of managerInternals(manager).ramRegions) {
       assert.equal(handle.isActive, true);
       assert.deepEqual(handle.mappings, []);
     }
@@ -108,7 +109,7 @@ Deno.test("private memory mode", async (t) => {
 
   await t.step(`named ${PRIVATE_RAM_NAME} in /proc/self/maps where the kernel names VMAs`, () => {
     using manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
-    for (const entry of manager.va.entries()) {
+    for (const entry of managerInternals(manager).va.entries()) {
       const { name } = header(entry.hostAddress);
       if (names) {
         assert.equal(name, `[anon:${PRIVATE_RAM_NAME}]`);
@@ -133,10 +134,13 @@ Deno.test("private memory mode", async (t) => {
       try {
         using manager = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true)
           .build(LAYOUT);
-        assert.equal(manager.va.base % (2n * MiB), 0n);
-        for (const entry of manager.va.entries()) {
+        assert.equal(managerInternals(manager).va.base % (2n * MiB), 0n);
+        for (const entry of managerInternals(manager).va.entries()) {
           assert.equal(thpEligible(entry.hostAddress), 1, `${entry.range}`);
-          assert.equal(header(entry.hostAddress).end, manager.va.base + entry.range.end);
+          assert.equal(
+            header(entry.hostAddress).end,
+            managerInternals(manager).va.base + entry.range.end,
+          );
         }
         assert.deepEqual(warnings, []);
       } finally {
@@ -150,7 +154,7 @@ Deno.test("private memory mode", async (t) => {
     ignore: thpMode() !== "madvise",
     fn: () => {
       using manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
-      for (const entry of manager.va.entries()) {
+      for (const entry of managerInternals(manager).va.entries()) {
         assert.equal(thpEligible(entry.hostAddress), 0, `${entry.range}`);
       }
     },
@@ -167,7 +171,7 @@ Deno.test("private memory mode", async (t) => {
     try {
       using manager = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true)
         .build(LAYOUT);
-      assert.equal(manager.va.entries().length, 3);
+      assert.equal(managerInternals(manager).va.entries().length, 3);
     } finally {
       VaMapper.prototype.adviseHugepages = real;
       setWarningHandler(previous);
@@ -183,7 +187,7 @@ Deno.test("private memory mode", async (t) => {
 
   await t.step("disposal returns the whole range to the kernel", () => {
     const manager = new GuestMemoryBuilder().privateMemory(true).build(LAYOUT);
-    const { base, size } = manager.va;
+    const { base, size } = managerInternals(manager).va;
     assert.equal(vaProtections(base, size).length, 5);
     manager[Symbol.dispose]();
     assert.deepEqual(vaProtections(base, size), []);
@@ -220,7 +224,7 @@ Deno.test("private RAM comes back after device memory over it is unmapped", asyn
   assert.equal(memory.readU32(0x100000), 0x12345678);
   assert.equal(memory.readU32(0x200000), 0x600dcafe);
   assert.deepEqual(
-    manager.va.entries().map((e) => `${e.range} ${e.kind}`),
+    managerInternals(manager).va.entries().map((e) => `${e.range} ${e.kind}`),
     ["0x0-0x100000 private", "0x100000-0x101000 private", "0x101000-0x1000000 private"],
   );
   // The framebuffer still holds what was written through the device mapping.

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { InvalidRamRegionError } from "../regions/invalid_ram_region_error.ts";
-import { RamVisibility, RamVisibilityControl } from "../regions/ram_visibility_control.ts";
+import { RegionError } from "../regions/region_error.ts";
+import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { r, RegionFixture, RWX } from "./support/region_fixture.ts";
+import { newRamVisibilityControl } from "../regions/ram_visibility_control.ts";
 
 function setup(f: RegionFixture) {
   const ranges = [r(0, 0xa0000), r(0xa0000, 0xc0000), r(0xc0000, 0x100000)];
@@ -12,7 +13,7 @@ function setup(f: RegionFixture) {
     handle.map(RWX);
     return { range, handle };
   });
-  return { regions, control: new RamVisibilityControl(regions) };
+  return { regions, control: newRamVisibilityControl(regions) };
 }
 
 Deno.test("ram visibility", async (t) => {
@@ -40,8 +41,8 @@ Deno.test("ram visibility", async (t) => {
     f.takePartitionEvents();
     for (const range of [r(0xa0000, 0xb0000), r(0, 0xc0000), r(0x100000, 0x101000), r(0, 0)]) {
       assert.throws(() => control.setRamVisibility(range, RamVisibility.Unmapped), (e: unknown) => {
-        assert.ok(e instanceof InvalidRamRegionError);
-        assert.equal(e.kind, "invalid-ram-range");
+        assert.ok(e instanceof RegionError);
+        assert.equal(e.kind, "invalidRamRange");
         assert.equal(e.message, `${range} is not a controllable RAM range`);
         return true;
       });

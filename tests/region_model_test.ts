@@ -11,13 +11,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
-import type { MapParams } from "../partition/_partition_mapper.ts";
-import { DeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
+import type { MapParams } from "../regions/_map_params.ts";
 import type { DeviceMemory } from "../device_memory/device_memory_mapper.ts";
 import type { DmaTarget } from "../regions/dma_target.ts";
 import type { DmaTargetHandle } from "../regions/_region_manager.ts";
 import type { RegionHandle } from "../regions/_region_handle.ts";
-import { RamVisibility, RamVisibilityControl } from "../regions/ram_visibility_control.ts";
+import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { splitX86LegacyRam } from "../regions/_x86_legacy.ts";
 import { vaProtections } from "./support/proc_maps.ts";
 import { RegionFixture } from "./support/region_fixture.ts";
@@ -27,6 +26,8 @@ import {
   partitionMapEvent,
   RegionModel,
 } from "./support/region_model.ts";
+import { newDeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
+import { newRamVisibilityControl } from "../regions/ram_visibility_control.ts";
 
 const PAGE = 0x1000n;
 
@@ -179,7 +180,7 @@ function runScenario(ops: Op[], pages: number, x86: boolean): number {
   let extraTarget: { handle: DmaTargetHandle; target: LogTarget } | undefined;
   const regions: { id: number; handle: RegionHandle }[] = [];
   const devices: DeviceSlot[] = [];
-  const mapper = new DeviceMemoryMapper(f.manager);
+  const mapper = newDeviceMemoryMapper(f.manager);
   const fd = f.backing;
 
   // x86: RAM pieces at 255, DMA, packed in the backing, mapped.
@@ -198,7 +199,7 @@ function runScenario(ops: Op[], pages: number, x86: boolean): number {
       off += range.len;
     }
   }
-  const control = new RamVisibilityControl(ram);
+  const control = newRamVisibilityControl(ram);
   // Start each scenario with empty logs (the RAM setup is not under test here).
   model.takeEvents();
   f.partition.clearEvents();

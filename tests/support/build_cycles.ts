@@ -25,6 +25,7 @@ import { RecordingPartition } from "../../testing/recording_partition.ts";
 import { RamVisibility } from "../../regions/ram_visibility_control.ts";
 import { readTextFile } from "../../ffi/_proc_files.ts";
 import { openFdCount } from "./requirements.ts";
+import { managerInternals } from "../../manager/guest_memory_manager.ts";
 
 const MiB = 1n << 20n;
 
@@ -58,7 +59,7 @@ export const SUCCESS_CYCLES: ReadonlyArray<(i: number, seen: SeenReservation) =>
     using manager = new GuestMemoryBuilder().vtl0AliasMap(1n << 30n).pinMappings(true).build(
       CYCLE_LAYOUT,
     );
-    seen(manager.va.base, manager.va.size);
+    seen(managerInternals(manager).va.base, managerInternals(manager).va.size);
     manager.client().guestMemory().writeU32(BigInt(i % 1024) * 4n, i);
     manager.attachPartition(Vtl.Vtl2, new RecordingPartition({ recordEvents: false }));
   },
@@ -66,13 +67,13 @@ export const SUCCESS_CYCLES: ReadonlyArray<(i: number, seen: SeenReservation) =>
   (i, seen) => {
     using manager = new GuestMemoryBuilder().privateMemory(true).transparentHugepages(true)
       .build(CYCLE_LAYOUT);
-    seen(manager.va.base, manager.va.size);
+    seen(managerInternals(manager).va.base, managerInternals(manager).va.size);
     manager.client().guestMemory().writeU8(8n * MiB + BigInt(i % 4096), 1);
   },
   // x86 legacy splitting with visibility changes under an attached partition.
   (_i, seen) => {
     using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(CYCLE_LAYOUT);
-    seen(manager.va.base, manager.va.size);
+    seen(managerInternals(manager).va.base, managerInternals(manager).va.size);
     using _attachment = manager.attachPartition(Vtl.Vtl0, new RecordingPartition());
     const vga = new MemoryRange(0xa0000n, 0xc0000n);
     manager.ramVisibilityControl().setRamVisibility(vga, RamVisibility.Unmapped);
@@ -81,11 +82,11 @@ export const SUCCESS_CYCLES: ReadonlyArray<(i: number, seen: SeenReservation) =>
   // An existing backing handed from one manager to the next.
   (i, seen) => {
     using first = new GuestMemoryBuilder().build(CYCLE_LAYOUT);
-    seen(first.va.base, first.va.size);
+    seen(managerInternals(first).va.base, managerInternals(first).va.size);
     first.client().guestMemory().writeU8(0x10n, i & 0xff);
     using backing = first.sharedMemoryBacking()!;
     using second = new GuestMemoryBuilder().existingBacking(backing).build(CYCLE_LAYOUT);
-    seen(second.va.base, second.va.size);
+    seen(managerInternals(second).va.base, managerInternals(second).va.size);
     assert.equal(second.client().guestMemory().readU8(0x10n), i & 0xff);
   },
 ];

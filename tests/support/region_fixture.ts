@@ -7,7 +7,7 @@ import { MemoryRange } from "../../layout/memory_range.ts";
 import type { Mappable } from "../../mapping/mappable.ts";
 import { VaMapper } from "../../mapping/_va_mapper.ts";
 import { PartitionMapper } from "../../partition/_partition_mapper.ts";
-import type { MapParams } from "../../partition/_partition_mapper.ts";
+import type { MapParams } from "../../regions/_map_params.ts";
 import { RecordingPartition } from "../../testing/recording_partition.ts";
 import type { DmaTarget } from "../../regions/dma_target.ts";
 import { RegionManager } from "../../regions/_region_manager.ts";

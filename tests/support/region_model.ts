@@ -18,7 +18,7 @@
  * @module
  */
 import { MemoryRange } from "../../layout/memory_range.ts";
-import type { MapParams } from "../../partition/_partition_mapper.ts";
+import type { MapParams } from "../../regions/_map_params.ts";
 
 /** What the model expects the real manager to refuse, with the expected message. */
 export class ModelError extends Error {

@@ -1,0 +1,30 @@
+/**
+ * The one binary search of the library.
+ *
+ * @module
+ */
+
+/**
+ * The first index in `[from, to)` of `items` for which `pred(item, key)`
+ * holds, or `to` when none does. `pred` must be monotone over the range
+ * (false for a prefix, true for the rest).
+ *
+ * Hot paths pass a module-level predicate and the value it compares
+ * against as `key`, so a search allocates nothing.
+ */
+export function lowerBound<T, K>(
+  items: ArrayLike<T>,
+  pred: (item: T, key: K) => boolean,
+  key: K,
+  from = 0,
+  to: number = items.length,
+): number {
+  let lo = from;
+  let hi = to;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pred(items[mid], key)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
