@@ -439,7 +439,7 @@ Deno.test("addMapping refuses a backing that cannot hold the mapping", async (t)
     assert.deepEqual(va.entries().map((e) => `${e.range}`), ["0x10000-0x12000"]);
   });
 
-  await t.step("device memory checks at map time too", async () => {
+  await t.step("device memory checks at map time too", () => {
     const { control, region: device } = newDeviceMemoryMapper(manager).newRegion(0x10000n, "fb");
     using _control = control;
     assert.throws(
