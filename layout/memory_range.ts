@@ -1,3 +1,4 @@
+import { hex } from "./_hex.ts";
 /**
  * The guest page size every range is aligned to: 4 KiB.
  *
@@ -21,10 +22,6 @@ export const PAGE_SIZE: bigint = 0x1000n;
 export const MAX_ADDRESS: bigint = (1n << 64n) - PAGE_SIZE;
 
 const PAGE_MASK = PAGE_SIZE - 1n;
-
-function hex(value: bigint): string {
-  return `0x${value.toString(16)}`;
-}
 
 /**
  * A half-open range `[start, end)` of guest physical addresses, both ends

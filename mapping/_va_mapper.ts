@@ -6,6 +6,7 @@ import { setAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
+import { lowerBound } from "../collections/_lower_bound.ts";
 
 /**
  * What backs one live range of the reservation: `"shared"` (a file mapping)
@@ -196,19 +197,12 @@ export class VaMapper implements Disposable {
     return this.#entries.toArray();
   }
 
-  /** Index of the entry containing `gpa`, or -1 (binary search). */
+  /** Index of the entry containing `gpa` (below the reservation size), or -1. */
   findIndex(gpa: bigint): number {
     const entries = this.#entries.toArray();
-    let lo = 0;
-    let hi = entries.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const range = entries[mid].range;
-      if (gpa < range.start) hi = mid - 1;
-      else if (gpa >= range.end) lo = mid + 1;
-      else return mid;
-    }
-    return -1;
+    const address = Number(gpa);
+    const index = lowerBound(entries, endsAbove, address);
+    return index < entries.length && entries[index].startNumber <= address ? index : -1;
   }
 
   /**

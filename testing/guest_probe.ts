@@ -1,4 +1,5 @@
 import { DisposedError } from "../diagnostics/disposed_error.ts";
+import { hex } from "../layout/_hex.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { KvmExit, kvmExitName } from "../kvm/kvm_constants.ts";
 import { KvmRegs } from "../kvm/kvm_regs.ts";
@@ -133,7 +134,7 @@ export class GuestProbe implements Disposable {
     const codeGpa = options.codeGpa ?? 0xfffff000n;
     if (codeGpa % PAGE_SIZE !== 0n || codeGpa + PAGE_SIZE > LIMIT_4G) {
       throw new RangeError(
-        `probe code page 0x${codeGpa.toString(16)} must be page aligned and below 4 GiB`,
+        `probe code page ${hex(codeGpa)} must be page aligned and below 4 GiB`,
       );
     }
     try {
@@ -177,7 +178,7 @@ export class GuestProbe implements Disposable {
     }
     if (gpa < 0n || gpa + BigInt(size) > LIMIT_4G) {
       throw new RangeError(
-        `guest probe address 0x${gpa.toString(16)} (+${size}) is not below 4 GiB`,
+        `guest probe address ${hex(gpa)} (+${size}) is not below 4 GiB`,
       );
     }
     if (this.#needsSetup) this.#setup();

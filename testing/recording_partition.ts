@@ -1,7 +1,10 @@
-import { ChunkedSortedList, type ListCursor } from "../collections/_chunked_sorted_list.ts";
+import {
+  type RangeKeys,
+  RangeListError,
+  SortedRangeList,
+} from "../collections/_sorted_range_list.ts";
+import { hex } from "../layout/_hex.ts";
 import type { Partition } from "../partition/partition.ts";
-
-const hex = (value: bigint): string => `0x${value.toString(16)}`;
 
 /** One range mapped into a {@linkcode RecordingPartition}. */
 export interface RecordedMapping {
@@ -30,8 +33,8 @@ export interface RecordingPartitionOptions {
   readonly recordEvents?: boolean;
 }
 
-/** Search predicate with the address as key (module-level: no closure per search). */
-const endsAfter = (mapping: RecordedMapping, gpa: bigint): boolean => mapping.end > gpa;
+/** Mappings keyed by their guest range. */
+const MAPPING_KEYS: RangeKeys<RecordedMapping> = { start: (m) => m.gpa, end: (m) => m.end };
 
 /**
  * A partition that only remembers what it is told: the current memory map
@@ -55,7 +58,7 @@ export class RecordingPartition implements Partition {
   readonly events: PartitionEvent[] = [];
   readonly #record: boolean;
   /** Current mappings, ordered by gpa, disjoint. */
-  readonly #mappings = new ChunkedSortedList<RecordedMapping>();
+  readonly #mappings = new SortedRangeList<RecordedMapping>(MAPPING_KEYS);
 
   /** An empty partition. */
   constructor(options: RecordingPartitionOptions = {}) {
@@ -72,35 +75,31 @@ export class RecordingPartition implements Partition {
   ): void {
     if (size === 0n) return;
     const end = gpa + size;
-    const cursor = this.#firstEndingAfter(gpa);
-    const next = this.#mappings.at(cursor);
-    if (next !== undefined && next.gpa < end) {
+    const mapping: RecordedMapping = { gpa, size, end, hostAddress, writable, executable };
+    try {
+      this.#mappings.insert(mapping);
+    } catch (error) {
+      if (!(error instanceof RangeListError)) throw error;
+      const next = error.existing as RecordedMapping;
       throw new RangeError(
         `range ${hex(gpa)}-${hex(end)} overlaps the mapped range at ${hex(next.gpa)}`,
       );
     }
-    const mapping: RecordedMapping = { gpa, size, end, hostAddress, writable, executable };
-    this.#mappings.insertAt(cursor, mapping);
     if (this.#record) this.events.push({ kind: "map", ...mapping });
   }
 
   /** Forgets every mapping inside `[gpa, gpa + size)`. */
   unmapRange(gpa: bigint, size: bigint): void {
     const end = gpa + size;
-    const list = this.#mappings;
-    const first = this.#firstEndingAfter(gpa);
-    let count = 0;
-    for (let c = first;; c = list.next(c)) {
-      const mapping = list.at(c);
-      if (mapping === undefined || mapping.gpa >= end) break;
-      if (mapping.gpa < gpa || mapping.end > end) {
-        throw new RangeError(
-          `mapped range at ${hex(mapping.gpa)} is only partly inside ${hex(gpa)}-${hex(end)}`,
-        );
-      }
-      count++;
+    try {
+      this.#mappings.removeWithin(gpa, end);
+    } catch (error) {
+      if (!(error instanceof RangeListError)) throw error;
+      const mapping = error.existing as RecordedMapping;
+      throw new RangeError(
+        `mapped range at ${hex(mapping.gpa)} is only partly inside ${hex(gpa)}-${hex(end)}`,
+      );
     }
-    for (let i = 0; i < count; i++) list.removeAt(this.#firstEndingAfter(gpa));
     if (this.#record) this.events.push({ kind: "unmap", gpa, size });
   }
 
@@ -121,17 +120,11 @@ export class RecordingPartition implements Partition {
 
   /** The mapping containing `gpa`, if any. */
   mappingAt(gpa: bigint): RecordedMapping | undefined {
-    const mapping = this.#mappings.at(this.#firstEndingAfter(gpa));
-    return mapping !== undefined && mapping.gpa <= gpa ? mapping : undefined;
+    return this.#mappings.find(gpa);
   }
 
   /** Empties the event log (the memory map is kept). */
   clearEvents(): void {
     this.events.length = 0;
-  }
-
-  /** Position of the first mapping ending above `gpa`. */
-  #firstEndingAfter(gpa: bigint): ListCursor {
-    return this.#mappings.firstWhere(endsAfter, gpa);
   }
 }
