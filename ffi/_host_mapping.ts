@@ -86,6 +86,21 @@ export class HostMapping implements Disposable {
     return hostBytes(this.address + offset, length);
   }
 
+  /**
+   * Gives the range up without unmapping it: it becomes private anonymous
+   * read-write memory (no swap reservation, no pages until touched) that
+   * nobody owns, so that a thread still inside an access to it cannot
+   * fault. For disposal while a reader is stuck; the address range leaks.
+   */
+  abandonAccessible(): void {
+    if (this.#address === 0n) return;
+    const address = this.#address;
+    this.#address = 0n;
+    registry.unregister(this);
+    const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
+    mmap(address, this.length, Mman.PROT_READ | Mman.PROT_WRITE, flags, -1, 0n);
+  }
+
   /** `munmap`; idempotent. */
   unmap(): void {
     if (this.#address === 0n) return;

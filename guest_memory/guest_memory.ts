@@ -1,4 +1,7 @@
+import { lowerBound } from "../collections/_lower_bound.ts";
+import type { SharedTableReader } from "../mapping/_shared_table.ts";
 import type { VaEntry, VaMapper } from "../mapping/_va_mapper.ts";
+import { type GuestMemoryTable, WorkerTable } from "../mapping/_worker_table.ts";
 import { GuestMemoryError } from "./guest_memory_error.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -55,6 +58,14 @@ function fastAddress(gpa: bigint | number): number {
   return -1;
 }
 
+const endsAbove = (entry: VaEntry, address: number): boolean => entry.endNumber > address;
+
+/** Index of the entry of `entries` containing `address`, or -1. */
+function indexOf(entries: readonly VaEntry[], address: number): number {
+  const index = lowerBound(entries, endsAbove, address);
+  return index < entries.length && entries[index].startNumber <= address ? index : -1;
+}
+
 function badValue(type: string, range: string, value: unknown): RangeError {
   return new RangeError(`${type} value must be an integer in ${range}, got ${describe(value)}`);
 }
@@ -77,11 +88,25 @@ function checkU64(value: bigint): void {
   }
 }
 
-let construct: (va: VaMapper) => GuestMemory;
+let construct: (va: GuestMemoryTable, reader: SharedTableReader | undefined) => GuestMemory;
 
-/** Makes a {@linkcode GuestMemory} (internal: its constructor is private). */
+/** Makes a {@linkcode GuestMemory} over the main thread's table (internal: its constructor is private). */
 export function newGuestMemory(va: VaMapper): GuestMemory {
-  return construct(va);
+  return construct(va, undefined);
+}
+
+/**
+ * Makes a {@linkcode GuestMemory} in a Worker over the table a manager
+ * shares (`buffer`) for its reservation at `base` of `size` bytes.
+ */
+export function newSharedGuestMemory(
+  buffer: SharedArrayBuffer,
+  base: bigint,
+  size: bigint,
+  name: string,
+): GuestMemory {
+  const table = new WorkerTable(buffer, base, size, name);
+  return construct(table, table.reader);
 }
 
 /**
@@ -123,26 +148,31 @@ export function newGuestMemory(va: VaMapper): GuestMemory {
  * ```
  */
 export class GuestMemory {
-  #va: VaMapper;
+  #va: GuestMemoryTable;
+  /** In a Worker: this accessor's reader slot in the manager's shared table. */
+  #reader: SharedTableReader | undefined;
   #size: bigint;
   /** The entry the last access hit, valid while `#generation` matches the mapper. */
   #entry: VaEntry | undefined;
   #generation = -1;
-  /** Set by `#locateSlow` when an access spans entries: the first entry's index. */
+  /** Set by `#check` when an access spans entries: the first entry's index, and the table it indexes. */
   #spanIndex = -1;
+  #spanEntries: readonly VaEntry[] = [];
+  #closed = false;
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
 
   static {
-    construct = (va) => new GuestMemory(va);
+    construct = (va, reader) => new GuestMemory(va, reader);
   }
 
-  private constructor(va: VaMapper) {
+  private constructor(va: GuestMemoryTable, reader: SharedTableReader | undefined) {
     if (va.size > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new RangeError(`guest address reservation of ${va.size} bytes is too large`);
     }
     this.#va = va;
     this.#size = va.size;
+    this.#reader = reader;
   }
 
   /** Bytes of guest physical address space covered (the reservation size). */
@@ -181,10 +211,16 @@ export class GuestMemory {
       throw GuestMemoryError.outOfRange(gpa, this.#size, { address: addr, length, write });
     }
     this.#spanIndex = -1;
-    if (length === 0n) return -1;
     const va = this.#va;
+    if (va.isDisposed || this.#closed) {
+      throw GuestMemoryError.disposed({ address: addr, length, write });
+    }
+    if (length === 0n) return -1;
+    // The generation first: the entries are then at least that new (a
+    // Worker's table may move on meanwhile, which only makes the cache miss).
+    const generation = va.generation;
     const entries = va.entries();
-    const first = va.findIndex(addr);
+    const first = indexOf(entries, Number(addr));
     if (first < 0) throw GuestMemoryError.unmapped(addr, { address: addr, length, write });
     const endNumber = Number(end);
     let i = first;
@@ -204,16 +240,17 @@ export class GuestMemory {
     if (i === first) {
       const entry = entries[first];
       this.#entry = entry;
-      this.#generation = va.generation;
+      this.#generation = generation;
       return Number(addr) - entry.startNumber;
     }
     this.#spanIndex = first;
+    this.#spanEntries = entries;
     return -1;
   }
 
   /** Copies `[addr, addr + length)` (already checked, starting in entry `index`) into `dest`. */
   #gather(addr: number, dest: Uint8Array, length: number, index: number): void {
-    const entries = this.#va.entries();
+    const entries = this.#spanEntries;
     let done = 0;
     for (let i = index; done < length; i++) {
       const entry = entries[i];
@@ -227,7 +264,7 @@ export class GuestMemory {
 
   /** Copies `src` to `[addr, addr + src.length)` (already checked, starting in entry `index`). */
   #scatter(addr: number, src: Uint8Array, length: number, index: number): void {
-    const entries = this.#va.entries();
+    const entries = this.#spanEntries;
     let done = 0;
     for (let i = index; done < length; i++) {
       const entry = entries[i];
@@ -256,17 +293,23 @@ export class GuestMemory {
    * byte is inaccessible.
    */
   read(gpa: bigint | number, dest: Uint8Array): void {
-    const length = dest.length;
-    const offset = this.#locate(gpa, length, false);
-    if (offset >= 0) {
-      const bytes = this.#entry!.bytes;
-      if (length <= SMALL_COPY) {
-        for (let i = 0; i < length; i++) dest[i] = bytes[offset + i];
-      } else {
-        dest.set(bytes.subarray(offset, offset + length));
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const length = dest.length;
+      const offset = this.#locate(gpa, length, false);
+      if (offset >= 0) {
+        const bytes = this.#entry!.bytes;
+        if (length <= SMALL_COPY) {
+          for (let i = 0; i < length; i++) dest[i] = bytes[offset + i];
+        } else {
+          dest.set(bytes.subarray(offset, offset + length));
+        }
+      } else if (length > 0) {
+        this.#gather(Number(gpa), dest, length, this.#spanIndex);
       }
-    } else if (length > 0) {
-      this.#gather(Number(gpa), dest, length, this.#spanIndex);
+    } finally {
+      reader?.exit();
     }
   }
 
@@ -276,119 +319,185 @@ export class GuestMemory {
    * inaccessible or read-only.
    */
   write(gpa: bigint | number, src: Uint8Array): void {
-    const length = src.length;
-    const offset = this.#locate(gpa, length, true);
-    if (offset >= 0) {
-      const bytes = this.#entry!.bytes;
-      if (length <= SMALL_COPY) {
-        for (let i = 0; i < length; i++) bytes[offset + i] = src[i];
-      } else {
-        bytes.set(src, offset);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const length = src.length;
+      const offset = this.#locate(gpa, length, true);
+      if (offset >= 0) {
+        const bytes = this.#entry!.bytes;
+        if (length <= SMALL_COPY) {
+          for (let i = 0; i < length; i++) bytes[offset + i] = src[i];
+        } else {
+          bytes.set(src, offset);
+        }
+      } else if (length > 0) {
+        this.#scatter(Number(gpa), src, length, this.#spanIndex);
       }
-    } else if (length > 0) {
-      this.#scatter(Number(gpa), src, length, this.#spanIndex);
+    } finally {
+      reader?.exit();
     }
   }
 
   /** Reads `length` guest bytes at `gpa` into a new array. */
   readBytes(gpa: bigint | number, length: bigint | number): Uint8Array<ArrayBuffer> {
-    const len = toLength(length);
-    const addr = toAddress(gpa, len, false);
-    this.#check(addr, len, false);
-    const dest = new Uint8Array(Number(len));
-    this.read(addr, dest);
-    return dest;
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const len = toLength(length);
+      const addr = toAddress(gpa, len, false);
+      this.#check(addr, len, false);
+      const dest = new Uint8Array(Number(len));
+      this.read(addr, dest);
+      return dest;
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Sets `length` guest bytes at `gpa` to `value` (0..255). */
   fill(gpa: bigint | number, length: bigint | number, value: number): void {
-    checkU8(value);
-    const len = toLength(length);
-    const addr = toAddress(gpa, len, true);
-    const offset = this.#check(addr, len, true);
-    if (offset >= 0) {
-      this.#entry!.bytes.fill(value, offset, offset + Number(len));
-      return;
-    }
-    const entries = this.#va.entries();
-    const start = Number(addr);
-    const end = start + Number(len);
-    for (let i = this.#spanIndex; i >= 0 && i < entries.length; i++) {
-      const entry = entries[i];
-      if (entry.startNumber >= end) break;
-      const from = Math.max(start, entry.startNumber) - entry.startNumber;
-      const to = Math.min(end, entry.endNumber) - entry.startNumber;
-      entry.bytes.fill(value, from, to);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU8(value);
+      const len = toLength(length);
+      const addr = toAddress(gpa, len, true);
+      const offset = this.#check(addr, len, true);
+      if (offset >= 0) {
+        this.#entry!.bytes.fill(value, offset, offset + Number(len));
+        return;
+      }
+      const entries = this.#spanEntries;
+      const start = Number(addr);
+      const end = start + Number(len);
+      for (let i = this.#spanIndex; i >= 0 && i < entries.length; i++) {
+        const entry = entries[i];
+        if (entry.startNumber >= end) break;
+        const from = Math.max(start, entry.startNumber) - entry.startNumber;
+        const to = Math.min(end, entry.endNumber) - entry.startNumber;
+        entry.bytes.fill(value, from, to);
+      }
+    } finally {
+      reader?.exit();
     }
   }
 
   /** Reads the byte at `gpa`. */
   readU8(gpa: bigint | number): number {
-    const offset = this.#locate(gpa, 1, false);
-    return this.#entry!.bytes[offset];
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const offset = this.#locate(gpa, 1, false);
+      return this.#entry!.bytes[offset];
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Reads the little-endian u16 at `gpa`. */
   readU16(gpa: bigint | number): number {
-    const offset = this.#locate(gpa, 2, false);
-    if (offset >= 0) return this.#entry!.view.getUint16(offset, true);
-    return this.#gatherScratch(gpa, 2).getUint16(0, true);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const offset = this.#locate(gpa, 2, false);
+      if (offset >= 0) return this.#entry!.view.getUint16(offset, true);
+      return this.#gatherScratch(gpa, 2).getUint16(0, true);
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Reads the little-endian u32 at `gpa`. */
   readU32(gpa: bigint | number): number {
-    const offset = this.#locate(gpa, 4, false);
-    if (offset >= 0) return this.#entry!.view.getUint32(offset, true);
-    return this.#gatherScratch(gpa, 4).getUint32(0, true);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const offset = this.#locate(gpa, 4, false);
+      if (offset >= 0) return this.#entry!.view.getUint32(offset, true);
+      return this.#gatherScratch(gpa, 4).getUint32(0, true);
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Reads the little-endian u64 at `gpa`. */
   readU64(gpa: bigint | number): bigint {
-    const offset = this.#locate(gpa, 8, false);
-    if (offset >= 0) return this.#entry!.view.getBigUint64(offset, true);
-    return this.#gatherScratch(gpa, 8).getBigUint64(0, true);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      const offset = this.#locate(gpa, 8, false);
+      if (offset >= 0) return this.#entry!.view.getBigUint64(offset, true);
+      return this.#gatherScratch(gpa, 8).getBigUint64(0, true);
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Writes the byte `value` (0..255) at `gpa`. */
   writeU8(gpa: bigint | number, value: number): void {
-    checkU8(value);
-    const offset = this.#locate(gpa, 1, true);
-    this.#entry!.bytes[offset] = value;
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU8(value);
+      const offset = this.#locate(gpa, 1, true);
+      this.#entry!.bytes[offset] = value;
+    } finally {
+      reader?.exit();
+    }
   }
 
   /** Writes `value` (0..65535) as a little-endian u16 at `gpa`. */
   writeU16(gpa: bigint | number, value: number): void {
-    checkU16(value);
-    const offset = this.#locate(gpa, 2, true);
-    if (offset >= 0) {
-      this.#entry!.view.setUint16(offset, value, true);
-    } else {
-      this.#scratchView.setUint16(0, value, true);
-      this.#scatterScratch(gpa, 2);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU16(value);
+      const offset = this.#locate(gpa, 2, true);
+      if (offset >= 0) {
+        this.#entry!.view.setUint16(offset, value, true);
+      } else {
+        this.#scratchView.setUint16(0, value, true);
+        this.#scatterScratch(gpa, 2);
+      }
+    } finally {
+      reader?.exit();
     }
   }
 
   /** Writes `value` (0..2^32-1) as a little-endian u32 at `gpa`. */
   writeU32(gpa: bigint | number, value: number): void {
-    checkU32(value);
-    const offset = this.#locate(gpa, 4, true);
-    if (offset >= 0) {
-      this.#entry!.view.setUint32(offset, value, true);
-    } else {
-      this.#scratchView.setUint32(0, value, true);
-      this.#scatterScratch(gpa, 4);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU32(value);
+      const offset = this.#locate(gpa, 4, true);
+      if (offset >= 0) {
+        this.#entry!.view.setUint32(offset, value, true);
+      } else {
+        this.#scratchView.setUint32(0, value, true);
+        this.#scatterScratch(gpa, 4);
+      }
+    } finally {
+      reader?.exit();
     }
   }
 
   /** Writes `value` (0n..2^64-1) as a little-endian u64 at `gpa`. */
   writeU64(gpa: bigint | number, value: bigint): void {
-    checkU64(value);
-    const offset = this.#locate(gpa, 8, true);
-    if (offset >= 0) {
-      this.#entry!.view.setBigUint64(offset, value, true);
-    } else {
-      this.#scratchView.setBigUint64(0, value, true);
-      this.#scatterScratch(gpa, 8);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU64(value);
+      const offset = this.#locate(gpa, 8, true);
+      if (offset >= 0) {
+        this.#entry!.view.setBigUint64(offset, value, true);
+      } else {
+        this.#scratchView.setBigUint64(0, value, true);
+        this.#scatterScratch(gpa, 8);
+      }
+    } finally {
+      reader?.exit();
     }
   }
 
@@ -410,10 +519,16 @@ export class GuestMemory {
    * the exchange happened exactly when it equals `expected`.
    */
   compareExchange32(gpa: bigint | number, expected: number, replacement: number): number {
-    checkU32(expected);
-    checkU32(replacement);
-    const offset = this.#locateAtomic(gpa, 4);
-    return Atomics.compareExchange(this.#entry!.words32, offset / 4, expected, replacement);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU32(expected);
+      checkU32(replacement);
+      const offset = this.#locateAtomic(gpa, 4);
+      return Atomics.compareExchange(this.#entry!.words32, offset / 4, expected, replacement);
+    } finally {
+      reader?.exit();
+    }
   }
 
   /**
@@ -422,10 +537,16 @@ export class GuestMemory {
    * the exchange happened exactly when it equals `expected`.
    */
   compareExchange64(gpa: bigint | number, expected: bigint, replacement: bigint): bigint {
-    checkU64(expected);
-    checkU64(replacement);
-    const offset = this.#locateAtomic(gpa, 8);
-    return Atomics.compareExchange(this.#entry!.words64, offset / 8, expected, replacement);
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      checkU64(expected);
+      checkU64(replacement);
+      const offset = this.#locateAtomic(gpa, 8);
+      return Atomics.compareExchange(this.#entry!.words64, offset / 8, expected, replacement);
+    } finally {
+      reader?.exit();
+    }
   }
 
   /**
@@ -438,18 +559,43 @@ export class GuestMemory {
     length: bigint | number,
     write = false,
   ): GuestMemoryError | undefined {
-    const len = toLength(length);
+    const reader = this.#reader;
+    reader?.enter();
     try {
-      this.#check(toAddress(gpa, len, write), len, write);
-      return undefined;
-    } catch (err) {
-      if (err instanceof GuestMemoryError) return err;
-      throw err;
+      const len = toLength(length);
+      try {
+        this.#check(toAddress(gpa, len, write), len, write);
+        return undefined;
+      } catch (err) {
+        if (err instanceof GuestMemoryError) return err;
+        throw err;
+      }
+    } finally {
+      reader?.exit();
     }
   }
 
   /** Whether an access of `length` bytes at `gpa` (a write if `write`) would succeed. */
   isMapped(gpa: bigint | number, length: bigint | number, write = false): boolean {
-    return this.probe(gpa, length, write) === undefined;
+    const reader = this.#reader;
+    reader?.enter();
+    try {
+      return this.probe(gpa, length, write) === undefined;
+    } finally {
+      reader?.exit();
+    }
+  }
+
+  /**
+   * Gives up this accessor. In a Worker it frees its reader slot in the
+   * manager's shared table; later accesses fail with `disposed`. On the
+   * main thread (the manager's own accessor) it only does the latter.
+   */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#entry = undefined;
+    this.#generation = -1;
+    this.#reader?.release();
   }
 }

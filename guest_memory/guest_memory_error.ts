@@ -37,7 +37,8 @@ export class GuestMemoryError extends Error {
    *   reservation;
    * - `unmapped`: a byte of the range has no active mapping;
    * - `readOnly`: a write touches a byte that is mapped read-only;
-   * - `misaligned`: an atomic access is not naturally aligned.
+   * - `misaligned`: an atomic access is not naturally aligned;
+   * - `disposed`: the accessor, or the manager behind it, has been disposed.
    */
   readonly kind:
     | "invalidAddress"
@@ -45,7 +46,8 @@ export class GuestMemoryError extends Error {
     | "outOfRange"
     | "unmapped"
     | "readOnly"
-    | "misaligned";
+    | "misaligned"
+    | "disposed";
   /** The offending guest physical address. */
   readonly gpa: bigint;
   /** The refused access: first guest physical address, length in bytes, whether it writes. */
@@ -108,6 +110,18 @@ export class GuestMemoryError extends Error {
       gpa,
       access,
       `guest address ${hex(gpa)} is mapped read-only`,
+    );
+  }
+
+  /** `guest address {gpa} is not accessible: the guest memory manager has been disposed`. */
+  static disposed(access: GuestMemoryError["access"]): GuestMemoryError {
+    return new GuestMemoryError(
+      "disposed",
+      access.address,
+      access,
+      `guest address ${
+        hex(access.address)
+      } is not accessible: the guest memory manager has been disposed`,
     );
   }
 

@@ -227,6 +227,9 @@ export class GuestMemoryManager implements Disposable {
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    // Workers fail fast from here on, so tearing the regions down does not
+    // wait for their accesses.
+    this.#va.retire();
     using stack = new DisposableStack();
     // Disposed in reverse: partitions are detached first, the RAM fd closed last.
     const backing = this.#backing;

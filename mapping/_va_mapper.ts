@@ -6,6 +6,13 @@ import { setAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
+import { warn } from "../diagnostics/warnings.ts";
+import {
+  FLAG_WRITABLE,
+  type GraceStats,
+  type SharedEntry,
+  SharedTableWriter,
+} from "./_shared_table.ts";
 import { lowerBound } from "../collections/_lower_bound.ts";
 
 /**
@@ -153,6 +160,8 @@ export class VaMapper implements Disposable {
   #privateHomes: { range: MemoryRange; name: string | undefined }[] = [];
   #entries: ChunkedSortedList<VaEntry> = new ChunkedSortedList();
   #generation = 0;
+  /** The table as Workers see it, once shared. */
+  #shared: SharedTableWriter | undefined;
 
   private constructor(reservation: HostMapping) {
     this.#reservation = reservation;
@@ -212,6 +221,7 @@ export class VaMapper implements Disposable {
   mapShared(range: MemoryRange, backing: Mappable, fileOffset: bigint, writable: boolean): void {
     this.#checkInside(range);
     if (range.isEmpty()) return;
+    this.#takeAway(range);
     const host = this.base + range.start;
     mmap(
       host,
@@ -221,7 +231,8 @@ export class VaMapper implements Disposable {
       backing.fd,
       fileOffset,
     );
-    this.#replace(range, new VaEntry(range, writable, "shared", backing.fd, fileOffset, host));
+    this.#insert(new VaEntry(range, writable, "shared", backing.fd, fileOffset, host));
+    this.#changed();
   }
 
   /**
@@ -232,9 +243,11 @@ export class VaMapper implements Disposable {
   allocPrivate(range: MemoryRange, name?: string): void {
     this.#checkInside(range);
     if (range.isEmpty()) return;
+    this.#takeAway(range);
     const host = this.base + range.start;
     mmap(host, range.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
-    this.#replace(range, new VaEntry(range, true, "private", -1, 0n, host));
+    this.#insert(new VaEntry(range, true, "private", -1, 0n, host));
+    this.#changed();
     this.#addPrivateHome(range, name);
     nameAnonymous(host, range.len, name);
   }
@@ -257,36 +270,72 @@ export class VaMapper implements Disposable {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
-    let changed = false;
-    try {
-      // Walk the overlapped entries by address, each search starting where
-      // the previous entry ended: private entries stay where they are and
-      // removing a shared one does not disturb the walk.
-      for (let from = start;;) {
-        const cursor = list.firstWhere(endsAbove, from);
-        const entry = list.at(cursor);
-        if (entry === undefined || entry.startNumber >= end) break;
-        from = entry.endNumber;
-        if (entry.kind === "private") continue;
-        // The usual case, an entry wholly inside `range`, needs no new range.
-        const inside = start <= entry.startNumber && entry.endNumber <= end;
-        const cut = inside ? entry.range : entry.range.intersection(range);
-        const host = inside ? entry.hostAddress : this.base + cut.start;
-        mmap(host, cut.len, Mman.PROT_NONE, ANON_FIXED_FLAGS, -1, 0n);
-        list.removeAt(cursor);
-        changed = true;
-        if (this.#privateHomes.length > 0) this.#restorePrivate(cut);
-        if (inside) continue;
-        if (entry.range.start < cut.start) {
-          this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
-        }
-        if (cut.end < entry.range.end) {
-          this.#insert(entry.slice(new MemoryRange(cut.end, entry.range.end)));
-        }
+    // First the table: readers must stop seeing the ranges before they go.
+    const cuts: MemoryRange[] = [];
+    // Walk the overlapped entries by address, each search starting where
+    // the previous entry ended: private entries stay where they are and
+    // removing a shared one does not disturb the walk.
+    for (let from = start;;) {
+      const cursor = list.firstWhere(endsAbove, from);
+      const entry = list.at(cursor);
+      if (entry === undefined || entry.startNumber >= end) break;
+      from = entry.endNumber;
+      if (entry.kind === "private") continue;
+      // The usual case, an entry wholly inside `range`, needs no new range.
+      const inside = start <= entry.startNumber && entry.endNumber <= end;
+      const cut = inside ? entry.range : entry.range.intersection(range);
+      list.removeAt(cursor);
+      cuts.push(cut);
+      if (inside) continue;
+      if (entry.range.start < cut.start) {
+        this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
       }
-    } finally {
-      if (changed) this.#generation++;
+      if (cut.end < entry.range.end) {
+        this.#insert(entry.slice(new MemoryRange(cut.end, entry.range.end)));
+      }
     }
+    if (cuts.length === 0) return;
+    this.#changed();
+    this.#graceOver();
+    // With a reader stalled inside an access, the memory stays accessible
+    // to the host (fresh anonymous pages the guest never sees) so that the
+    // stalled access cannot fault.
+    const prot = this.#shared?.anyStalled ? protFor(true) : Mman.PROT_NONE;
+    for (const cut of cuts) {
+      mmap(this.base + cut.start, cut.len, prot, ANON_FIXED_FLAGS, -1, 0n);
+      if (this.#privateHomes.length > 0 && this.#restorePrivate(cut)) this.#changed();
+    }
+  }
+
+  /**
+   * Shares the table with Workers: the buffer to hand them (made on first
+   * use; from then on every change that takes memory away waits for the
+   * readers' grace period).
+   */
+  share(): SharedArrayBuffer {
+    if (this.#shared === undefined) {
+      this.#shared = new SharedTableWriter();
+      this.#publish();
+    }
+    return this.#shared.buffer;
+  }
+
+  /**
+   * Tells Workers the manager is going away: from now on their accesses
+   * fail with `disposed` (the reservation itself goes with dispose).
+   */
+  retire(): void {
+    this.#shared?.markDisposed();
+  }
+
+  /** Grace period counters (undefined before the table was first shared). */
+  get graceStats(): GraceStats | undefined {
+    return this.#shared?.stats;
+  }
+
+  /** Whether the reservation has been released (its table is empty for good). */
+  get isDisposed(): boolean {
+    return !this.#reservation.isMapped;
   }
 
   /** Releases the whole reservation (every mapping in it goes too). */
@@ -294,6 +343,18 @@ export class VaMapper implements Disposable {
     if (!this.#reservation.isMapped) return;
     this.#entries = new ChunkedSortedList();
     this.#generation++;
+    const shared = this.#shared;
+    if (shared !== undefined) {
+      shared.markDisposed();
+      shared.synchronize();
+      if (shared.anyStalled) {
+        // A reader is stuck inside an access: give the address range up as
+        // harmless anonymous memory rather than unmapping it under the reader.
+        warn("guest memory reservation left mapped: a reader is still inside an access");
+        this.#reservation.abandonAccessible();
+        return;
+      }
+    }
     this.#reservation.unmap();
   }
 
@@ -308,7 +369,8 @@ export class VaMapper implements Disposable {
    * with fresh anonymous memory again. The old contents went when the
    * shared mapping replaced them; what comes back reads as zeroes.
    */
-  #restorePrivate(cut: MemoryRange): void {
+  #restorePrivate(cut: MemoryRange): boolean {
+    let restored = false;
     for (const home of this.#privateHomes) {
       if (!home.range.overlaps(cut)) continue;
       const part = home.range.intersection(cut);
@@ -316,7 +378,9 @@ export class VaMapper implements Disposable {
       mmap(host, part.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
       nameAnonymous(host, part.len, home.name);
       this.#insert(new VaEntry(part, true, "private", -1, 0n, host));
+      restored = true;
     }
+    return restored;
   }
 
   /** Adds `range` to the private RAM homes, merging it with those it touches (kept disjoint). */
@@ -340,19 +404,22 @@ export class VaMapper implements Disposable {
     list.insertAt(list.firstWhere(startsAtOrAbove, entry.startNumber), entry);
   }
 
-  /** Puts `entry` in the table, trimming whatever it overlaps. */
-  #replace(range: MemoryRange, entry: VaEntry): void {
+  /**
+   * Takes whatever the table holds inside `range` out of it (trimming
+   * entries that stick out) and, if anything was there, waits for the
+   * readers' grace period: the caller is about to map over it.
+   */
+  #takeAway(range: MemoryRange): void {
     const list = this.#entries;
+    const start = Number(range.start);
+    const end = Number(range.end);
+    let removed = false;
     for (;;) {
-      const cursor = list.firstWhere(endsAbove, entry.startNumber);
+      const cursor = list.firstWhere(endsAbove, start);
       const old = list.at(cursor);
-      if (old === undefined || old.startNumber >= entry.endNumber) {
-        // Nothing (left) overlaps, so the first entry ending above the new
-        // one's start begins at or after its end: the new entry goes here.
-        list.insertAt(cursor, entry);
-        break;
-      }
+      if (old === undefined || old.startNumber >= end) break;
       list.removeAt(cursor);
+      removed = true;
       // Entries are ordered and disjoint: only the first overlapped one can
       // stick out on the left, only the last one on the right (and the
       // pieces left over lie outside `range`, so the loop never finds them).
@@ -363,7 +430,31 @@ export class VaMapper implements Disposable {
         this.#insert(old.slice(new MemoryRange(range.end, old.range.end)));
       }
     }
+    if (!removed) return;
+    this.#changed();
+    this.#graceOver();
+  }
+
+  /** The table changed: a new generation, published to readers if shared. */
+  #changed(): void {
     this.#generation++;
+    if (this.#shared !== undefined) this.#publish();
+  }
+
+  /** Waits (bounded) until no reader can still be inside an access that saw the old table. */
+  #graceOver(): void {
+    const shared = this.#shared;
+    if (shared !== undefined && shared.hasReaders) shared.synchronize();
+  }
+
+  #publish(): void {
+    const entries = this.#entries.toArray();
+    const shared: SharedEntry[] = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      shared[i] = { start: e.startNumber, end: e.endNumber, flags: e.writable ? FLAG_WRITABLE : 0 };
+    }
+    this.#shared!.publish(shared);
   }
 }
 

@@ -194,6 +194,8 @@ function message(expected: Expected & { ok: false }, length: bigint): string {
       return `${at} is not mapped`;
     case "readOnly":
       return `${at} is mapped read-only`;
+    case "disposed":
+      return `${at} is not accessible: the guest memory manager has been disposed`;
   }
 }
 

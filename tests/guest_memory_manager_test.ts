@@ -239,13 +239,13 @@ Deno.test("GuestMemory through an existing backing", async (t) => {
     assert.equal(a.readU32(0x4000), 0xaabbccdd);
   });
 
-  await t.step("the contents outlive the first manager", () => {
+  await t.step("the contents outlive the first manager, whose accessor reports disposed", () => {
     first[Symbol.dispose]();
     assertGuestError(
       () => a.readU8(0x4000),
-      "unmapped",
+      "disposed",
       0x4000n,
-      "guest address 0x4000 is not mapped",
+      "guest address 0x4000 is not accessible: the guest memory manager has been disposed",
     );
     assert.equal(b.readU64(0x4000n), 0x01020304aabbccddn);
   });
@@ -262,15 +262,15 @@ Deno.test("GuestMemory after its manager is disposed", () => {
   }
   assertGuestError(
     () => memory.readU8(0x1000),
-    "unmapped",
+    "disposed",
     0x1000n,
-    "guest address 0x1000 is not mapped",
+    "guest address 0x1000 is not accessible: the guest memory manager has been disposed",
   );
   assertGuestError(
     () => memory.write(0, new Uint8Array(1)),
-    "unmapped",
+    "disposed",
     0n,
-    "guest address 0x0 is not mapped",
+    "guest address 0x0 is not accessible: the guest memory manager has been disposed",
   );
   assert.equal(openFdCount(), fds);
   assert.equal(largeMappingCount(16n * MiB), reservations);

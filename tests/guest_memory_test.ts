@@ -610,15 +610,20 @@ Deno.test("GuestMemory follows changes to the mapping table", async (t) => {
     assert.equal(memory.readU8(0xc000), 0x5c);
   });
 
-  await t.step("after the reservation is released nothing is mapped", () => {
+  await t.step("after the reservation is released every access fails with disposed", () => {
     assert.equal(memory.readU8(0), memory.readU8(0n));
     va[Symbol.dispose]();
-    assertGuestError(() => memory.readU8(0), "unmapped", 0n, "guest address 0x0 is not mapped");
+    assertGuestError(
+      () => memory.readU8(0),
+      "disposed",
+      0n,
+      "guest address 0x0 is not accessible: the guest memory manager has been disposed",
+    );
     assertGuestError(
       () => memory.readU8(0xc000),
-      "unmapped",
+      "disposed",
       0xc000n,
-      "guest address 0xc000 is not mapped",
+      "guest address 0xc000 is not accessible: the guest memory manager has been disposed",
     );
   });
 });

@@ -1,0 +1,84 @@
+/**
+ * A Worker's view of a manager's host mapping table: the same
+ * {@linkcode VaEntry} objects `GuestMemory` uses on the main thread, built
+ * from the table the manager shares ({@linkcode SharedTableReader}) over
+ * the same host reservation (host address = base + gpa).
+ *
+ * @module
+ */
+
+import { lowerBound } from "../collections/_lower_bound.ts";
+import { MemoryRange } from "../layout/memory_range.ts";
+import { FLAG_WRITABLE, type SharedEntry, SharedTableReader } from "./_shared_table.ts";
+import { VaEntry } from "./_va_mapper.ts";
+
+const endsAbove = (entry: VaEntry, address: number): boolean => entry.endNumber > address;
+
+/** The table a `GuestMemory` checks its accesses against (a `VaMapper`, or this). */
+export interface GuestMemoryTable {
+  /** Bytes of guest physical address space covered. */
+  readonly size: bigint;
+  /** Changes whenever the table does. */
+  readonly generation: number;
+  /** Whether the manager is gone. */
+  readonly isDisposed: boolean;
+  /** The live ranges in address order. */
+  entries(): readonly VaEntry[];
+  /** Index of the entry containing `gpa`, or -1. */
+  findIndex(gpa: bigint): number;
+}
+
+/** The table of a manager seen from a Worker. */
+export class WorkerTable implements GuestMemoryTable {
+  readonly reader: SharedTableReader;
+  readonly size: bigint;
+  readonly #base: bigint;
+  #shared: readonly SharedEntry[] = [];
+  #entries: VaEntry[] = [];
+  /** Entries by `start:end:flags`, so views survive table changes elsewhere. */
+  #cache = new Map<string, VaEntry>();
+
+  /** Reads the table in `buffer` for the reservation at `base` of `size` bytes. */
+  constructor(buffer: SharedArrayBuffer, base: bigint, size: bigint, name: string) {
+    this.reader = new SharedTableReader(buffer, name);
+    this.#base = base;
+    this.size = size;
+  }
+
+  get generation(): number {
+    return this.reader.sequence;
+  }
+
+  get isDisposed(): boolean {
+    return this.reader.disposed;
+  }
+
+  entries(): readonly VaEntry[] {
+    const { entries } = this.reader.entries();
+    if (entries === this.#shared) return this.#entries;
+    const cache = new Map<string, VaEntry>();
+    const built: VaEntry[] = [];
+    for (const e of entries) {
+      const key = `${e.start}:${e.end}:${e.flags}`;
+      let entry = this.#cache.get(key);
+      if (entry === undefined) {
+        const range = new MemoryRange(BigInt(e.start), BigInt(e.end));
+        const writable = (e.flags & FLAG_WRITABLE) !== 0;
+        entry = new VaEntry(range, writable, "shared", -1, 0n, this.#base + range.start);
+      }
+      cache.set(key, entry);
+      built.push(entry);
+    }
+    this.#cache = cache;
+    this.#shared = entries;
+    this.#entries = built;
+    return built;
+  }
+
+  findIndex(gpa: bigint): number {
+    const entries = this.entries();
+    const address = Number(gpa);
+    const lo = lowerBound(entries, endsAbove, address);
+    return lo < entries.length && entries[lo].startNumber <= address ? lo : -1;
+  }
+}
