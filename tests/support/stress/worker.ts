@@ -1,3 +1,5 @@
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
 /**
  * A Worker of the guest memory stress test: hammers reads, writes, fills
  * and compareExchange32 over the addresses it is given through a shared
