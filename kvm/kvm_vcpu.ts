@@ -13,12 +13,14 @@ import {
 } from "./kvm_constants.ts";
 import { KvmRegs, KvmSregs } from "./kvm_regs.ts";
 
-let construct: (fd: OwnedFd, mmapSize: number) => KvmVcpu;
+let construct: (fd: OwnedFd | number, mmapSize: number, id: number) => KvmVcpu;
 
-/** Wraps a vCPU fd and maps its `kvm_run` (for `KvmVm.createVcpu`). */
-export function openVcpu(fd: OwnedFd, mmapSize: number): KvmVcpu {
-  return construct(fd, mmapSize);
+/** Wraps a vCPU fd (owned) and maps its `kvm_run` (for `KvmVm.createVcpu`). */
+export function openVcpu(fd: OwnedFd, mmapSize: number, id: number): KvmVcpu {
+  return construct(fd, mmapSize, id);
 }
+
+const SHARE_KIND = "membacking.KvmVcpu";
 
 /**
  * The `mmio` member of `kvm_run` after a `KVM_EXIT_MMIO`.
@@ -74,7 +76,12 @@ export interface KvmMemoryFaultExit {
  * ```
  */
 export class KvmVcpu implements Disposable {
-  readonly #fd: OwnedFd;
+  /** The owned fd; `undefined` when borrowed from another thread's vCPU. */
+  readonly #fd: OwnedFd | undefined;
+  readonly #rawFd: number;
+  readonly #mmapSize: number;
+  /** The vCPU id given to `KVM_CREATE_VCPU`. */
+  readonly id: number;
   readonly #runArea: HostMapping;
   readonly #run: DataView;
   readonly #runBytes: Uint8Array;
@@ -82,17 +89,16 @@ export class KvmVcpu implements Disposable {
   readonly #preFaultView = new DataView(this.#preFault.buffer);
 
   static {
-    construct = (fd, mmapSize) => new KvmVcpu(fd, mmapSize);
+    construct = (fd, mmapSize, id) => new KvmVcpu(fd, mmapSize, id);
   }
 
-  private constructor(fd: OwnedFd, mmapSize: number) {
-    this.#runArea = HostMapping.shared(
-      fd.fd,
-      0n,
-      BigInt(mmapSize),
-      Mman.PROT_READ | Mman.PROT_WRITE,
-    );
-    this.#fd = fd;
+  private constructor(fd: OwnedFd | number, mmapSize: number, id: number) {
+    const raw = typeof fd === "number" ? fd : fd.fd;
+    this.#runArea = HostMapping.shared(raw, 0n, BigInt(mmapSize), Mman.PROT_READ | Mman.PROT_WRITE);
+    this.#fd = typeof fd === "number" ? undefined : fd;
+    this.#rawFd = raw;
+    this.#mmapSize = mmapSize;
+    this.id = id;
     this.#runBytes = this.#runArea.bytes();
     this.#run = new DataView(
       this.#runBytes.buffer,
@@ -103,7 +109,45 @@ export class KvmVcpu implements Disposable {
 
   /** The raw descriptor (the object keeps owning it). */
   get unsafeFd(): number {
-    return this.#fd.fd;
+    this.#live();
+    return this.#rawFd;
+  }
+
+  /**
+   * This vCPU as a plain object for `postMessage`, so that a Worker can run
+   * it ({@linkcode KvmVcpu.fromShare}). The vCPU stays owned here: the
+   * Worker's object only borrows the descriptor, and this side must outlive
+   * it. Run a vCPU from one thread at a time (KVM serializes the ioctls of
+   * one vCPU, and each switch of thread costs a reload).
+   *
+   * @returns The object to post.
+   */
+  share(): {
+    readonly kind: "membacking.KvmVcpu";
+    readonly fd: number;
+    readonly mmapSize: number;
+    readonly id: number;
+  } {
+    return { kind: SHARE_KIND, fd: this.unsafeFd, mmapSize: this.#mmapSize, id: this.id };
+  }
+
+  /**
+   * The vCPU another thread shared ({@linkcode share}), with its own view of
+   * `kvm_run`. Disposing of it unmaps that view; the descriptor stays open.
+   *
+   * @param share What `share()` returned, as `postMessage` delivered it.
+   * @returns A borrowed vCPU.
+   * @throws {TypeError} when `share` is not such an object.
+   */
+  static fromShare(share: unknown): KvmVcpu {
+    const s = share as Record<string, unknown> | null;
+    if (
+      typeof s !== "object" || s === null || s.kind !== SHARE_KIND || typeof s.fd !== "number" ||
+      typeof s.mmapSize !== "number" || typeof s.id !== "number"
+    ) {
+      throw new TypeError("not a shared kvm vcpu (from KvmVcpu.share())");
+    }
+    return new KvmVcpu(s.fd, s.mmapSize, s.id);
   }
 
   #live(): DataView {
@@ -240,6 +284,6 @@ export class KvmVcpu implements Disposable {
   /** Unmaps `kvm_run` and closes the vCPU fd; idempotent. */
   [Symbol.dispose](): void {
     this.#runArea.unmap();
-    this.#fd.close();
+    this.#fd?.close();
   }
 }

@@ -136,7 +136,7 @@ export class KvmVm implements Disposable {
       ioctlValue("KVM_CREATE_VCPU", this.unsafeFd, KvmIoctl.KVM_CREATE_VCPU, BigInt(id)),
     );
     try {
-      return openVcpu(fd, this.#vcpuMmapSize);
+      return openVcpu(fd, this.#vcpuMmapSize, id);
     } catch (err) {
       fd.close();
       throw err;

@@ -3,7 +3,7 @@ import { hex } from "../layout/_hex.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { KvmExit, kvmExitName } from "../kvm/kvm_constants.ts";
 import { KvmRegs } from "../kvm/kvm_regs.ts";
-import type { KvmVcpu } from "../kvm/kvm_vcpu.ts";
+import { KvmVcpu } from "../kvm/kvm_vcpu.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
 import { PAGE_SIZE } from "../layout/memory_range.ts";
 import type { KvmPartition } from "../kvm/kvm_partition.ts";
@@ -78,6 +78,8 @@ export interface GuestProbeOptions {
   readonly codeGpa?: bigint;
   /** Where `KVM_SET_TSS_ADDR` puts the 3-page real-mode TSS (default `0xfffbd000`). */
   readonly tssAddress?: bigint;
+  /** Which vCPU of the partition runs the probe (default 0); two probes need two code pages. */
+  readonly vcpuId?: number;
 }
 
 const LIMIT_4G = 1n << 32n;
@@ -92,6 +94,8 @@ const STUBS = {
   store2: { offset: 0x40, code: [0x66, 0x89, 0x03, 0xf4] }, // mov [ebx], ax; hlt
   store4: { offset: 0x50, code: [0x89, 0x03, 0xf4] }, // mov [ebx], eax; hlt
 } as const;
+
+const SHARE_KIND = "membacking.GuestProbe";
 
 /**
  * A tiny guest that performs one memory access at a time, to see guest
@@ -114,22 +118,64 @@ const STUBS = {
  * ```
  */
 export class GuestProbe implements Disposable {
-  readonly #partition: KvmPartition;
-  readonly #code: HostMapping;
+  /** The partition (on the thread that created the probe; `undefined` in a Worker). */
+  readonly #partition: KvmPartition | undefined;
+  /** The code page (owned by the creating thread). */
+  readonly #code: HostMapping | undefined;
   readonly #vcpu: KvmVcpu;
   /** Guest physical address of the code page. */
   readonly codeGpa: bigint;
   #needsSetup = true;
   #disposed = false;
 
-  private constructor(partition: KvmPartition, code: HostMapping, codeGpa: bigint) {
+  private constructor(
+    partition: KvmPartition | undefined,
+    code: HostMapping | undefined,
+    codeGpa: bigint,
+    vcpu: KvmVcpu,
+  ) {
     this.#partition = partition;
     this.#code = code;
     this.codeGpa = codeGpa;
-    this.#vcpu = partition.vcpu();
+    this.#vcpu = vcpu;
   }
 
-  /** Creates the probe's code page slot and sets up vCPU 0 of `partition`. */
+  /**
+   * This probe as a plain object for `postMessage`: a Worker turns it into a
+   * probe of its own ({@linkcode GuestProbe.fromShare}) that drives the same
+   * vCPU and code page. This side must outlive the Worker's probe.
+   *
+   * @returns The object to post.
+   */
+  share(): {
+    readonly kind: "membacking.GuestProbe";
+    readonly vcpu: ReturnType<KvmVcpu["share"]>;
+    readonly codeGpa: bigint;
+  } {
+    if (this.#disposed) throw new DisposedError({ object: "guest probe" });
+    return { kind: SHARE_KIND, vcpu: this.#vcpu.share(), codeGpa: this.codeGpa };
+  }
+
+  /**
+   * A probe in a Worker from what {@linkcode share} returned. It has no view
+   * of the slot table, so an MMIO exit inside a slot (how this nested host
+   * reports unbacked host pages) is reported as `mmio`, not `memory_fault`.
+   *
+   * @param share What `share()` returned, as `postMessage` delivered it.
+   * @returns The probe; disposing of it only unmaps its view of the vCPU.
+   * @throws {TypeError} when `share` is not such an object.
+   */
+  static fromShare(share: unknown): GuestProbe {
+    const s = share as Record<string, unknown> | null;
+    if (
+      typeof s !== "object" || s === null || s.kind !== SHARE_KIND || typeof s.codeGpa !== "bigint"
+    ) {
+      throw new TypeError("not a shared guest probe (from GuestProbe.share())");
+    }
+    return new GuestProbe(undefined, undefined, s.codeGpa, KvmVcpu.fromShare(s.vcpu));
+  }
+
+  /** Creates the probe's code page slot and sets up vCPU `options.vcpuId` (default 0) of `partition`. */
   static create(partition: KvmPartition, options: GuestProbeOptions = {}): GuestProbe {
     const codeGpa = options.codeGpa ?? 0xfffff000n;
     if (codeGpa % PAGE_SIZE !== 0n || codeGpa + PAGE_SIZE > LIMIT_4G) {
@@ -150,7 +196,7 @@ export class GuestProbe implements Disposable {
       for (const stub of Object.values(STUBS)) bytes.set(stub.code, stub.offset);
       partition.mapRange(code.address, PAGE_SIZE, codeGpa, false, true);
       try {
-        return new GuestProbe(partition, code, codeGpa);
+        return new GuestProbe(partition, code, codeGpa, partition.vcpu(options.vcpuId ?? 0));
       } catch (err) {
         partition.unmapRange(codeGpa, PAGE_SIZE);
         throw err;
@@ -214,7 +260,7 @@ export class GuestProbe implements Disposable {
         // Inside a slot, only a write to a read-only slot is real MMIO. Where
         // KVM emulates the access (shadow paging, no TDP), host pages it
         // cannot fault in come back as MMIO instead of EFAULT.
-        const slot = this.#partition.slotAt(mmio.physAddr);
+        const slot = this.#partition?.slotAt(mmio.physAddr);
         if (slot !== undefined && !(mmio.isWrite && slot.readonly)) {
           return { kind: "memory_fault", gpa: mmio.physAddr };
         }
@@ -266,10 +312,15 @@ export class GuestProbe implements Disposable {
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    const partition = this.#partition;
+    if (partition === undefined) {
+      this.#vcpu[Symbol.dispose](); // a borrowed vCPU: only its kvm_run view goes
+      return;
+    }
     try {
-      if (!this.#partition.isDisposed) this.#partition.unmapRange(this.codeGpa, PAGE_SIZE);
+      if (!partition.isDisposed) partition.unmapRange(this.codeGpa, PAGE_SIZE);
     } finally {
-      this.#code.unmap();
+      this.#code?.unmap();
     }
   }
 }
