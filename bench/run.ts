@@ -63,6 +63,7 @@ const FILES: readonly BenchFile[] = [
     maxRounds: 5,
   },
   { file: "region_manager_bench.ts", c: [], scaling: true, maxRounds: 3 },
+  { file: "worker_bench.ts", c: [], maxRounds: 5 },
   {
     file: "prefetch_bench.ts",
     c: ["prefetch_shared", "prefetch_shared_kvm", "prefetch_private", "prefetch_private_kvm"],
@@ -82,7 +83,7 @@ interface RowSpec {
   readonly ours: string;
   /** Baseline benchmark name of the C figure (with `ffi`: a `deno bench` name instead). */
   readonly c: string;
-  /** Compare with our own raw-FFI benchmark `c` (same process) instead of the C baseline. */
+  /** Compare with our own benchmark `c` (same process) instead of the C baseline. */
   readonly ffi?: boolean;
   readonly target?: Target;
 }
@@ -125,6 +126,30 @@ const ROWS: readonly RowSpec[] = [
     ours: "copy_out_1m",
     c: "copy_out_1m",
     target: { kind: "ratio", min: 0.8 },
+  },
+  {
+    label: "6. 8-byte read loop: Worker vs main thread",
+    ours: "read8_worker",
+    c: "read8_main",
+    ffi: true,
+    target: { kind: "ratio", min: 0.5 },
+  },
+  {
+    label: "6. copy 1 MiB out of guest in a Worker",
+    ours: "copy_out_1m_worker",
+    c: "copy_out_1m",
+  },
+  {
+    label: "6. region change, Worker reader idle vs none",
+    ours: "region_change_shared_idle",
+    c: "region_change_unshared",
+    ffi: true,
+  },
+  {
+    label: "6. region change, Worker reading meanwhile vs none",
+    ours: "region_change_shared_busy",
+    c: "region_change_unshared",
+    ffi: true,
   },
   {
     label: "5. build+prefetch 1 GiB shared vs mmap+populate",
@@ -273,8 +298,12 @@ async function runDenoBench(file: BenchFile, round: Round): Promise<void> {
         round.scalingMin.set(`${bench.group ?? ""}\u0000${count}`, ok.min);
       }
     } else {
-      round.ours.set(bench.name, ok.avg);
-      round.oursMin.set(bench.name, ok.min);
+      // `name_xN`: one operation of the bench runs the measured one N times.
+      const batch = /^(.*)_x(\d+)$/.exec(bench.name);
+      const name = batch === null ? bench.name : batch[1];
+      const per = batch === null ? 1 : Number(batch[2]);
+      round.ours.set(name, ok.avg / per);
+      round.oursMin.set(name, ok.min / per);
     }
   }
 }
@@ -534,7 +563,7 @@ async function main(): Promise<number> {
         label: r.label,
         ours: r.ours,
         c: r.c,
-        comparedWith: r.ffi ? "deno bench, same syscalls via FFI, same process" : "C baseline",
+        comparedWith: r.ffi ? "another deno bench row, same process" : "C baseline",
         oursNsPerOp: r.oursNs ?? null,
         cNsPerOp: r.cNs ?? null,
         ratio: r.ratio ?? null,

@@ -162,6 +162,21 @@ export const LIBC_SYMBOLS = {
     ],
     result: "i32",
   },
+  /**
+   * `long syscall(long number, ...);` for `membarrier(int cmd, unsigned int
+   * flags, int cpu_id)`: glibc has no wrapper (integer arguments only, so
+   * the variadic call passes them in the same registers).
+   */
+  syscall_membarrier: {
+    name: "syscall",
+    parameters: [
+      "i64", // long number (SYS_membarrier)
+      "i32", // int cmd
+      "u32", // unsigned int flags
+      "i32", // int cpu_id
+    ],
+    result: "i64",
+  },
   /** `int open(const char *pathname, int flags, ... /* mode_t mode *\/);` */
   open: {
     parameters: [

@@ -38,3 +38,37 @@ export function setAnonVmaName(address: bigint, length: bigint, name: string): v
 export function isLinux(): boolean {
   return Deno.build.os === "linux";
 }
+
+/** `SYS_membarrier` on x86_64 (`arch/x86/entry/syscalls/syscall_64.tbl`). */
+const SYS_MEMBARRIER = 324n;
+/** `include/uapi/linux/membarrier.h`. */
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED = 1 << 4;
+
+let membarrierRegistered: boolean | undefined;
+
+/**
+ * Registers the process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`
+ * (once); whether the kernel has it.
+ */
+export function registerMembarrier(): boolean {
+  membarrierRegistered ??= libc().syscall_membarrier(
+    SYS_MEMBARRIER,
+    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+    0,
+    0,
+  ) === 0n;
+  return membarrierRegistered;
+}
+
+/**
+ * `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: every thread of the
+ * process that is running executes a full memory barrier before this
+ * returns. Throws a SyscallError (call {@linkcode registerMembarrier} first).
+ */
+export function membarrier(): void {
+  checkBig(
+    "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)",
+    libc().syscall_membarrier(SYS_MEMBARRIER, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0),
+  );
+}

@@ -23,6 +23,12 @@
  *   could have seen the old table has then finished, and every later access
  *   sees the new one (all sequence and counter updates are `Atomics`
  *   operations, which are sequentially consistent).
+ * - Announcing is cheap where the kernel has `membarrier`: readers update
+ *   their counters with plain stores, and the manager, before it looks at
+ *   the counters, makes every thread of the process execute a full memory
+ *   barrier (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`, liburcu's "memb" flavour),
+ *   which orders each reader's counter store before its table read.
+ *   Without it, readers use `Atomics.store`, which fences on every access.
  * - The wait is bounded. A reader still inside after the bound (a
  *   terminated or stuck Worker) is reported as a warning naming it and is
  *   considered stalled; while any reader is stalled, memory the manager
@@ -34,6 +40,7 @@
  */
 
 import { warn } from "../diagnostics/warnings.ts";
+import { membarrier, registerMembarrier } from "../ffi/_system.ts";
 
 /** Readers (Workers' `GuestMemory` objects) one manager can serve at once. */
 export const MAX_READERS = 64;
@@ -44,6 +51,8 @@ const NAME_BYTES = 48;
 const SEQ = 0;
 const DISPOSED = 1;
 const LENGTH = 2;
+/** 1 when the manager fences readers with `membarrier`, so their counter updates can be plain stores. */
+const FENCED = 3;
 const HEADER_WORDS = 4;
 
 // Reader slots (Int32): owner word and counter word per slot.
@@ -131,6 +140,7 @@ export class SharedTableWriter {
   #waited = 0;
   #stalledTotal = 0;
   #waitCell = new Int32Array(new SharedArrayBuffer(4));
+  readonly #fenced: boolean;
 
   /** A new, empty shared table. */
   constructor(timeoutMs = DEFAULT_GRACE_TIMEOUT_MS) {
@@ -139,6 +149,8 @@ export class SharedTableWriter {
     const buffer = new SharedArrayBuffer(size, { maxByteLength: max });
     this.#views = new Views(buffer);
     this.#timeoutMs = timeoutMs;
+    this.#fenced = registerMembarrier();
+    Atomics.store(this.#views.ints, FENCED, this.#fenced ? 1 : 0);
   }
 
   /** The buffer to hand to readers. */
@@ -212,6 +224,9 @@ export class SharedTableWriter {
   synchronize(): boolean {
     const ints = this.#views.ints;
     this.#periods++;
+    // Readers' counter stores are plain: make them visible, and make every
+    // reader's later table read see the table published before this.
+    if (this.#fenced) membarrier();
     let pending: { slot: number; value: number }[] | undefined;
     for (let i = 0; i < MAX_READERS; i++) {
       if (Atomics.load(ints, OWNER_BASE + i) === 0) continue;
@@ -260,6 +275,9 @@ export class SharedTableReader {
   readonly #views: Views;
   readonly #slot: number;
   #counter: number;
+  readonly #fenced: boolean;
+  readonly #ints: Int32Array<SharedArrayBuffer>;
+  readonly #index: number;
   #depth = 0;
   #released = false;
   /** The table as last copied, and the sequence number it was copied at. */
@@ -285,6 +303,9 @@ export class SharedTableReader {
     views.names.set(encoded, slot * NAME_BYTES);
     this.#views = views;
     this.#slot = slot;
+    this.#ints = ints;
+    this.#index = COUNTER_BASE + slot;
+    this.#fenced = Atomics.load(ints, FENCED) === 1;
     this.#counter = Atomics.load(ints, COUNTER_BASE + slot);
     if ((this.#counter & 1) !== 0) this.#counter++;
   }
@@ -292,14 +313,18 @@ export class SharedTableReader {
   /** Announces an access (call before looking at the table; nests). */
   enter(): void {
     if (this.#depth++ === 0 && !this.#released) {
-      Atomics.store(this.#views.ints, COUNTER_BASE + this.#slot, ++this.#counter);
+      if (this.#fenced) this.#ints[this.#index] = ++this.#counter;
+      else Atomics.store(this.#ints, this.#index, ++this.#counter);
     }
   }
 
   /** Ends the access announced by {@linkcode enter}. */
   exit(): void {
     if (--this.#depth === 0 && !this.#released) {
-      Atomics.store(this.#views.ints, COUNTER_BASE + this.#slot, ++this.#counter);
+      // A plain store suffices in both modes: x86 never makes a store
+      // visible before the loads and stores that precede it.
+      if (this.#fenced) this.#ints[this.#index] = ++this.#counter;
+      else Atomics.store(this.#ints, this.#index, ++this.#counter);
     }
   }
 
