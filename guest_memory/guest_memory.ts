@@ -1,13 +1,35 @@
-import { lowerBound } from "../collections/_lower_bound.ts";
+import { hostBytes } from "../ffi/_host_memory.ts";
 import type { SharedTableReader } from "../mapping/_shared_table.ts";
-import type { VaEntry, VaMapper } from "../mapping/_va_mapper.ts";
+import type { VaMapper } from "../mapping/_va_mapper.ts";
 import { type GuestMemoryTable, WorkerTable } from "../mapping/_worker_table.ts";
 import { GuestMemoryError } from "./guest_memory_error.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
 const TWO_POW_64 = 1n << 64n;
-/** Single-entry reads and writes up to this length copy byte by byte (no view is made). */
+/** Single-window reads and writes up to this length copy byte by byte (no view is made). */
 const SMALL_COPY = 64;
+
+/**
+ * Guest memory is seen through views of fixed windows of the reservation
+ * (64 MiB, aligned), made on first use and kept: the host address of a
+ * guest address never changes (base + gpa), so a view stays valid whatever
+ * the table says, and no view ever covers more than a window (one view
+ * over a 1 TiB guest makes V8 collect garbage for "external memory
+ * pressure"). The table decides what may be touched.
+ */
+const WINDOW_SIZE = 1 << 26;
+
+/** Views of one window of the reservation. */
+interface Window {
+  /** First guest address of the window. */
+  readonly start: number;
+  /** One past its last (the reservation's end for the last window). */
+  readonly end: number;
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  readonly view: DataView<ArrayBuffer>;
+  words32: Uint32Array<ArrayBuffer> | undefined;
+  words64: BigUint64Array<ArrayBuffer> | undefined;
+}
 
 function describe(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
@@ -56,14 +78,6 @@ function fastAddress(gpa: bigint | number): number {
   }
   if (typeof gpa === "bigint" && gpa >= 0n && gpa <= 0x1f_ffff_ffff_ffffn) return Number(gpa);
   return -1;
-}
-
-const endsAbove = (entry: VaEntry, address: number): boolean => entry.endNumber > address;
-
-/** Index of the entry of `entries` containing `address`, or -1. */
-function indexOf(entries: readonly VaEntry[], address: number): number {
-  const index = lowerBound(entries, endsAbove, address);
-  return index < entries.length && entries[index].startNumber <= address ? index : -1;
 }
 
 function badValue(type: string, range: string, value: unknown): RangeError {
@@ -148,30 +162,40 @@ export function newSharedGuestMemory(
  * ```
  */
 export class GuestMemory {
-  #va: GuestMemoryTable;
+  readonly #table: GuestMemoryTable;
   /** In a Worker: this accessor's reader slot in the manager's shared table. */
-  #reader: SharedTableReader | undefined;
-  #size: bigint;
-  /** The entry the last access hit, valid while `#generation` matches the mapper. */
-  #entry: VaEntry | undefined;
+  readonly #reader: SharedTableReader | undefined;
+  readonly #size: bigint;
+  readonly #sizeNumber: number;
+  /** Host address of guest address 0. */
+  readonly #base: bigint;
+  readonly #windows = new Map<number, Window>();
+  /**
+   * The last single-window access: `[#fastStart, #fastEnd)` is the part of
+   * its table entry inside its window, valid while `#generation` matches
+   * the table.
+   */
+  #fastStart = 0;
+  #fastEnd = 0;
+  #fastWritable = false;
+  #fastWindow: Window | undefined;
   #generation = -1;
-  /** Set by `#check` when an access spans entries: the first entry's index, and the table it indexes. */
-  #spanIndex = -1;
-  #spanEntries: readonly VaEntry[] = [];
   #closed = false;
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
 
   static {
-    construct = (va, reader) => new GuestMemory(va, reader);
+    construct = (table, reader) => new GuestMemory(table, reader);
   }
 
-  private constructor(va: GuestMemoryTable, reader: SharedTableReader | undefined) {
-    if (va.size > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new RangeError(`guest address reservation of ${va.size} bytes is too large`);
+  private constructor(table: GuestMemoryTable, reader: SharedTableReader | undefined) {
+    if (table.size > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new RangeError(`guest address reservation of ${table.size} bytes is too large`);
     }
-    this.#va = va;
-    this.#size = va.size;
+    this.#table = table;
+    this.#size = table.size;
+    this.#sizeNumber = Number(table.size);
+    this.#base = table.base;
     this.#reader = reader;
   }
 
@@ -181,18 +205,18 @@ export class GuestMemory {
   }
 
   /**
-   * Offset into `#entry` of `[gpa, gpa + length)` when the range lies in one
-   * entry, or -1 when it spans several (then `#spanIndex` is the first
-   * entry's index). Throws a GuestMemoryError when the access is refused.
+   * Offset into `#fastWindow` of `[gpa, gpa + length)` when the range lies
+   * in one entry and one window, or -1 when it does not (every byte has
+   * been checked; copy through {@linkcode #windowAt} then). Throws a
+   * GuestMemoryError when the access is refused.
    */
   #locate(gpa: bigint | number, length: number, write: boolean): number {
     const addr = fastAddress(gpa);
-    const entry = this.#entry;
     if (
-      entry !== undefined && this.#generation === this.#va.generation &&
-      addr >= entry.startNumber && addr + length <= entry.endNumber && (!write || entry.writable)
+      this.#generation === this.#table.generation && addr >= this.#fastStart &&
+      addr + length <= this.#fastEnd && (!write || this.#fastWritable)
     ) {
-      return addr - entry.startNumber;
+      return addr - this.#fastWindow!.start;
     }
     return this.#locateSlow(gpa, BigInt(length), write);
   }
@@ -210,81 +234,120 @@ export class GuestMemory {
       const gpa = addr > this.#size ? addr : this.#size;
       throw GuestMemoryError.outOfRange(gpa, this.#size, { address: addr, length, write });
     }
-    this.#spanIndex = -1;
-    const va = this.#va;
-    if (va.isDisposed || this.#closed) {
+    const table = this.#table;
+    if (table.isDisposed || this.#closed) {
       throw GuestMemoryError.disposed({ address: addr, length, write });
     }
     if (length === 0n) return -1;
-    // The generation first: the entries are then at least that new (a
-    // Worker's table may move on meanwhile, which only makes the cache miss).
-    const generation = va.generation;
-    const entries = va.entries();
-    const first = indexOf(entries, Number(addr));
-    if (first < 0) throw GuestMemoryError.unmapped(addr, { address: addr, length, write });
-    const endNumber = Number(end);
-    let i = first;
+    // One consistent table for the whole check (a Worker's may move on
+    // meanwhile, which only makes the next access check again).
+    const generation = table.refresh();
+    const start = Number(addr);
+    const stop = Number(end);
+    const first = table.find(start);
+    if (first === undefined) {
+      throw GuestMemoryError.unmapped(addr, { address: addr, length, write });
+    }
+    let entry = first;
     for (;;) {
-      const entry = entries[i];
       if (write && !entry.writable) {
         const at = addr > entry.range.start ? addr : entry.range.start;
         throw GuestMemoryError.readOnly(at, { address: addr, length, write });
       }
-      if (entry.endNumber >= endNumber) break;
-      const next = entries[i + 1];
+      if (entry.endNumber >= stop) break;
+      const next = table.find(entry.endNumber);
       if (next === undefined || next.startNumber !== entry.endNumber) {
         throw GuestMemoryError.unmapped(entry.range.end, { address: addr, length, write });
       }
-      i++;
+      entry = next;
     }
-    if (i === first) {
-      const entry = entries[first];
-      this.#entry = entry;
-      this.#generation = generation;
-      return Number(addr) - entry.startNumber;
-    }
-    this.#spanIndex = first;
-    this.#spanEntries = entries;
-    return -1;
+    const window = this.#windowAt(start);
+    if (entry !== first || stop > window.end) return -1;
+    this.#fastStart = entry.startNumber > window.start ? entry.startNumber : window.start;
+    this.#fastEnd = entry.endNumber < window.end ? entry.endNumber : window.end;
+    this.#fastWritable = entry.writable;
+    this.#fastWindow = window;
+    this.#generation = generation;
+    return start - window.start;
   }
 
-  /** Copies `[addr, addr + length)` (already checked, starting in entry `index`) into `dest`. */
-  #gather(addr: number, dest: Uint8Array, length: number, index: number): void {
-    const entries = this.#spanEntries;
-    let done = 0;
-    for (let i = index; done < length; i++) {
-      const entry = entries[i];
-      const at = addr + done;
-      const offset = at - entry.startNumber;
-      const n = Math.min(length - done, entry.endNumber - at);
-      dest.set(entry.bytes.subarray(offset, offset + n), done);
+  /** 32-bit words over the window of the last access (for `Atomics`). */
+  #words32(): Uint32Array<ArrayBuffer> {
+    const window = this.#fastWindow!;
+    window.words32 ??= new Uint32Array(window.bytes.buffer);
+    return window.words32;
+  }
+
+  /** 64-bit words over the window of the last access (for `Atomics`). */
+  #words64(): BigUint64Array<ArrayBuffer> {
+    const window = this.#fastWindow!;
+    window.words64 ??= new BigUint64Array(window.bytes.buffer);
+    return window.words64;
+  }
+
+  /** The window holding guest address `addr` (made on first use). */
+  #windowAt(addr: number): Window {
+    const index = Math.floor(addr / WINDOW_SIZE);
+    let window = this.#windows.get(index);
+    if (window === undefined) {
+      const start = index * WINDOW_SIZE;
+      const end = Math.min(start + WINDOW_SIZE, this.#sizeNumber);
+      const bytes = hostBytes(this.#base + BigInt(start), BigInt(end - start));
+      window = {
+        start,
+        end,
+        bytes,
+        view: new DataView(bytes.buffer),
+        words32: undefined,
+        words64: undefined,
+      };
+      this.#windows.set(index, window);
+    }
+    return window;
+  }
+
+  /**
+   * Where the piece of a (checked) spanning access that starts at `at` ends:
+   * at the end of its table entry or of its window, whichever comes first.
+   * Copying entry by entry, in address order, keeps the result that of
+   * byte-by-byte copying where two entries map the same file pages.
+   */
+  #pieceEnd(at: number, window: Window): number {
+    const entryEnd = this.#table.find(at)!.endNumber;
+    return entryEnd < window.end ? entryEnd : window.end;
+  }
+
+  /** Copies the (checked) guest range `[addr, addr + length)` into `dest` piece by piece. */
+  #gather(addr: number, dest: Uint8Array, length: number): void {
+    for (let done = 0; done < length;) {
+      const window = this.#windowAt(addr + done);
+      const offset = addr + done - window.start;
+      const n = Math.min(length - done, this.#pieceEnd(addr + done, window) - (addr + done));
+      dest.set(window.bytes.subarray(offset, offset + n), done);
       done += n;
     }
   }
 
-  /** Copies `src` to `[addr, addr + src.length)` (already checked, starting in entry `index`). */
-  #scatter(addr: number, src: Uint8Array, length: number, index: number): void {
-    const entries = this.#spanEntries;
-    let done = 0;
-    for (let i = index; done < length; i++) {
-      const entry = entries[i];
-      const at = addr + done;
-      const offset = at - entry.startNumber;
-      const n = Math.min(length - done, entry.endNumber - at);
-      entry.bytes.set(src.subarray(done, done + n), offset);
+  /** Copies `src` to the (checked) guest range `[addr, addr + length)` piece by piece. */
+  #scatter(addr: number, src: Uint8Array, length: number): void {
+    for (let done = 0; done < length;) {
+      const window = this.#windowAt(addr + done);
+      const offset = addr + done - window.start;
+      const n = Math.min(length - done, this.#pieceEnd(addr + done, window) - (addr + done));
+      window.bytes.set(src.subarray(done, done + n), offset);
       done += n;
     }
   }
 
-  /** Reads a value of `length` bytes that spans entries into the scratch buffer. */
+  /** Reads a value of `length` bytes that spans entries or windows into the scratch buffer. */
   #gatherScratch(gpa: bigint | number, length: number): DataView {
-    this.#gather(Number(gpa), this.#scratch, length, this.#spanIndex);
+    this.#gather(Number(gpa), this.#scratch, length);
     return this.#scratchView;
   }
 
-  /** Writes the first `length` scratch bytes to a value that spans entries. */
+  /** Writes the first `length` scratch bytes to a value that spans entries or windows. */
   #scatterScratch(gpa: bigint | number, length: number): void {
-    this.#scatter(Number(gpa), this.#scratch, length, this.#spanIndex);
+    this.#scatter(Number(gpa), this.#scratch, length);
   }
 
   /**
@@ -299,14 +362,14 @@ export class GuestMemory {
       const length = dest.length;
       const offset = this.#locate(gpa, length, false);
       if (offset >= 0) {
-        const bytes = this.#entry!.bytes;
+        const bytes = this.#fastWindow!.bytes;
         if (length <= SMALL_COPY) {
           for (let i = 0; i < length; i++) dest[i] = bytes[offset + i];
         } else {
           dest.set(bytes.subarray(offset, offset + length));
         }
       } else if (length > 0) {
-        this.#gather(Number(gpa), dest, length, this.#spanIndex);
+        this.#gather(Number(gpa), dest, length);
       }
     } finally {
       reader?.exit();
@@ -325,14 +388,14 @@ export class GuestMemory {
       const length = src.length;
       const offset = this.#locate(gpa, length, true);
       if (offset >= 0) {
-        const bytes = this.#entry!.bytes;
+        const bytes = this.#fastWindow!.bytes;
         if (length <= SMALL_COPY) {
           for (let i = 0; i < length; i++) bytes[offset + i] = src[i];
         } else {
           bytes.set(src, offset);
         }
       } else if (length > 0) {
-        this.#scatter(Number(gpa), src, length, this.#spanIndex);
+        this.#scatter(Number(gpa), src, length);
       }
     } finally {
       reader?.exit();
@@ -365,18 +428,16 @@ export class GuestMemory {
       const addr = toAddress(gpa, len, true);
       const offset = this.#check(addr, len, true);
       if (offset >= 0) {
-        this.#entry!.bytes.fill(value, offset, offset + Number(len));
+        this.#fastWindow!.bytes.fill(value, offset, offset + Number(len));
         return;
       }
-      const entries = this.#spanEntries;
       const start = Number(addr);
       const end = start + Number(len);
-      for (let i = this.#spanIndex; i >= 0 && i < entries.length; i++) {
-        const entry = entries[i];
-        if (entry.startNumber >= end) break;
-        const from = Math.max(start, entry.startNumber) - entry.startNumber;
-        const to = Math.min(end, entry.endNumber) - entry.startNumber;
-        entry.bytes.fill(value, from, to);
+      for (let at = start; at < end;) {
+        const window = this.#windowAt(at);
+        const to = Math.min(end, this.#pieceEnd(at, window));
+        window.bytes.fill(value, at - window.start, to - window.start);
+        at = to;
       }
     } finally {
       reader?.exit();
@@ -389,7 +450,7 @@ export class GuestMemory {
     reader?.enter();
     try {
       const offset = this.#locate(gpa, 1, false);
-      return this.#entry!.bytes[offset];
+      return this.#fastWindow!.bytes[offset];
     } finally {
       reader?.exit();
     }
@@ -401,7 +462,7 @@ export class GuestMemory {
     reader?.enter();
     try {
       const offset = this.#locate(gpa, 2, false);
-      if (offset >= 0) return this.#entry!.view.getUint16(offset, true);
+      if (offset >= 0) return this.#fastWindow!.view.getUint16(offset, true);
       return this.#gatherScratch(gpa, 2).getUint16(0, true);
     } finally {
       reader?.exit();
@@ -414,7 +475,7 @@ export class GuestMemory {
     reader?.enter();
     try {
       const offset = this.#locate(gpa, 4, false);
-      if (offset >= 0) return this.#entry!.view.getUint32(offset, true);
+      if (offset >= 0) return this.#fastWindow!.view.getUint32(offset, true);
       return this.#gatherScratch(gpa, 4).getUint32(0, true);
     } finally {
       reader?.exit();
@@ -427,7 +488,7 @@ export class GuestMemory {
     reader?.enter();
     try {
       const offset = this.#locate(gpa, 8, false);
-      if (offset >= 0) return this.#entry!.view.getBigUint64(offset, true);
+      if (offset >= 0) return this.#fastWindow!.view.getBigUint64(offset, true);
       return this.#gatherScratch(gpa, 8).getBigUint64(0, true);
     } finally {
       reader?.exit();
@@ -441,7 +502,7 @@ export class GuestMemory {
     try {
       checkU8(value);
       const offset = this.#locate(gpa, 1, true);
-      this.#entry!.bytes[offset] = value;
+      this.#fastWindow!.bytes[offset] = value;
     } finally {
       reader?.exit();
     }
@@ -455,7 +516,7 @@ export class GuestMemory {
       checkU16(value);
       const offset = this.#locate(gpa, 2, true);
       if (offset >= 0) {
-        this.#entry!.view.setUint16(offset, value, true);
+        this.#fastWindow!.view.setUint16(offset, value, true);
       } else {
         this.#scratchView.setUint16(0, value, true);
         this.#scatterScratch(gpa, 2);
@@ -473,7 +534,7 @@ export class GuestMemory {
       checkU32(value);
       const offset = this.#locate(gpa, 4, true);
       if (offset >= 0) {
-        this.#entry!.view.setUint32(offset, value, true);
+        this.#fastWindow!.view.setUint32(offset, value, true);
       } else {
         this.#scratchView.setUint32(0, value, true);
         this.#scatterScratch(gpa, 4);
@@ -491,7 +552,7 @@ export class GuestMemory {
       checkU64(value);
       const offset = this.#locate(gpa, 8, true);
       if (offset >= 0) {
-        this.#entry!.view.setBigUint64(offset, value, true);
+        this.#fastWindow!.view.setBigUint64(offset, value, true);
       } else {
         this.#scratchView.setBigUint64(0, value, true);
         this.#scatterScratch(gpa, 8);
@@ -501,7 +562,10 @@ export class GuestMemory {
     }
   }
 
-  /** Offset into `#entry` for an atomic access of `size` bytes (aligned, so never spanning). */
+  /**
+   * Offset into `#fastWindow` for an atomic access of `size` bytes (aligned,
+   * so never spanning a page, an entry or a window).
+   */
   #locateAtomic(gpa: bigint | number, size: number): number {
     const addr = fastAddress(gpa);
     if (addr >= 0 && addr % size === 0) return this.#locate(addr, size, true);
@@ -525,7 +589,12 @@ export class GuestMemory {
       checkU32(expected);
       checkU32(replacement);
       const offset = this.#locateAtomic(gpa, 4);
-      return Atomics.compareExchange(this.#entry!.words32, offset / 4, expected, replacement);
+      return Atomics.compareExchange(
+        this.#words32(),
+        offset / 4,
+        expected,
+        replacement,
+      );
     } finally {
       reader?.exit();
     }
@@ -543,7 +612,12 @@ export class GuestMemory {
       checkU64(expected);
       checkU64(replacement);
       const offset = this.#locateAtomic(gpa, 8);
-      return Atomics.compareExchange(this.#entry!.words64, offset / 8, expected, replacement);
+      return Atomics.compareExchange(
+        this.#words64(),
+        offset / 8,
+        expected,
+        replacement,
+      );
     } finally {
       reader?.exit();
     }
@@ -594,7 +668,8 @@ export class GuestMemory {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#entry = undefined;
+    this.#fastWindow = undefined;
+    this.#fastStart = this.#fastEnd = 0;
     this.#generation = -1;
     this.#reader?.release();
   }

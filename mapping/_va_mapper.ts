@@ -206,6 +206,18 @@ export class VaMapper implements Disposable {
     return this.#entries.toArray();
   }
 
+  /** The generation of the table {@linkcode find} searches (always the current one here). */
+  refresh(): number {
+    return this.#generation;
+  }
+
+  /** The entry containing guest address `address` (below the reservation size), if any. */
+  find(address: number): VaEntry | undefined {
+    const list = this.#entries;
+    const entry = list.at(list.firstWhere(endsAbove, address));
+    return entry !== undefined && entry.startNumber <= address ? entry : undefined;
+  }
+
   /** Index of the entry containing `gpa` (below the reservation size), or -1. */
   findIndex(gpa: bigint): number {
     const entries = this.#entries.toArray();

@@ -22,17 +22,23 @@ export interface GuestMemoryTable {
   readonly generation: number;
   /** Whether the manager is gone. */
   readonly isDisposed: boolean;
-  /** The live ranges in address order. */
-  entries(): readonly VaEntry[];
-  /** Index of the entry containing `gpa`, or -1. */
-  findIndex(gpa: bigint): number;
+  /** Host address of guest address 0. */
+  readonly base: bigint;
+  /**
+   * Brings the table the next {@linkcode find} calls use up to date and
+   * returns the generation it belongs to.
+   */
+  refresh(): number;
+  /** The entry containing guest address `address` (below `size`), if any. */
+  find(address: number): VaEntry | undefined;
 }
 
 /** The table of a manager seen from a Worker. */
 export class WorkerTable implements GuestMemoryTable {
   readonly reader: SharedTableReader;
   readonly size: bigint;
-  readonly #base: bigint;
+  readonly base: bigint;
+  #generation = -1;
   #shared: readonly SharedEntry[] = [];
   #entries: VaEntry[] = [];
   /** Entries by `start:end:flags`, so views survive table changes elsewhere. */
@@ -41,7 +47,7 @@ export class WorkerTable implements GuestMemoryTable {
   /** Reads the table in `buffer` for the reservation at `base` of `size` bytes. */
   constructor(buffer: SharedArrayBuffer, base: bigint, size: bigint, name: string) {
     this.reader = new SharedTableReader(buffer, name);
-    this.#base = base;
+    this.base = base;
     this.size = size;
   }
 
@@ -53,9 +59,21 @@ export class WorkerTable implements GuestMemoryTable {
     return this.reader.disposed;
   }
 
-  entries(): readonly VaEntry[] {
-    const { entries } = this.reader.entries();
-    if (entries === this.#shared) return this.#entries;
+  refresh(): number {
+    this.#generation = this.#load();
+    return this.#generation;
+  }
+
+  find(address: number): VaEntry | undefined {
+    const entries = this.#entries;
+    const lo = lowerBound(entries, endsAbove, address);
+    return lo < entries.length && entries[lo].startNumber <= address ? entries[lo] : undefined;
+  }
+
+  /** Copies the shared table if it changed; the sequence number of the copy. */
+  #load(): number {
+    const { entries, sequence } = this.reader.entries();
+    if (entries === this.#shared) return sequence;
     const cache = new Map<string, VaEntry>();
     const built: VaEntry[] = [];
     for (const e of entries) {
@@ -64,7 +82,7 @@ export class WorkerTable implements GuestMemoryTable {
       if (entry === undefined) {
         const range = new MemoryRange(BigInt(e.start), BigInt(e.end));
         const writable = (e.flags & FLAG_WRITABLE) !== 0;
-        entry = new VaEntry(range, writable, "shared", -1, 0n, this.#base + range.start);
+        entry = new VaEntry(range, writable, "shared", -1, 0n, this.base + range.start);
       }
       cache.set(key, entry);
       built.push(entry);
@@ -72,13 +90,6 @@ export class WorkerTable implements GuestMemoryTable {
     this.#cache = cache;
     this.#shared = entries;
     this.#entries = built;
-    return built;
-  }
-
-  findIndex(gpa: bigint): number {
-    const entries = this.entries();
-    const address = Number(gpa);
-    const lo = lowerBound(entries, endsAbove, address);
-    return lo < entries.length && entries[lo].startNumber <= address ? lo : -1;
+    return sequence;
   }
 }
