@@ -230,7 +230,13 @@ export class VaMapper implements Disposable {
    * Maps `length` bytes of `backing` from `fileOffset` at `range` (shared,
    * `MAP_FIXED`), replacing whatever was there.
    */
-  mapShared(range: MemoryRange, backing: Mappable, fileOffset: bigint, writable: boolean): void {
+  mapShared(
+    range: MemoryRange,
+    backing: Mappable,
+    fileOffset: bigint,
+    writable: boolean,
+    hostWritable: boolean = writable,
+  ): void {
     this.#checkInside(range);
     if (range.isEmpty()) return;
     this.#takeAway(range);
@@ -238,13 +244,54 @@ export class VaMapper implements Disposable {
     mmap(
       host,
       range.len,
-      protFor(writable),
+      protFor(hostWritable),
       Mman.MAP_SHARED | Mman.MAP_FIXED,
       backing.fd,
       fileOffset,
     );
     this.#insert(new VaEntry(range, writable, "shared", backing.fd, fileOffset, host));
     this.#changed();
+  }
+
+  /**
+   * Changes whether the table lets the host write the shared mappings
+   * inside `range`, leaving the host mappings as they are (`writable` must
+   * not exceed what they were mapped with). Taking write access away waits
+   * for the readers' grace period, so no write the old table allowed lands
+   * after this returns.
+   */
+  setWritable(range: MemoryRange, writable: boolean): void {
+    this.#checkInside(range);
+    if (range.isEmpty()) return;
+    const list = this.#entries;
+    const start = Number(range.start);
+    const end = Number(range.end);
+    let changed = false;
+    let downgraded = false;
+    for (let from = start;;) {
+      const cursor = list.firstWhere(endsAbove, from);
+      const entry = list.at(cursor);
+      if (entry === undefined || entry.startNumber >= end) break;
+      from = entry.endNumber;
+      if (entry.kind === "private" || entry.writable === writable) continue;
+      list.removeAt(cursor);
+      const cut = entry.range.intersection(range);
+      if (entry.range.start < cut.start) {
+        this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
+      }
+      if (cut.end < entry.range.end) {
+        this.#insert(entry.slice(new MemoryRange(cut.end, entry.range.end)));
+      }
+      const part = entry.slice(cut);
+      this.#insert(
+        new VaEntry(part.range, writable, "shared", part.fd, part.fileOffset, part.hostAddress),
+      );
+      changed = true;
+      downgraded ||= entry.writable;
+    }
+    if (!changed) return;
+    this.#changed();
+    if (downgraded) this.#graceOver();
   }
 
   /**

@@ -341,8 +341,13 @@ export class RegionManager implements Disposable {
       if (!wasMapped) this.#tree.addMappedBelow(node, 1);
       return;
     }
-    if (node.active) this.#deactivate(node);
-    else if (node.activeBelow > 0) {
+    if (node.active) {
+      // Visible now and visible after: the host keeps seeing the same
+      // memory, so only partitions, DMA targets and the table change.
+      this.#changeParams(node, copy);
+      return;
+    }
+    if (node.activeBelow > 0) {
       for (const below of this.#tree.activeBelow(node)) this.#deactivate(below);
     }
     node.params = copy;
@@ -387,7 +392,13 @@ export class RegionManager implements Disposable {
     const mapping: RegionMapping = { range: rangeInRegion, backing, fileOffset, writable };
     if (node.active) {
       const absolute = this.#absolute(node, rangeInRegion);
-      this.#va.mapShared(absolute, backing, fileOffset, writable && node.params!.writable);
+      this.#va.mapShared(
+        absolute,
+        backing,
+        fileOffset,
+        writable && node.params!.writable,
+        writable,
+      );
       if (node.dmaTarget) {
         for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
       }
@@ -456,6 +467,7 @@ export class RegionManager implements Disposable {
         mapping.backing,
         mapping.fileOffset,
         mapping.writable && params.writable,
+        mapping.writable,
       );
       if (node.dmaTarget) {
         for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
@@ -470,6 +482,49 @@ export class RegionManager implements Disposable {
     }
     node.active = true;
     this.#tree.addActiveBelow(node, 1);
+  }
+
+  /**
+   * New params for an active region: partitions get the region again with
+   * them (a KVM slot cannot change its read-only flag in place), DMA
+   * targets hear a change of writability as unmap and map, and the host
+   * mapping table changes writability without remapping host memory (the
+   * host mappings keep the protection of their mappings).
+   */
+  #changeParams(node: RegionNode, params: MapParams): void {
+    const writableChanged = node.params!.writable !== params.writable;
+    const mappings = node.mappings.toArray();
+    if (node.dmaTarget && writableChanged) {
+      for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
+    }
+    for (const mapper of this.#partitions) {
+      try {
+        mapper.unmapRegion(node.range);
+      } catch (cause) {
+        warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
+      }
+    }
+    node.params = params;
+    if (writableChanged) {
+      for (const mapping of mappings) {
+        this.#va.setWritable(
+          this.#absolute(node, mapping.range),
+          mapping.writable && params.writable,
+        );
+      }
+      if (node.dmaTarget) {
+        for (const mapping of mappings) {
+          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+        }
+      }
+    }
+    for (const mapper of this.#partitions) {
+      try {
+        mapper.mapRegion(node.range, params);
+      } catch (cause) {
+        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
+      }
+    }
   }
 
   #deactivate(node: RegionNode): void {

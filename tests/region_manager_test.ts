@@ -193,8 +193,14 @@ Deno.test("region activation", async (t) => {
       ),
       ["0x0-0x4000 true true 65536", "0x8000-0x10000 false true 131072"],
     );
+    // Read-only: the host mapping stays (writable where the mapping is), the
+    // table refuses host writes.
     ram.map(RX);
-    assert.deepEqual(perms(), ["r--s", "---p", "r--s"]);
+    assert.deepEqual(perms(), ["rw-s", "---p", "r--s"]);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.writable}`), [
+      "0x0-0x4000 false",
+      "0x8000-0x10000 false",
+    ]);
     ram.unmap();
     assert.deepEqual(perms(), ["---p", "---p", "---p"]);
     assert.deepEqual(f.va.entries(), []);

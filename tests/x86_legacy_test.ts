@@ -82,7 +82,9 @@ Deno.test("x86 legacy RAM splitting", async (t) => {
       control.setRamVisibility(range, RamVisibility.ReadOnly);
       assert.deepEqual(f.takePartitionEvents(), [`unmap ${range}`, `map ${range} ro`]);
       assert.deepEqual(f.partitionMap().filter((l) => !l.startsWith(`${range} `)), others);
-      assert.equal(perms(), "r--s");
+      // The host mapping is left as it was; the table refuses host writes.
+      assert.equal(perms(), "rw-s");
+      assert.equal(f.va.entries().find((e) => e.range.equals(range))?.writable, false);
 
       control.setRamVisibility(range, RamVisibility.Unmapped);
       assert.deepEqual(f.takePartitionEvents(), [`unmap ${range}`]);

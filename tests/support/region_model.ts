@@ -62,7 +62,18 @@ export interface ModelVisible {
   readonly executable: boolean;
   /** The backing at that address, or undefined for a hole in the region's mappings. */
   readonly backing:
-    | { readonly fd: number; readonly fileOffset: bigint; readonly hostWritable: boolean }
+    | {
+      readonly fd: number;
+      readonly fileOffset: bigint;
+      /** Whether host writes through the table are allowed (mapping and region writable). */
+      readonly hostWritable: boolean;
+      /**
+       * The protection of the host mapping: the mapping's own writability.
+       * A read-only region over a writable mapping stays writable in the
+       * host page tables; the table refuses host writes instead.
+       */
+      readonly mappingWritable: boolean;
+    }
     | undefined;
 }
 
@@ -272,6 +283,7 @@ export class RegionModel {
         fd: mapping.backing.fd,
         fileOffset: mapping.fileOffset + (offset - mapping.range.start),
         hostWritable: mapping.writable && params.writable,
+        mappingWritable: mapping.writable,
       },
     };
   }
@@ -309,7 +321,7 @@ export class RegionModel {
     const out: { start: bigint; end: bigint; perms: string }[] = [];
     for (let gpa = 0n; gpa < size; gpa += pageSize) {
       const backing = this.visibleAt(gpa)?.backing;
-      const perms = backing === undefined ? "---p" : backing.hostWritable ? "rw-s" : "r--s";
+      const perms = backing === undefined ? "---p" : backing.mappingWritable ? "rw-s" : "r--s";
       const last = out[out.length - 1];
       if (last !== undefined && last.perms === perms) last.end = gpa + pageSize;
       else out.push({ start: gpa, end: gpa + pageSize, perms });
@@ -379,14 +391,18 @@ export class RegionModel {
         continue;
       }
       partition.push(`unmap ${old.region.range}`);
-      if (old.region.dmaTarget) dma.push(`unmap ${old.region.range}`);
+      // A region that stays active with the same writability (only its
+      // execute or prefetch flag changed) is nothing new to DMA targets.
+      const sameForDma = now !== undefined && now.params.writable === old.params.writable;
+      if (old.region.dmaTarget && !sameForDma) dma.push(`unmap ${old.region.range}`);
     }
     for (const [id, now] of after) {
       const old = before.get(id);
       if (old !== undefined && sameParams(now.params, old.params)) continue;
       partition.push(partitionMapEvent(now.region.range, now.params));
       if (now.params.prefetch) partition.push(`prefetch ${now.region.range}`);
-      if (now.region.dmaTarget) {
+      const sameForDma = old !== undefined && now.params.writable === old.params.writable;
+      if (now.region.dmaTarget && !sameForDma) {
         for (const m of now.mappings) dma.push(this.#dmaMap(now.region, now.params, m));
       }
     }
