@@ -11,13 +11,15 @@ const SMALL_COPY = 64;
 
 /**
  * Guest memory is seen through views of fixed windows of the reservation
- * (64 MiB, aligned), made on first use and kept: the host address of a
+ * (2 MiB, aligned), made on first use and kept: the host address of a
  * guest address never changes (base + gpa), so a view stays valid whatever
  * the table says, and no view ever covers more than a window (one view
  * over a 1 TiB guest makes V8 collect garbage for "external memory
  * pressure"). The table decides what may be touched.
  */
-const WINDOW_SIZE = 1 << 26;
+const WINDOW_SIZE = 1 << 21;
+/** Windows kept at most (16 GiB of views); past that the cache starts again. */
+const MAX_WINDOWS = 8192;
 
 /** Views of one window of the reservation. */
 interface Window {
@@ -301,6 +303,7 @@ export class GuestMemory {
         words32: undefined,
         words64: undefined,
       };
+      if (this.#windows.size >= MAX_WINDOWS) this.#windows.clear();
       this.#windows.set(index, window);
     }
     return window;
