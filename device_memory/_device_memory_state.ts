@@ -1,3 +1,4 @@
+import { warn } from "../diagnostics/warnings.ts";
 import { checkMappingBacking } from "../regions/_backing_check.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
@@ -97,8 +98,9 @@ export class DeviceMemoryState {
     try {
       this.#place(range, writable);
     } catch (error) {
-      // Put the region back where it was: the move failed, nothing changes.
-      if (old !== undefined) this.#place(old.range, oldWritable);
+      // The move failed: put the region back as it was (its old place among
+      // identical regions included), so nothing changes.
+      if (old !== undefined) this.#restore(old, oldWritable);
       throw error;
     }
   }
@@ -108,6 +110,20 @@ export class DeviceMemoryState {
     if (handle === undefined) return;
     this.handle = undefined;
     handle[Symbol.dispose]();
+  }
+
+  /** Puts back the removed `handle`, mapped as it was; a failure now is only a warning. */
+  #restore(handle: RegionHandle, writable: boolean): void {
+    try {
+      handle.restore();
+      handle.map({ writable, executable: true, prefetch: false });
+    } catch (cause) {
+      handle[Symbol.dispose]();
+      warn(`failed to put device memory region ${this.name} back at ${handle.range}`, cause);
+      return;
+    }
+    this.handle = handle;
+    this.writable = writable;
   }
 
   #place(range: MemoryRange, writable: boolean): void {

@@ -21,6 +21,8 @@ export interface RegionOwner {
   removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void;
   /** Unmaps and deletes the region. */
   removeRegion(node: RegionNode): void;
+  /** Puts a removed region back where it was, unmapped. */
+  restoreRegion(node: RegionNode): void;
 }
 
 /**
@@ -116,6 +118,17 @@ export class RegionHandle implements Disposable {
    */
   removeMappings(rangeInRegion: MemoryRange): void {
     this.#owner.removeRegionMappings(this.#node, rangeInRegion);
+  }
+
+  /**
+   * Puts the region back after it was removed, with its mappings and its
+   * old place among identical regions (so "first added wins" still holds),
+   * unmapped: for undoing a failed move. No-op when not removed; a
+   * {@linkcode RegionError} (`overlap`) when a region added since is in the
+   * way.
+   */
+  restore(): void {
+    this.#owner.restoreRegion(this.#node);
   }
 
   /** Removes the region (unmapping it first). Idempotent. */

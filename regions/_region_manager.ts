@@ -1,3 +1,4 @@
+import { lowerBound } from "../collections/_lower_bound.ts";
 import { RangeListError } from "../collections/_sorted_range_list.ts";
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
@@ -41,6 +42,8 @@ interface DmaEntry {
   readonly target: DmaTarget;
   readonly needsHostAddress: boolean;
 }
+
+const idAtLeast = (node: RegionNode, id: number): boolean => node.id >= id;
 
 function sameParams(a: MapParams | undefined, b: MapParams): boolean {
   return a !== undefined && a.writable === b.writable && a.executable === b.executable &&
@@ -112,6 +115,7 @@ export class RegionManager implements Disposable {
     removeRegionMappings: (node, range) =>
       this.#exclusive(() => this.#removeRegionMappings(node, range)),
     removeRegion: (node) => this.#exclusive(() => this.#removeRegion(node)),
+    restoreRegion: (node) => this.#exclusive(() => this.#restoreRegion(node)),
   };
 
   /** A manager over the reservation `va` (host address of gpa = va.base + gpa). */
@@ -341,13 +345,22 @@ export class RegionManager implements Disposable {
       if (!wasMapped) this.#tree.addMappedBelow(node, 1);
       return;
     }
-    if (node.active) this.#deactivate(node);
-    else if (node.activeBelow > 0) {
-      for (const below of this.#tree.activeBelow(node)) this.#deactivate(below);
-    }
+    const old = node.params;
+    // What the guest saw on the range: the region itself, or what it beats.
+    const hidden = node.active ? [node] : this.#tree.activeBelow(node);
+    for (const shown of hidden) this.#deactivate(shown);
     node.params = copy;
     if (!wasMapped) this.#tree.addMappedBelow(node, 1);
-    this.#activate(node);
+    try {
+      this.#activate(node);
+    } catch (error) {
+      // Nothing of the new mapping is left (#activate undid itself): show
+      // again what was shown, with the params it had.
+      node.params = old;
+      if (!wasMapped) this.#tree.addMappedBelow(node, -1);
+      for (const shown of hidden) this.#reactivate(shown);
+      throw error;
+    }
   }
 
   #unmapRegion(node: RegionNode): void {
@@ -412,15 +425,7 @@ export class RegionManager implements Disposable {
       });
     }
     if (removed.length === 0) return;
-    if (node.active) {
-      if (node.dmaTarget) {
-        for (const mapping of removed) {
-          const absolute = this.#absolute(node, mapping.range);
-          for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
-        }
-      }
-      for (const mapping of removed) this.#va.unmap(this.#absolute(node, mapping.range));
-    }
+    if (node.active) this.#unmapMappings(node, removed);
   }
 
   #removeRegion(node: RegionNode): void {
@@ -433,6 +438,27 @@ export class RegionManager implements Disposable {
       this.#order = this.#live();
       this.#removedInOrder = 0;
     }
+  }
+
+  /**
+   * Puts the removed `node` back in the tree and the insertion order at the
+   * place its id gives it, unmapped, with the mappings it had. Only valid
+   * when nothing that would refuse it was added meanwhile (a rollback).
+   */
+  #restoreRegion(node: RegionNode): void {
+    this.#checkLive();
+    if (!node.removed) return;
+    if (!node.range.isEmpty()) {
+      const refused = this.#tree.insert(node);
+      if (refused !== undefined) {
+        throw new RegionError({ kind: "overlap", newName: node.name, existingName: refused.name });
+      }
+    }
+    node.removed = false;
+    this.#regionCount++;
+    const index = lowerBound(this.#order, idAtLeast, node.id);
+    if (this.#order[index] === node) this.#removedInOrder--; // not compacted away yet
+    else this.#order.splice(index, 0, node);
   }
 
   // --- internals ---
@@ -448,18 +474,32 @@ export class RegionManager implements Disposable {
     }
   }
 
+  /**
+   * Makes `node` visible: its mappings into the VA (DMA targets told of
+   * each), then the whole range into every partition. When a mapping fails,
+   * the ones made so far are taken out again (DMA targets first) and the
+   * error is rethrown: the node is then as inactive as before.
+   */
   #activate(node: RegionNode): void {
     const params = node.params!;
-    for (const mapping of node.mappings.toArray()) {
-      this.#va.mapShared(
-        this.#absolute(node, mapping.range),
-        mapping.backing,
-        mapping.fileOffset,
-        mapping.writable && params.writable,
-      );
-      if (node.dmaTarget) {
-        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+    const mappings = node.mappings.toArray();
+    let done = 0;
+    try {
+      for (; done < mappings.length; done++) {
+        const mapping = mappings[done];
+        this.#va.mapShared(
+          this.#absolute(node, mapping.range),
+          mapping.backing,
+          mapping.fileOffset,
+          mapping.writable && params.writable,
+        );
+        if (node.dmaTarget) {
+          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+        }
       }
+    } catch (error) {
+      this.#unmapMappings(node, mappings.slice(0, done));
+      throw error;
     }
     for (const mapper of this.#partitions) {
       try {
@@ -470,6 +510,26 @@ export class RegionManager implements Disposable {
     }
     node.active = true;
     this.#tree.addActiveBelow(node, 1);
+  }
+
+  /** Activates `node` again after a failed change; a failure now is only a warning. */
+  #reactivate(node: RegionNode): void {
+    try {
+      this.#activate(node);
+    } catch (cause) {
+      warn(`failed to restore memory region ${node.name} at ${node.range}`, cause);
+    }
+  }
+
+  /** Takes `mappings` of the active `node` out: DMA targets first, then the VA. */
+  #unmapMappings(node: RegionNode, mappings: readonly RegionMapping[]): void {
+    if (node.dmaTarget) {
+      for (const mapping of mappings) {
+        const absolute = this.#absolute(node, mapping.range);
+        for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
+      }
+    }
+    for (const mapping of mappings) this.#va.unmap(this.#absolute(node, mapping.range));
   }
 
   #deactivate(node: RegionNode): void {

@@ -181,6 +181,19 @@ export class RegionModel {
     });
   }
 
+  /**
+   * Puts back `region` (as {@linkcode region} returned it before it was
+   * removed) at its place in insertion order, unmapped, with its mappings:
+   * what a failed device memory move does.
+   */
+  restore(region: ModelRegion): void {
+    this.#change(() => {
+      region.params = undefined;
+      const index = this.regions.findIndex((r) => r.id > region.id);
+      this.regions.splice(index < 0 ? this.regions.length : index, 0, region);
+    });
+  }
+
   /** Adds a mapping to region `id`; throws ModelError as the manager would. */
   addMapping(
     id: number,
