@@ -138,8 +138,22 @@ export class OwnedFd implements Disposable {
   }
 }
 
-/** memfd flags for a hugetlb file of `pageSize` bytes per page (`include/uapi/linux/memfd.h`). */
-export function hugetlbMemfdFlags(pageSize: bigint): number {
+/** The memfd hugepage size field: 6 bits of log2(page size) (`MFD_HUGE_MASK`). */
+const MFD_HUGE_MASK = 0x3f;
+
+/**
+ * memfd flags for a hugetlb file of `pageSize` bytes per page
+ * (`include/uapi/linux/memfd.h`): `flags | MFD_HUGETLB | log2(pageSize) <<
+ * MFD_HUGE_SHIFT`, as the unsigned 32-bit value `memfd_create` takes. The
+ * size field is added arithmetically: from 4 GiB pages (log2 32) on, a
+ * JavaScript shift would overflow into a negative int32. The kernel, not
+ * this function, judges whether the size exists (ENODEV when it does not).
+ * A size whose log2 does not fit the 6-bit field is a `RangeError`.
+ */
+export function hugetlbMemfdFlags(pageSize: bigint, flags = 0): number {
   const log2 = pageSize.toString(2).length - 1;
-  return Memfd.MFD_HUGETLB | (log2 << Memfd.MFD_HUGE_SHIFT);
+  if (pageSize <= 0n || log2 > MFD_HUGE_MASK) {
+    throw new RangeError(`hugepage size ${pageSize} does not fit the memfd flags`);
+  }
+  return ((flags | Memfd.MFD_HUGETLB) >>> 0) + log2 * 2 ** Memfd.MFD_HUGE_SHIFT;
 }

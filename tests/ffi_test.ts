@@ -79,6 +79,15 @@ Deno.test("ffi round trip: memfd + mmap + write + read back + munmap", async (t)
     // MFD_HUGE_2MB = 21 << 26, MFD_HUGE_1GB = 30 << 26 (include/uapi/linux/memfd.h).
     assert.equal(hugetlbMemfdFlags(2n << 20n), Memfd.MFD_HUGETLB | (21 << 26));
     assert.equal(hugetlbMemfdFlags(1n << 30n), Memfd.MFD_HUGETLB | (30 << 26));
+    // From 4 GiB on the field reaches bit 31: unsigned, as memfd_create takes it.
+    assert.equal(hugetlbMemfdFlags(4n << 30n), 4 + 32 * 2 ** 26);
+    assert.equal(hugetlbMemfdFlags(4n << 30n), 0x8000_0004);
+    assert.equal(hugetlbMemfdFlags(1n << 63n, Memfd.MFD_CLOEXEC), 0xfc00_0005);
+    assert.equal(
+      hugetlbMemfdFlags(2n << 20n, Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING),
+      Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING | Memfd.MFD_HUGETLB | (21 << 26),
+    );
+    assert.throws(() => hugetlbMemfdFlags(1n << 64n), RangeError);
   });
 
   await t.step("nothing leaked", () => {
