@@ -315,6 +315,7 @@ Deno.test("every build error text", async (t) => {
   });
 
   await t.step("ram size too large for the host (above 2^63 - 1)", () => {
+    assert.equal(MAX_HOST_SIZE, 0x7fff_ffff_ffff_ffffn);
     const huge = MemoryLayout.fromRanges([new MemoryRange(0n, (1n << 63n) + 0x1000n)], []);
     expectBuildError(
       () => new GuestMemoryBuilder().build(huge),
