@@ -2,7 +2,7 @@ import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { Fcntl, Memfd, Seek } from "./_constants.ts";
 import { cString, libc } from "./_libc.ts";
 import { Errno } from "./_errno.ts";
-import { check, checkBig, lastError } from "./syscall_error.ts";
+import { check, checkBig, checkRestarting, lastError } from "./syscall_error.ts";
 
 const registry = new FinalizationRegistry<number>((fd) => {
   // Safety net only: an OwnedFd that was never disposed.
@@ -65,9 +65,14 @@ export class OwnedFd implements Disposable {
     check("ftruncate", libc().ftruncate(this.fd, length));
   }
 
-  /** `fallocate(fd, mode, offset, length)`. */
+  /**
+   * `fallocate(fd, mode, offset, length)`, repeated when a signal interrupts
+   * it (`EINTR`: hugetlbfs stops between pages when a signal is pending; the
+   * pages allocated so far stay, so the next call only does the rest).
+   */
   allocate(mode: number, offset: bigint, length: bigint): void {
-    check("fallocate", libc().fallocate(this.fd, mode, offset, length));
+    const fd = this.fd;
+    checkRestarting("fallocate", () => libc().fallocate(fd, mode, offset, length));
   }
 
   /** The file size, by `lseek(fd, 0, SEEK_END)`. */
