@@ -2,7 +2,7 @@ import { Madv, Mman } from "../ffi/_constants.ts";
 import { hostBytes } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { madvise, mmap, protFor } from "../ffi/_mman.ts";
-import { setAnonVmaName } from "../ffi/_system.ts";
+import { tryAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
@@ -391,12 +391,11 @@ export class VaMapper implements Disposable {
   }
 }
 
-/** Names an anonymous range where the kernel supports VMA names (the name is cosmetic). */
+/**
+ * Names an anonymous range where the kernel supports VMA names (the name is
+ * cosmetic: kernels without CONFIG_ANON_VMA_NAME refuse with EINVAL, and
+ * that is no error).
+ */
 function nameAnonymous(host: bigint, length: bigint, name: string | undefined): void {
-  if (name === undefined) return;
-  try {
-    setAnonVmaName(host, length, name);
-  } catch {
-    // Kernels without CONFIG_ANON_VMA_NAME refuse with EINVAL.
-  }
+  if (name !== undefined) tryAnonVmaName(host, length, name);
 }

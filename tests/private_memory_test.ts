@@ -4,7 +4,7 @@ import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
-import { setAnonVmaName } from "../ffi/_system.ts";
+import { setAnonVmaName, tryAnonVmaName } from "../ffi/_system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
@@ -122,6 +122,8 @@ Deno.test("private memory mode", async (t) => {
           (e: unknown) => e instanceof SyscallError && e.code === "EINVAL",
         );
       }
+      // The builder's form reports the same answer without an error.
+      assert.equal(tryAnonVmaName(entry.hostAddress, entry.range.len, PRIVATE_RAM_NAME), names);
     }
   });
 
