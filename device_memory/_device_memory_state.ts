@@ -108,8 +108,9 @@ export class DeviceMemoryState {
   unmapFromGuest(): void {
     const handle = this.handle;
     if (handle === undefined) return;
-    this.handle = undefined;
+    // Removal fails, changing nothing, when what the region hid cannot be shown.
     handle[Symbol.dispose]();
+    this.handle = undefined;
   }
 
   /** Puts back the removed `handle`, mapped as it was; a failure now is only a warning. */

@@ -463,14 +463,31 @@ export class RegionManager implements Disposable {
 
   // --- internals ---
 
+  /**
+   * Forgets the params of `node`; when it was visible, what it hid shows.
+   * When one of those fails to activate, the ones shown so far go again and
+   * `node` is visible as before: the error is rethrown, nothing changed.
+   */
   #unmap(node: RegionNode): void {
-    if (node.params === undefined) return;
+    const old = node.params;
+    if (old === undefined) return;
     const wasActive = node.active;
     if (wasActive) this.#deactivate(node);
     node.params = undefined;
     this.#tree.addMappedBelow(node, -1);
-    if (wasActive && node.mappedBelow > 0) {
-      for (const below of this.#tree.topmostMappedBelow(node)) this.#activate(below);
+    if (!wasActive || node.mappedBelow === 0) return;
+    const shown: RegionNode[] = [];
+    try {
+      for (const below of this.#tree.topmostMappedBelow(node)) {
+        this.#activate(below);
+        shown.push(below);
+      }
+    } catch (error) {
+      for (const below of shown) this.#deactivate(below);
+      node.params = old;
+      this.#tree.addMappedBelow(node, 1);
+      this.#reactivate(node);
+      throw error;
     }
   }
 

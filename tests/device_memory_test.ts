@@ -235,6 +235,46 @@ Deno.test("device memory failures change nothing", async (t) => {
     assert.deepEqual(f.takePartitionEvents(), []);
   });
 
+  await t.step("unmapping what hides a region that cannot be shown changes nothing", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const ram = f.manager.newRegion("ram", r(0, 0x80000), 255, true);
+    ram.addMapping(r(0, 0x80000), f.backing, 0n, true);
+    ram.map(RWX);
+    const mapper = newDeviceMemoryMapper(f.manager);
+    // Hidden under RAM, so nothing is mapped yet and nothing fails yet.
+    const bad = mapper.newRegion(0x2000n, "bad");
+    bad.region.map(0n, readOnly, 0n, 0x2000n, true);
+    bad.control.mapToGuest(0x20000n, true);
+    const before = f.manager.inspect();
+    const entries = f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`);
+    const map = f.partitionMap();
+    f.takePartitionEvents();
+    assertPermissionDenied(() => ram.unmap());
+    assert.deepEqual(f.manager.inspect(), before);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`), entries);
+    assert.deepEqual(f.partitionMap(), map);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x80000", "map 0x0-0x80000 rw"]);
+    assert.deepEqual(ram.mapParams, RWX);
+    // Removing it fails the same way and keeps it.
+    assertPermissionDenied(() => ram[Symbol.dispose]());
+    assert.equal(ram.isRemoved, false);
+    assert.deepEqual(f.manager.inspect(), before);
+    // Same for a device region placed over the bad one.
+    bad.control.unmapFromGuest();
+    ram.unmap();
+    const good = mapper.newRegion(0x2000n, "good");
+    good.control.mapToGuest(0x20000n, false);
+    bad.control.mapToGuest(0x20000n, true);
+    assert.deepEqual([good.control.isActive, bad.control.isActive], [true, false]);
+    assertPermissionDenied(() => good.control.unmapFromGuest());
+    assert.equal(`${good.control.guestRange}`, "0x20000-0x22000");
+    assert.deepEqual([good.control.isActive, bad.control.isActive], [true, false]);
+    bad.control.unmapFromGuest();
+    good.control.unmapFromGuest();
+    assert.equal(f.manager.regionCount, 1);
+  });
+
   await t.step("a move refused by the overlap check keeps the first added region visible", () => {
     using f = new RegionFixture();
     f.manager.newRegion("other", r(0x40000, 0x42000), 0, false);
