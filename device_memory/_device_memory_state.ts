@@ -94,6 +94,8 @@ export class DeviceMemoryState {
       return;
     }
     const oldWritable = this.writable;
+    // A refused placement is found before the region leaves its old place.
+    old?.checkMove(range);
     this.unmapFromGuest();
     try {
       this.#place(range, writable);

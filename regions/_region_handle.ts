@@ -23,6 +23,8 @@ export interface RegionOwner {
   removeRegion(node: RegionNode): void;
   /** Puts a removed region back where it was, unmapped. */
   restoreRegion(node: RegionNode): void;
+  /** Throws what moving the region to `range` would, changing nothing. */
+  checkMoveRegion(node: RegionNode, range: MemoryRange): void;
 }
 
 /**
@@ -129,6 +131,16 @@ export class RegionHandle implements Disposable {
    */
   restore(): void {
     this.#owner.restoreRegion(this.#node);
+  }
+
+  /**
+   * Throws the {@linkcode RegionError} that removing this region and adding
+   * it again at `range` would (an overlap with another region, a range
+   * outside the address space), and changes nothing either way: a move can
+   * then be refused before the region is taken down.
+   */
+  checkMove(range: MemoryRange): void {
+    this.#owner.checkMoveRegion(this.#node, range);
   }
 
   /** Removes the region (unmapping it first). Idempotent. */

@@ -116,6 +116,7 @@ export class RegionManager implements Disposable {
       this.#exclusive(() => this.#removeRegionMappings(node, range)),
     removeRegion: (node) => this.#exclusive(() => this.#removeRegion(node)),
     restoreRegion: (node) => this.#exclusive(() => this.#restoreRegion(node)),
+    checkMoveRegion: (node, range) => this.#exclusive(() => this.#checkMoveRegion(node, range)),
   };
 
   /** A manager over the reservation `va` (host address of gpa = va.base + gpa). */
@@ -159,17 +160,7 @@ export class RegionManager implements Disposable {
     const node = new RegionNode(this.#nextId, name, range, priority, dmaTarget);
     if (!range.isEmpty()) {
       const refused = this.#tree.insert(node);
-      if (refused !== undefined) {
-        // The error names the first offender in insertion order: look for it.
-        let first = refused;
-        for (const existing of this.#live()) {
-          if (!admits(node, existing)) {
-            first = existing;
-            break;
-          }
-        }
-        throw new RegionError({ kind: "overlap", newName: name, existingName: first.name });
-      }
+      if (refused !== undefined) throw this.#overlapError(node, refused, undefined);
     }
     this.#nextId++;
     this.#order.push(node);
@@ -461,7 +452,57 @@ export class RegionManager implements Disposable {
     else this.#order.splice(index, 0, node);
   }
 
+  /**
+   * Throws the {@linkcode RegionError} that removing `node` and adding the
+   * same region at `range` would throw (outside the address space, or an
+   * overlap with a region other than `node`), changing nothing: lets a move
+   * be refused before anything is taken down.
+   */
+  #checkMoveRegion(node: RegionNode, range: MemoryRange): void {
+    this.#checkNode(node);
+    this.#checkLive();
+    if (range.end > this.#va.size) {
+      throw new RegionError({
+        kind: "outsideAddressSpace",
+        name: node.name,
+        range,
+        addressSpaceSize: this.#va.size,
+      });
+    }
+    if (range.isEmpty()) return;
+    const probe = new RegionNode(this.#nextId, node.name, range, node.priority, node.dmaTarget);
+    // Take `node` out for the trial; the tree's shape depends only on its
+    // regions, so putting it back restores it exactly (ids keep the order
+    // of identical regions). No region changes state meanwhile.
+    const inTree = !node.range.isEmpty();
+    if (inTree) this.#tree.remove(node);
+    const refused = this.#tree.insert(probe);
+    if (refused === undefined) this.#tree.remove(probe);
+    if (inTree) this.#tree.insert(node);
+    if (refused !== undefined) throw this.#overlapError(probe, refused, node);
+  }
+
   // --- internals ---
+
+  /**
+   * The overlap error for `node`, naming the first region in insertion order
+   * that refuses it (`refused`, found by the tree, is one of them), `except`
+   * left out.
+   */
+  #overlapError(
+    node: RegionNode,
+    refused: RegionNode,
+    except: RegionNode | undefined,
+  ): RegionError {
+    let first = refused;
+    for (const existing of this.#live()) {
+      if (existing !== except && !admits(node, existing)) {
+        first = existing;
+        break;
+      }
+    }
+    return new RegionError({ kind: "overlap", newName: node.name, existingName: first.name });
+  }
 
   /**
    * Forgets the params of `node`; when it was visible, what it hid shows.

@@ -292,10 +292,13 @@ Deno.test("device memory failures change nothing", async (t) => {
       "second 0x10000-0x12000 p0 inactive [0x0-0x2000@8192]",
     ]);
     const before = f.manager.inspect();
+    f.takePartitionEvents();
     assert.throws(() => first.control.mapToGuest(0x41000n, true), {
       name: "RegionError",
       message: "memory region first overlaps with existing region other",
     });
+    // Refused before anything was taken down: the partition heard nothing.
+    assert.deepEqual(f.takePartitionEvents(), []);
     assert.deepEqual(describe(f), infos);
     assert.deepEqual(f.manager.inspect(), before);
     assert.equal(first.control.isActive, true);

@@ -480,6 +480,8 @@ function runScenario(ops: Op[], pages: number, x86: boolean): number {
             return;
           }
           const oldRegion = old === undefined ? undefined : model.region(old.id);
+          // A refused placement is found before the region leaves its old place.
+          if (old !== undefined) model.checkMove(old.id, r);
           if (old !== undefined) model.remove(old.id);
           dev.placed = undefined;
           try {

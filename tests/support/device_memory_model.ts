@@ -58,6 +58,7 @@ export class DeviceMemoryModel {
     }
     const oldWritable = this.writable;
     const oldRegion = this.regionId === undefined ? undefined : this.model.region(this.regionId);
+    if (oldRegion !== undefined) this.model.checkMove(oldRegion.id, range);
     this.unmapFromGuest();
     try {
       this.#place(range, writable);
