@@ -1,3 +1,4 @@
+import { warn } from "../diagnostics/warnings.ts";
 import { checkMappingBacking } from "../regions/_backing_check.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
@@ -93,12 +94,15 @@ export class DeviceMemoryState {
       return;
     }
     const oldWritable = this.writable;
+    // A refused placement is found before the region leaves its old place.
+    old?.checkMove(range);
     this.unmapFromGuest();
     try {
       this.#place(range, writable);
     } catch (error) {
-      // Put the region back where it was: the move failed, nothing changes.
-      if (old !== undefined) this.#place(old.range, oldWritable);
+      // The move failed: put the region back as it was (its old place among
+      // identical regions included), so nothing changes.
+      if (old !== undefined) this.#restore(old, oldWritable);
       throw error;
     }
   }
@@ -106,8 +110,23 @@ export class DeviceMemoryState {
   unmapFromGuest(): void {
     const handle = this.handle;
     if (handle === undefined) return;
-    this.handle = undefined;
+    // Removal fails, changing nothing, when what the region hid cannot be shown.
     handle[Symbol.dispose]();
+    this.handle = undefined;
+  }
+
+  /** Puts back the removed `handle`, mapped as it was; a failure now is only a warning. */
+  #restore(handle: RegionHandle, writable: boolean): void {
+    try {
+      handle.restore();
+      handle.map({ writable, executable: true, prefetch: false });
+    } catch (cause) {
+      handle[Symbol.dispose]();
+      warn(`failed to put device memory region ${this.name} back at ${handle.range}`, cause);
+      return;
+    }
+    this.handle = handle;
+    this.writable = writable;
   }
 
   #place(range: MemoryRange, writable: boolean): void {

@@ -47,6 +47,7 @@ export const Fcntl = {
   O_RDONLY: 0o0,
   O_WRONLY: 0o1,
   O_RDWR: 0o2,
+  O_ACCMODE: 0o3,
   O_CLOEXEC: 0o2000000,
   F_GETFD: 1,
   F_GETFL: 3,

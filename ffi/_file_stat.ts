@@ -9,6 +9,7 @@
  * @module
  */
 
+import { Fcntl } from "./_constants.ts";
 import { libc } from "./_libc.ts";
 import { check } from "./syscall_error.ts";
 
@@ -31,4 +32,13 @@ export function regularFileSize(fd: number): bigint | undefined {
   const mode = view.getUint32(ST_MODE_OFFSET, true);
   if ((mode & S_IFMT) !== S_IFREG) return undefined;
   return view.getBigInt64(ST_SIZE_OFFSET, true);
+}
+
+/**
+ * Whether `fd` was opened for writing (`fcntl(F_GETFL)` access mode
+ * `O_WRONLY` or `O_RDWR`): only then can it be mapped `PROT_WRITE`.
+ */
+export function isWritableDescriptor(fd: number): boolean {
+  const flags = check("fcntl(F_GETFL)", libc().fcntl(fd, Fcntl.F_GETFL, 0));
+  return (flags & Fcntl.O_ACCMODE) !== Fcntl.O_RDONLY;
 }

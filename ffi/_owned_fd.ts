@@ -2,7 +2,7 @@ import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { Fcntl, Memfd, Seek } from "./_constants.ts";
 import { cString, libc } from "./_libc.ts";
 import { Errno } from "./_errno.ts";
-import { check, checkBig, lastError } from "./syscall_error.ts";
+import { check, checkBig, checkRestarting, lastError } from "./syscall_error.ts";
 
 const registry = new FinalizationRegistry<number>((fd) => {
   // Safety net only: an OwnedFd that was never disposed.
@@ -65,9 +65,14 @@ export class OwnedFd implements Disposable {
     check("ftruncate", libc().ftruncate(this.fd, length));
   }
 
-  /** `fallocate(fd, mode, offset, length)`. */
+  /**
+   * `fallocate(fd, mode, offset, length)`, repeated when a signal interrupts
+   * it (`EINTR`: hugetlbfs stops between pages when a signal is pending; the
+   * pages allocated so far stay, so the next call only does the rest).
+   */
   allocate(mode: number, offset: bigint, length: bigint): void {
-    check("fallocate", libc().fallocate(this.fd, mode, offset, length));
+    const fd = this.fd;
+    checkRestarting("fallocate", () => libc().fallocate(fd, mode, offset, length));
   }
 
   /** The file size, by `lseek(fd, 0, SEEK_END)`. */
@@ -138,8 +143,22 @@ export class OwnedFd implements Disposable {
   }
 }
 
-/** memfd flags for a hugetlb file of `pageSize` bytes per page (`include/uapi/linux/memfd.h`). */
-export function hugetlbMemfdFlags(pageSize: bigint): number {
+/** The memfd hugepage size field: 6 bits of log2(page size) (`MFD_HUGE_MASK`). */
+const MFD_HUGE_MASK = 0x3f;
+
+/**
+ * memfd flags for a hugetlb file of `pageSize` bytes per page
+ * (`include/uapi/linux/memfd.h`): `flags | MFD_HUGETLB | log2(pageSize) <<
+ * MFD_HUGE_SHIFT`, as the unsigned 32-bit value `memfd_create` takes. The
+ * size field is added arithmetically: from 4 GiB pages (log2 32) on, a
+ * JavaScript shift would overflow into a negative int32. The kernel, not
+ * this function, judges whether the size exists (ENODEV when it does not).
+ * A size whose log2 does not fit the 6-bit field is a `RangeError`.
+ */
+export function hugetlbMemfdFlags(pageSize: bigint, flags = 0): number {
   const log2 = pageSize.toString(2).length - 1;
-  return Memfd.MFD_HUGETLB | (log2 << Memfd.MFD_HUGE_SHIFT);
+  if (pageSize <= 0n || log2 > MFD_HUGE_MASK) {
+    throw new RangeError(`hugepage size ${pageSize} does not fit the memfd flags`);
+  }
+  return ((flags | Memfd.MFD_HUGETLB) >>> 0) + log2 * 2 ** Memfd.MFD_HUGE_SHIFT;
 }

@@ -22,15 +22,26 @@ export function hostPageSize(): bigint {
  * kernels built without CONFIG_ANON_VMA_NAME).
  */
 export function setAnonVmaName(address: bigint, length: bigint, name: string): void {
-  check(
-    "prctl(PR_SET_VMA_ANON_NAME)",
-    libc().prctl_str(
-      Prctl.PR_SET_VMA,
-      BigInt(Prctl.PR_SET_VMA_ANON_NAME),
-      address,
-      length,
-      cString(name),
-    ),
+  check("prctl(PR_SET_VMA_ANON_NAME)", prctlAnonVmaName(address, length, name));
+}
+
+/**
+ * {@linkcode setAnonVmaName} for names that are only cosmetic: returns
+ * whether the kernel took the name and builds no error when it did not. On
+ * a kernel that refuses every name, an error per private RAM range cost
+ * more than the rest of the build together.
+ */
+export function tryAnonVmaName(address: bigint, length: bigint, name: string): boolean {
+  return prctlAnonVmaName(address, length, name) !== -1;
+}
+
+function prctlAnonVmaName(address: bigint, length: bigint, name: string): number {
+  return libc().prctl_str(
+    Prctl.PR_SET_VMA,
+    BigInt(Prctl.PR_SET_VMA_ANON_NAME),
+    address,
+    length,
+    cString(name),
   );
 }
 

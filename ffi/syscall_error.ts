@@ -1,4 +1,4 @@
-import { errnoName } from "./_errno.ts";
+import { Errno, errnoName } from "./_errno.ts";
 import { lastErrno, strerror } from "./_libc.ts";
 
 /**
@@ -53,4 +53,20 @@ export function check(syscall: string, result: number): number {
 export function checkBig(syscall: string, result: bigint): bigint {
   if (result === -1n) throw lastError(syscall);
   return result;
+}
+
+/**
+ * Runs `call` again for as long as it fails with `EINTR` (a signal arrived
+ * while it was blocked, and the kernel does not restart it by itself), and
+ * then returns its result like {@linkcode check}: any other failure throws a
+ * {@linkcode SyscallError}. Only for calls that are safe to repeat, such as
+ * `fallocate`, which keeps what it allocated before the signal.
+ */
+export function checkRestarting(syscall: string, call: () => number): number {
+  for (;;) {
+    const result = call();
+    if (result !== -1) return result;
+    const errno = lastErrno();
+    if (errno !== Errno.EINTR) throw new SyscallError(syscall, errno);
+  }
 }

@@ -15,10 +15,17 @@ export const DEFAULT_HUGEPAGE_SIZE: bigint = 2n << 20n;
 /**
  * The largest size the host can hold as an object size: 2^63 - 1 (`off_t`
  * and `ssize_t` on 64-bit Linux). JavaScript bigints have no such limit, so
- * the builder's "does not fit the host's pointer size" checks compare with
- * this.
+ * the builder's "ram size is too large" check compares with this.
  */
 export const MAX_HOST_SIZE: bigint = (1n << 63n) - 1n;
+
+/**
+ * The largest value of the host's pointer-sized integer: 2^64 - 1 (`usize`
+ * on a 64-bit host). A hugepage size must fit it; the reference converts the
+ * `u64` size with `try_into`, which a 64-bit host always accepts, so larger
+ * pages fail later, on alignment or in the kernel.
+ */
+export const MAX_POINTER_SIZE: bigint = (1n << 64n) - 1n;
 
 function isPowerOfTwo(value: bigint): boolean {
   return value > 0n && (value & (value - 1n)) === 0n;
@@ -26,8 +33,8 @@ function isPowerOfTwo(value: bigint): boolean {
 
 /**
  * Checks a hugepage size: a power of two at least `pageSize` (else
- * `invalidHugepageSize`), and no larger than {@linkcode MAX_HOST_SIZE} (else
- * `hugepageSizeTooLarge`). Returns the size.
+ * `invalidHugepageSize`), and no larger than {@linkcode MAX_POINTER_SIZE}
+ * (else `hugepageSizeTooLarge`). Returns the size.
  *
  * @example
  * ```ts
@@ -39,7 +46,7 @@ export function validateHugepageSize(size: bigint, pageSize: bigint): bigint {
   if (!isPowerOfTwo(size) || size < pageSize) {
     throw new MemoryBuildError({ kind: "invalidHugepageSize", size: new MemorySize(size) });
   }
-  if (size > MAX_HOST_SIZE) {
+  if (size > MAX_POINTER_SIZE) {
     throw new MemoryBuildError({ kind: "hugepageSizeTooLarge", size: new MemorySize(size) });
   }
   return size;

@@ -63,7 +63,7 @@ export function allocateSharedRam(size: bigint): OwnedFd {
  * Failure: `hugepageAllocationFailed` with the OS error as cause.
  */
 export function allocateHugetlbRam(size: bigint, hugepageSize: bigint): OwnedFd {
-  const flags = Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING | hugetlbMemfdFlags(hugepageSize);
+  const flags = hugetlbMemfdFlags(hugepageSize, Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING);
   try {
     return newMemfd(GUEST_RAM_NAME, flags, (fd) => {
       fd.truncate(size);

@@ -2,7 +2,7 @@ import { Madv, Mman } from "../ffi/_constants.ts";
 import { hostBytes } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { madvise, mmap, protFor } from "../ffi/_mman.ts";
-import { setAnonVmaName } from "../ffi/_system.ts";
+import { tryAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
@@ -14,6 +14,7 @@ import {
   SharedTableWriter,
 } from "./_shared_table.ts";
 import { lowerBound } from "../collections/_lower_bound.ts";
+import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
 
 /**
  * What backs one live range of the reservation: `"shared"` (a file mapping)
@@ -121,6 +122,17 @@ export class VaEntry {
   }
 }
 
+/** Where private RAM lives, with the VMA name it was given. */
+interface PrivateHome {
+  readonly range: MemoryRange;
+  readonly name: string | undefined;
+}
+
+const PRIVATE_HOME_KEYS: RangeKeys<PrivateHome> = {
+  start: (home) => home.range.start,
+  end: (home) => home.range.end,
+};
+
 /** `mmap` flags of private anonymous memory at a fixed address (the reservation itself, or private RAM). */
 const ANON_FIXED_FLAGS = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED |
   Mman.MAP_NORESERVE;
@@ -157,7 +169,7 @@ export class VaMapper implements Disposable {
    * shared mapping placed over it and later unmapped gives the range back
    * as (zeroed) private RAM rather than leaving guest RAM inaccessible.
    */
-  #privateHomes: { range: MemoryRange; name: string | undefined }[] = [];
+  #privateHomes: SortedRangeList<PrivateHome> = new SortedRangeList(PRIVATE_HOME_KEYS);
   #entries: ChunkedSortedList<VaEntry> = new ChunkedSortedList();
   #generation = 0;
   /** The table as Workers see it, once shared. */
@@ -430,8 +442,7 @@ export class VaMapper implements Disposable {
    */
   #restorePrivate(cut: MemoryRange): boolean {
     let restored = false;
-    for (const home of this.#privateHomes) {
-      if (!home.range.overlaps(cut)) continue;
+    for (const home of this.#privateHomes.overlapping(cut.start, cut.end)) {
       const part = home.range.intersection(cut);
       const host = this.base + part.start;
       mmap(host, part.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
@@ -442,19 +453,26 @@ export class VaMapper implements Disposable {
     return restored;
   }
 
-  /** Adds `range` to the private RAM homes, merging it with those it touches (kept disjoint). */
+  /**
+   * Adds `range` (not empty) to the private RAM homes, merged with the homes
+   * it overlaps or touches, so they stay disjoint and as few as possible.
+   * Only those neighbours are looked at: O(log n) per range.
+   */
   #addPrivateHome(range: MemoryRange, name: string | undefined): void {
-    let start = range.start;
-    let end = range.end;
-    const homes = this.#privateHomes.filter((home) => {
-      if (home.range.end < start || home.range.start > end) return true;
-      if (home.range.start < start) start = home.range.start;
-      if (home.range.end > end) end = home.range.end;
-      return false;
-    });
-    homes.push({ range: new MemoryRange(start, end), name });
-    homes.sort((a, b) => a.range.compare(b.range));
-    this.#privateHomes = homes;
+    const homes = this.#privateHomes;
+    // Page-aligned ranges: one byte either side reaches the homes that touch it.
+    const touched = homes.overlapping(range.start - 1n, range.end + 1n);
+    let merged = range;
+    if (touched.length > 0) {
+      const first = touched[0].range;
+      const last = touched[touched.length - 1].range;
+      merged = new MemoryRange(
+        first.start < range.start ? first.start : range.start,
+        last.end > range.end ? last.end : range.end,
+      );
+      homes.removeWithin(merged.start, merged.end);
+    }
+    homes.insert({ range: merged, name });
   }
 
   /** Inserts `entry` (overlapping no entry) at its place in address order. */
@@ -517,12 +535,11 @@ export class VaMapper implements Disposable {
   }
 }
 
-/** Names an anonymous range where the kernel supports VMA names (the name is cosmetic). */
+/**
+ * Names an anonymous range where the kernel supports VMA names (the name is
+ * cosmetic: kernels without CONFIG_ANON_VMA_NAME refuse with EINVAL, and
+ * that is no error).
+ */
 function nameAnonymous(host: bigint, length: bigint, name: string | undefined): void {
-  if (name === undefined) return;
-  try {
-    setAnonVmaName(host, length, name);
-  } catch {
-    // Kernels without CONFIG_ANON_VMA_NAME refuse with EINVAL.
-  }
+  if (name !== undefined) tryAnonVmaName(host, length, name);
 }

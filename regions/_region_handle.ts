@@ -21,6 +21,10 @@ export interface RegionOwner {
   removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void;
   /** Unmaps and deletes the region. */
   removeRegion(node: RegionNode): void;
+  /** Puts a removed region back where it was, unmapped. */
+  restoreRegion(node: RegionNode): void;
+  /** Throws what moving the region to `range` would, changing nothing. */
+  checkMoveRegion(node: RegionNode, range: MemoryRange): void;
 }
 
 /**
@@ -116,6 +120,27 @@ export class RegionHandle implements Disposable {
    */
   removeMappings(rangeInRegion: MemoryRange): void {
     this.#owner.removeRegionMappings(this.#node, rangeInRegion);
+  }
+
+  /**
+   * Puts the region back after it was removed, with its mappings and its
+   * old place among identical regions (so "first added wins" still holds),
+   * unmapped: for undoing a failed move. No-op when not removed; a
+   * {@linkcode RegionError} (`overlap`) when a region added since is in the
+   * way.
+   */
+  restore(): void {
+    this.#owner.restoreRegion(this.#node);
+  }
+
+  /**
+   * Throws the {@linkcode RegionError} that removing this region and adding
+   * it again at `range` would (an overlap with another region, a range
+   * outside the address space), and changes nothing either way: a move can
+   * then be refused before the region is taken down.
+   */
+  checkMove(range: MemoryRange): void {
+    this.#owner.checkMoveRegion(this.#node, range);
   }
 
   /** Removes the region (unmapping it first). Idempotent. */

@@ -1,6 +1,8 @@
+import { lowerBound } from "../collections/_lower_bound.ts";
 import { RangeListError } from "../collections/_sorted_range_list.ts";
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
+import { isWritableDescriptor } from "../ffi/_file_stat.ts";
 import { hex } from "../layout/_hex.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
@@ -40,6 +42,38 @@ export interface DmaTargetHandle extends Disposable {
 interface DmaEntry {
   readonly target: DmaTarget;
   readonly needsHostAddress: boolean;
+}
+
+const idAtLeast = (node: RegionNode, id: number): boolean => node.id >= id;
+
+/** Backings known to be open for writing, or not (a descriptor's access mode never changes). */
+const backingWritable = new WeakMap<
+  Mappable,
+  { readonly fd: number; readonly writable: boolean }
+>();
+
+/** Whether `backing`'s descriptor is open for writing (cached per backing object). */
+function writableBacking(backing: Mappable): boolean {
+  const known = backingWritable.get(backing);
+  if (known !== undefined && known.fd === backing.fd) return known.writable;
+  const writable = isWritableDescriptor(backing.fd);
+  backingWritable.set(backing, { fd: backing.fd, writable });
+  return writable;
+}
+
+/**
+ * The protection of a mapping's host pages: writable where the mapping is,
+ * even while the region is read-only (flipping it back then needs no new
+ * host mapping; the table refuses host writes meanwhile), except where the
+ * descriptor is read-only and the region too (then it cannot be).
+ */
+function hostWritable(
+  mappingWritable: boolean,
+  regionWritable: boolean,
+  backing: Mappable,
+): boolean {
+  if (!mappingWritable) return false;
+  return regionWritable || writableBacking(backing);
 }
 
 function sameParams(a: MapParams | undefined, b: MapParams): boolean {
@@ -112,6 +146,8 @@ export class RegionManager implements Disposable {
     removeRegionMappings: (node, range) =>
       this.#exclusive(() => this.#removeRegionMappings(node, range)),
     removeRegion: (node) => this.#exclusive(() => this.#removeRegion(node)),
+    restoreRegion: (node) => this.#exclusive(() => this.#restoreRegion(node)),
+    checkMoveRegion: (node, range) => this.#exclusive(() => this.#checkMoveRegion(node, range)),
   };
 
   /** A manager over the reservation `va` (host address of gpa = va.base + gpa). */
@@ -155,17 +191,7 @@ export class RegionManager implements Disposable {
     const node = new RegionNode(this.#nextId, name, range, priority, dmaTarget);
     if (!range.isEmpty()) {
       const refused = this.#tree.insert(node);
-      if (refused !== undefined) {
-        // The error names the first offender in insertion order: look for it.
-        let first = refused;
-        for (const existing of this.#live()) {
-          if (!admits(node, existing)) {
-            first = existing;
-            break;
-          }
-        }
-        throw new RegionError({ kind: "overlap", newName: name, existingName: first.name });
-      }
+      if (refused !== undefined) throw this.#overlapError(node, refused, undefined);
     }
     this.#nextId++;
     this.#order.push(node);
@@ -341,18 +367,43 @@ export class RegionManager implements Disposable {
       if (!wasMapped) this.#tree.addMappedBelow(node, 1);
       return;
     }
-    if (node.active) {
+    if (node.active && this.#canChangeInPlace(node, copy)) {
       // Visible now and visible after: the host keeps seeing the same
       // memory, so only partitions, DMA targets and the table change.
       this.#changeParams(node, copy);
       return;
     }
-    if (node.activeBelow > 0) {
-      for (const below of this.#tree.activeBelow(node)) this.#deactivate(below);
+    if (node.active) {
+      // A read-only descriptor mapped read-only: write access needs a new
+      // host mapping (which fails as mmap does).
+      this.#deactivate(node);
+      const old = node.params;
+      node.params = copy;
+      try {
+        this.#activate(node);
+      } catch (error) {
+        node.params = old;
+        this.#reactivate(node);
+        throw error;
+      }
+      return;
     }
+    const old = node.params;
+    // What the guest saw on the range: what this region now beats.
+    const hidden = this.#tree.activeBelow(node);
+    for (const shown of hidden) this.#deactivate(shown);
     node.params = copy;
     if (!wasMapped) this.#tree.addMappedBelow(node, 1);
-    this.#activate(node);
+    try {
+      this.#activate(node);
+    } catch (error) {
+      // Nothing of the new mapping is left (#activate undid itself): show
+      // again what was shown, with the params it had.
+      node.params = old;
+      if (!wasMapped) this.#tree.addMappedBelow(node, -1);
+      for (const shown of hidden) this.#reactivate(shown);
+      throw error;
+    }
   }
 
   #unmapRegion(node: RegionNode): void {
@@ -397,7 +448,7 @@ export class RegionManager implements Disposable {
         backing,
         fileOffset,
         writable && node.params!.writable,
-        writable,
+        hostWritable(writable, node.params!.writable, backing),
       );
       if (node.dmaTarget) {
         for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
@@ -423,15 +474,7 @@ export class RegionManager implements Disposable {
       });
     }
     if (removed.length === 0) return;
-    if (node.active) {
-      if (node.dmaTarget) {
-        for (const mapping of removed) {
-          const absolute = this.#absolute(node, mapping.range);
-          for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
-        }
-      }
-      for (const mapping of removed) this.#va.unmap(this.#absolute(node, mapping.range));
-    }
+    if (node.active) this.#unmapMappings(node, removed);
   }
 
   #removeRegion(node: RegionNode): void {
@@ -446,32 +489,134 @@ export class RegionManager implements Disposable {
     }
   }
 
+  /**
+   * Puts the removed `node` back in the tree and the insertion order at the
+   * place its id gives it, unmapped, with the mappings it had. Only valid
+   * when nothing that would refuse it was added meanwhile (a rollback).
+   */
+  #restoreRegion(node: RegionNode): void {
+    this.#checkLive();
+    if (!node.removed) return;
+    if (!node.range.isEmpty()) {
+      const refused = this.#tree.insert(node);
+      if (refused !== undefined) {
+        throw new RegionError({ kind: "overlap", newName: node.name, existingName: refused.name });
+      }
+    }
+    node.removed = false;
+    this.#regionCount++;
+    const index = lowerBound(this.#order, idAtLeast, node.id);
+    if (this.#order[index] === node) this.#removedInOrder--; // not compacted away yet
+    else this.#order.splice(index, 0, node);
+  }
+
+  /**
+   * Throws the {@linkcode RegionError} that removing `node` and adding the
+   * same region at `range` would throw (outside the address space, or an
+   * overlap with a region other than `node`), changing nothing: lets a move
+   * be refused before anything is taken down.
+   */
+  #checkMoveRegion(node: RegionNode, range: MemoryRange): void {
+    this.#checkNode(node);
+    this.#checkLive();
+    if (range.end > this.#va.size) {
+      throw new RegionError({
+        kind: "outsideAddressSpace",
+        name: node.name,
+        range,
+        addressSpaceSize: this.#va.size,
+      });
+    }
+    if (range.isEmpty()) return;
+    const probe = new RegionNode(this.#nextId, node.name, range, node.priority, node.dmaTarget);
+    // Take `node` out for the trial; the tree's shape depends only on its
+    // regions, so putting it back restores it exactly (ids keep the order
+    // of identical regions). No region changes state meanwhile.
+    const inTree = !node.range.isEmpty();
+    if (inTree) this.#tree.remove(node);
+    const refused = this.#tree.insert(probe);
+    if (refused === undefined) this.#tree.remove(probe);
+    if (inTree) this.#tree.insert(node);
+    if (refused !== undefined) throw this.#overlapError(probe, refused, node);
+  }
+
   // --- internals ---
 
+  /**
+   * The overlap error for `node`, naming the first region in insertion order
+   * that refuses it (`refused`, found by the tree, is one of them), `except`
+   * left out.
+   */
+  #overlapError(
+    node: RegionNode,
+    refused: RegionNode,
+    except: RegionNode | undefined,
+  ): RegionError {
+    let first = refused;
+    for (const existing of this.#live()) {
+      if (existing !== except && !admits(node, existing)) {
+        first = existing;
+        break;
+      }
+    }
+    return new RegionError({ kind: "overlap", newName: node.name, existingName: first.name });
+  }
+
+  /**
+   * Forgets the params of `node`; when it was visible, what it hid shows.
+   * When one of those fails to activate, the ones shown so far go again and
+   * `node` is visible as before: the error is rethrown, nothing changed.
+   */
   #unmap(node: RegionNode): void {
-    if (node.params === undefined) return;
+    const old = node.params;
+    if (old === undefined) return;
     const wasActive = node.active;
     if (wasActive) this.#deactivate(node);
     node.params = undefined;
     this.#tree.addMappedBelow(node, -1);
-    if (wasActive && node.mappedBelow > 0) {
-      for (const below of this.#tree.topmostMappedBelow(node)) this.#activate(below);
+    if (!wasActive || node.mappedBelow === 0) return;
+    const shown: RegionNode[] = [];
+    try {
+      for (const below of this.#tree.topmostMappedBelow(node)) {
+        this.#activate(below);
+        shown.push(below);
+      }
+    } catch (error) {
+      for (const below of shown) this.#deactivate(below);
+      node.params = old;
+      this.#tree.addMappedBelow(node, 1);
+      this.#reactivate(node);
+      throw error;
     }
   }
 
+  /**
+   * Makes `node` visible: its mappings into the VA (DMA targets told of
+   * each), then the whole range into every partition. When a mapping fails,
+   * the ones made so far are taken out again (DMA targets first) and the
+   * error is rethrown: the node is then as inactive as before.
+   */
   #activate(node: RegionNode): void {
     const params = node.params!;
-    for (const mapping of node.mappings.toArray()) {
-      this.#va.mapShared(
-        this.#absolute(node, mapping.range),
-        mapping.backing,
-        mapping.fileOffset,
-        mapping.writable && params.writable,
-        mapping.writable,
-      );
-      if (node.dmaTarget) {
-        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+    const mappings = node.mappings.toArray();
+    let done = 0;
+    try {
+      for (; done < mappings.length; done++) {
+        const mapping = mappings[done];
+        this.#va.mapShared(
+          this.#absolute(node, mapping.range),
+          mapping.backing,
+          mapping.fileOffset,
+          mapping.writable && params.writable,
+          hostWritable(mapping.writable, params.writable, mapping.backing),
+        );
+        if (node.dmaTarget) {
+          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+        }
       }
+    } catch (error) {
+      this.#unmapMappings(node, mappings.slice(0, done));
+      throw error;
     }
     for (const mapper of this.#partitions) {
       try {
@@ -525,6 +670,40 @@ export class RegionManager implements Disposable {
         warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
       }
     }
+  }
+
+  /** Activates `node` again after a failed change; a failure now is only a warning. */
+  #reactivate(node: RegionNode): void {
+    try {
+      this.#activate(node);
+    } catch (cause) {
+      warn(`failed to restore memory region ${node.name} at ${node.range}`, cause);
+    }
+  }
+
+  /** Takes `mappings` of the active `node` out: DMA targets first, then the VA. */
+  #unmapMappings(node: RegionNode, mappings: readonly RegionMapping[]): void {
+    if (node.dmaTarget) {
+      for (const mapping of mappings) {
+        const absolute = this.#absolute(node, mapping.range);
+        for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
+      }
+    }
+    for (const mapping of mappings) this.#va.unmap(this.#absolute(node, mapping.range));
+  }
+
+  /**
+   * Whether `node`'s host mappings already allow what `params` asks, so that
+   * new params need no new host mapping: taking write access away always
+   * can; giving it needs every writable mapping's descriptor to be open for
+   * writing (it was then mapped writable in the first place).
+   */
+  #canChangeInPlace(node: RegionNode, params: MapParams): boolean {
+    if (!params.writable || node.params!.writable) return true;
+    for (const mapping of node.mappings.toArray()) {
+      if (mapping.writable && !writableBacking(mapping.backing)) return false;
+    }
+    return true;
   }
 
   #deactivate(node: RegionNode): void {

@@ -73,6 +73,14 @@ export function admits(incoming: RegionNode, existing: RegionNode): boolean {
   return incoming.range.contains(existing.range);
 }
 
+/**
+ * Whether `a` beats `b` where both are mapped over the same addresses:
+ * higher priority, or equal priority and added earlier.
+ */
+function beats(a: RegionNode, b: RegionNode): boolean {
+  return a.priority > b.priority || (a.priority === b.priority && a.id < b.id);
+}
+
 const endsAbove = (node: RegionNode, address: bigint): boolean => node.range.end > address;
 const startsAtOrAbove = (node: RegionNode, address: bigint): boolean => node.range.start >= address;
 
@@ -109,7 +117,8 @@ export class RegionTree {
   /**
    * Inserts `node` (non-empty range, not yet in the tree). Returns the first
    * region found that the admission rule refuses, leaving the tree unchanged,
-   * or `undefined` when inserted.
+   * or `undefined` when inserted. Among identical regions the node goes by
+   * its `id`, so a region taken out and put back returns to its old place.
    */
   insert(node: RegionNode): RegionNode | undefined {
     const range = node.range;
@@ -125,10 +134,7 @@ export class RegionTree {
       }
       if (hi - lo === 1) {
         const only = list[lo];
-        if (
-          only.range.contains(range) &&
-          (!only.range.equals(range) || only.priority >= node.priority)
-        ) {
+        if (only.range.contains(range) && (!only.range.equals(range) || beats(only, node))) {
           // `only` beats the new region here: descend into it.
           if (!admits(node, only)) return only;
           parent = only;
@@ -136,10 +142,11 @@ export class RegionTree {
         }
       }
       // Everything overlapping at this level must fit inside the new region
-      // with a lower priority; their descendants then do too.
+      // and be beaten by it (a lower priority, or an identical region added
+      // later); their descendants then do too.
       for (let i = lo; i < hi; i++) {
         const child = list[i];
-        if (!(range.contains(child.range) && node.priority > child.priority)) return child;
+        if (!(admits(node, child) && beats(node, child))) return child;
       }
       const adopted = list.splice(lo, hi - lo, node);
       for (const child of adopted) {
@@ -162,6 +169,8 @@ export class RegionTree {
     list.splice(index, 1, ...node.children);
     node.children = [];
     node.parent = undefined;
+    node.mappedBelow = 0;
+    node.activeBelow = 0;
   }
 
   /** Whether any ancestor of `node` is mapped. */

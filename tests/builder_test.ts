@@ -12,6 +12,7 @@ import { VaMapper } from "../mapping/_va_mapper.ts";
 import {
   DEFAULT_HUGEPAGE_SIZE,
   MAX_HOST_SIZE,
+  MAX_POINTER_SIZE,
   validateHugepageRamAlignment,
   validateHugepageSize,
 } from "../manager/_hugepage_validation.ts";
@@ -236,18 +237,29 @@ Deno.test("every build error text", async (t) => {
     }
   });
 
-  await t.step("hugepage size too large for the host (above 2^63 - 1)", () => {
-    assert.equal(MAX_HOST_SIZE, 0x7fff_ffff_ffff_ffffn);
-    expectBuildError(
-      () => new GuestMemoryBuilder().hugepages(1n << 63n).build(SMALL),
-      "hugepageSizeTooLarge",
-      "hugepage size 8388608 TB is too large",
-    );
+  await t.step("hugepage size too large for the host (above 2^64 - 1)", () => {
+    assert.equal(MAX_POINTER_SIZE, 0xffff_ffff_ffff_ffffn);
     expectBuildError(
       () => new GuestMemoryBuilder().hugepages(1n << 64n).build(SMALL),
       "hugepageSizeTooLarge",
       "hugepage size 16777216 TB is too large",
     );
+    expectBuildError(
+      () => new GuestMemoryBuilder().hugepages(1n << 70n).build(SMALL),
+      "hugepageSizeTooLarge",
+      "hugepage size 1073741824 TB is too large",
+    );
+    // 2^63 fits a 64-bit pointer size, as in the reference: alignment fails.
+    const error = expectBuildError(
+      () => new GuestMemoryBuilder().hugepages(2n ** 63n).build(SMALL),
+      "hugepageRamSizeUnaligned",
+      "RAM size 4 MB is not aligned to 8388608 TB hugepages; choose a memory size that is a multiple of the hugepage size",
+    );
+    assert.deepEqual(error.detail, {
+      kind: "hugepageRamSizeUnaligned",
+      ramSize: new MemorySize(4n * MiB),
+      hugepageSize: new MemorySize(2n ** 63n),
+    });
     // 2^62 is a valid size; the layout is not aligned to it.
     expectBuildError(
       () => new GuestMemoryBuilder().hugepages(1n << 62n).build(SMALL),
@@ -303,6 +315,7 @@ Deno.test("every build error text", async (t) => {
   });
 
   await t.step("ram size too large for the host (above 2^63 - 1)", () => {
+    assert.equal(MAX_HOST_SIZE, 0x7fff_ffff_ffff_ffffn);
     const huge = MemoryLayout.fromRanges([new MemoryRange(0n, (1n << 63n) + 0x1000n)], []);
     expectBuildError(
       () => new GuestMemoryBuilder().build(huge),
@@ -351,6 +364,34 @@ Deno.test("every build error text", async (t) => {
       hugepageSize: new MemorySize(4096n),
       pageCount: 512n,
     });
+  });
+
+  await t.step("hugepages of 4 GiB and more: the OS error as cause, never a TypeError", () => {
+    // log2 = 32 and up: the size field of the memfd flags no longer fits a
+    // signed 32-bit shift. The kernel has no pool of these sizes (ENODEV).
+    const cases: [bigint, string][] = [
+      [4n * GiB, "1 hugetlb pages of 4 GB each (4 GB total)"],
+      [8n * GiB, "1 hugetlb pages of 8 GB each (8 GB total)"],
+    ];
+    for (const [hp, shown] of cases) {
+      const fds = openFdCount();
+      const error = expectBuildError(
+        () => new GuestMemoryBuilder().hugepages(hp).build(MemoryLayout.fromGaps(hp, [])),
+        "hugepageAllocationFailed",
+        `failed to reserve ${shown}; increase the hugetlb pool or reduce guest memory size`,
+      );
+      assert.ok(error.cause instanceof SyscallError, `cause is ${error.cause}`);
+      assert.equal(error.cause.syscall, "memfd_create");
+      assert.equal(error.cause.code, "ENODEV");
+      assert.equal(error.cause.message, "No such device");
+      assert.deepEqual(error.detail, {
+        kind: "hugepageAllocationFailed",
+        size: new MemorySize(hp),
+        hugepageSize: new MemorySize(hp),
+        pageCount: 1n,
+      });
+      assert.equal(openFdCount(), fds);
+    }
   });
 
   await t.step("alias map does not fit above the layout", () => {
@@ -525,7 +566,7 @@ Deno.test("order of checks: the first broken rule wins", async (t) => {
     ],
     [
       "too large before alignment",
-      () => b().hugepages(1n << 63n).build(MemoryLayout.fromGaps(257n * MiB, [])),
+      () => b().hugepages(1n << 64n).build(MemoryLayout.fromGaps(257n * MiB, [])),
       "hugepageSizeTooLarge",
     ],
     [

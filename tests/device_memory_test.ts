@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
+import { GuestMemoryBuilder } from "../builder.ts";
+import { Fcntl, Memfd } from "../ffi/_constants.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { SyscallError } from "../ffi/syscall_error.ts";
+import { MemoryLayout } from "../layout/memory_layout.ts";
+import { MemoryRange } from "../layout/memory_range.ts";
+import { Vtl } from "../manager/vtl.ts";
 import { RegionError } from "../regions/region_error.ts";
-import { r, RecordingDmaTarget, RegionFixture, RWX } from "./support/region_fixture.ts";
+import { RecordingPartition } from "../testing/recording_partition.ts";
+import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
 import { newDeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
 
 const describe = (f: RegionFixture) =>
@@ -121,5 +129,208 @@ Deno.test("device memory", async (t) => {
     assert.throws(() => control.mapToGuest(0xff000n, true), RegionError);
     assert.equal(f.manager.regionCount, 0);
     assert.equal(control.guestRange, undefined);
+  });
+});
+
+/** A second descriptor of `fd`'s file, opened read-only (mapping it writable is EACCES). */
+function readOnlyReopen(fd: OwnedFd): OwnedFd {
+  return OwnedFd.open(`/proc/self/fd/${fd.fd}`, Fcntl.O_RDONLY);
+}
+
+/** Asserts `fn` fails as mmap refusing a writable mapping of a read-only descriptor. */
+function assertPermissionDenied(fn: () => unknown): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof SyscallError, `expected SyscallError, got ${e}`);
+    assert.equal(e.message, "Permission denied");
+    assert.equal(e.syscall, "mmap");
+    assert.equal(e.code, "EACCES");
+    return true;
+  });
+}
+
+Deno.test("device memory failures change nothing", async (t) => {
+  await t.step("a failing second mapping leaves no region and nothing mapped", () => {
+    const MiB = 1n << 20n;
+    using manager = new GuestMemoryBuilder().build(
+      MemoryLayout.fromGaps(MiB, [new MemoryRange(MiB, 2n * MiB)]),
+    );
+    const partition = new RecordingPartition();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    const memory = manager.client().guestMemory();
+    using vram = OwnedFd.memfd("vram", Memfd.MFD_CLOEXEC);
+    vram.truncate(0x4000n);
+    using readOnly = readOnlyReopen(vram);
+    const { control, region } = manager.deviceMemoryMapper().newRegion(0x4000n, "bar");
+    region.map(0n, vram, 0n, 0x1000n, true);
+    region.map(0x2000n, readOnly, 0x2000n, 0x1000n, true);
+    const before = manager.inspect();
+    partition.clearEvents();
+
+    assertPermissionDenied(() => control.mapToGuest(MiB, true));
+    assert.deepEqual(manager.inspect(), before);
+    assert.equal(memory.isMapped(MiB, 0x1000n), false);
+    assert.equal(memory.isMapped(MiB + 0x2000n, 0x1000n), false);
+    assert.deepEqual(partition.events, []);
+    assert.equal(control.guestRange, undefined);
+    assert.equal(control.isActive, false);
+    assert.equal(region.mappings.length, 2);
+    // Read-only, the same region places fine.
+    control.mapToGuest(MiB, false);
+    assert.equal(memory.isMapped(MiB, 0x1000n), true);
+    assert.equal(memory.isMapped(MiB + 0x2000n, 0x1000n), true);
+  });
+
+  await t.step("DMA targets hear an unmap for every map of a failed activation", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const target = new RecordingDmaTarget();
+    using _dma = f.manager.addDmaTarget(target, false);
+    const region = f.manager.newRegion("dma", r(0x10000, 0x14000), 7, true);
+    region.addMapping(r(0, 0x1000), f.backing, 0n, true);
+    region.addMapping(r(0x1000, 0x2000), f.backing, 0x1000n, true);
+    region.addMapping(r(0x2000, 0x3000), readOnly, 0x2000n, true);
+    f.takePartitionEvents();
+    assertPermissionDenied(() => region.map(RWX));
+    assert.deepEqual(target.take(), [
+      "map 0x10000-0x11000",
+      "map 0x11000-0x12000",
+      "unmap 0x10000-0x11000",
+      "unmap 0x11000-0x12000",
+    ]);
+    assert.deepEqual(f.va.entries(), []);
+    assert.deepEqual(f.takePartitionEvents(), []);
+    assert.equal(region.mapParams, undefined);
+    assert.equal(region.isActive, false);
+  });
+
+  await t.step("a failed re-map shows again what was shown, with its params", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x4000n, "rom");
+    region.map(0n, f.backing, 0n, 0x1000n, true);
+    region.map(0x2000n, readOnly, 0x2000n, 0x1000n, true);
+    control.mapToGuest(0x20000n, false);
+    const entries = f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`);
+    const infos = describe(f);
+    f.takePartitionEvents();
+    assertPermissionDenied(() => control.mapToGuest(0x20000n, true));
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`), entries);
+    assert.deepEqual(describe(f), infos);
+    assert.deepEqual(f.manager.regionInfos()[0].mapParams, RX);
+    assert.deepEqual(f.partitionMap(), ["0x20000-0x24000 ro"]);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x20000-0x24000", "map 0x20000-0x24000 ro"]);
+  });
+
+  await t.step("a failing mapping added to a placed region changes nothing", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x4000n, "fb");
+    region.map(0n, f.backing, 0n, 0x1000n, true);
+    control.mapToGuest(0x20000n, true);
+    f.takePartitionEvents();
+    assertPermissionDenied(() => region.map(0x2000n, readOnly, 0x2000n, 0x1000n, true));
+    assert.deepEqual(describe(f), ["fb 0x20000-0x24000 p0 active [0x0-0x1000@0]"]);
+    assert.deepEqual(region.mappings.map((m) => `${m.range}`), ["0x0-0x1000"]);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x20000-0x21000"]);
+    assert.deepEqual(f.takePartitionEvents(), []);
+  });
+
+  await t.step("unmapping what hides a region that cannot be shown changes nothing", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const ram = f.manager.newRegion("ram", r(0, 0x80000), 255, true);
+    ram.addMapping(r(0, 0x80000), f.backing, 0n, true);
+    ram.map(RWX);
+    const mapper = newDeviceMemoryMapper(f.manager);
+    // Hidden under RAM, so nothing is mapped yet and nothing fails yet.
+    const bad = mapper.newRegion(0x2000n, "bad");
+    bad.region.map(0n, readOnly, 0n, 0x2000n, true);
+    bad.control.mapToGuest(0x20000n, true);
+    const before = f.manager.inspect();
+    const entries = f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`);
+    const map = f.partitionMap();
+    f.takePartitionEvents();
+    assertPermissionDenied(() => ram.unmap());
+    assert.deepEqual(f.manager.inspect(), before);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`), entries);
+    assert.deepEqual(f.partitionMap(), map);
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x80000", "map 0x0-0x80000 rw"]);
+    assert.deepEqual(ram.mapParams, RWX);
+    // Removing it fails the same way and keeps it.
+    assertPermissionDenied(() => ram[Symbol.dispose]());
+    assert.equal(ram.isRemoved, false);
+    assert.deepEqual(f.manager.inspect(), before);
+    // Same for a device region placed over the bad one.
+    bad.control.unmapFromGuest();
+    ram.unmap();
+    const good = mapper.newRegion(0x2000n, "good");
+    good.control.mapToGuest(0x20000n, false);
+    bad.control.mapToGuest(0x20000n, true);
+    assert.deepEqual([good.control.isActive, bad.control.isActive], [true, false]);
+    assertPermissionDenied(() => good.control.unmapFromGuest());
+    assert.equal(`${good.control.guestRange}`, "0x20000-0x22000");
+    assert.deepEqual([good.control.isActive, bad.control.isActive], [true, false]);
+    bad.control.unmapFromGuest();
+    good.control.unmapFromGuest();
+    assert.equal(f.manager.regionCount, 1);
+  });
+
+  await t.step("a move refused by the overlap check keeps the first added region visible", () => {
+    using f = new RegionFixture();
+    f.manager.newRegion("other", r(0x40000, 0x42000), 0, false);
+    const mapper = newDeviceMemoryMapper(f.manager);
+    const first = mapper.newRegion(0x2000n, "first");
+    const second = mapper.newRegion(0x2000n, "second");
+    first.region.map(0n, f.backing, 0n, 0x2000n, true);
+    second.region.map(0n, f.backing, 0x2000n, 0x2000n, true);
+    first.control.mapToGuest(0x10000n, true);
+    second.control.mapToGuest(0x10000n, true);
+    const infos = describe(f);
+    assert.deepEqual(infos, [
+      "other 0x40000-0x42000 p0 inactive []",
+      "first 0x10000-0x12000 p0 active [0x0-0x2000@0]",
+      "second 0x10000-0x12000 p0 inactive [0x0-0x2000@8192]",
+    ]);
+    const before = f.manager.inspect();
+    f.takePartitionEvents();
+    assert.throws(() => first.control.mapToGuest(0x41000n, true), {
+      name: "RegionError",
+      message: "memory region first overlaps with existing region other",
+    });
+    // Refused before anything was taken down: the partition heard nothing.
+    assert.deepEqual(f.takePartitionEvents(), []);
+    assert.deepEqual(describe(f), infos);
+    assert.deepEqual(f.manager.inspect(), before);
+    assert.equal(first.control.isActive, true);
+    assert.equal(second.control.isActive, false);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.fileOffset}`), [
+      "0x10000-0x12000 0",
+    ]);
+    assert.deepEqual(f.partitionMap(), ["0x10000-0x12000 rw"]);
+    // Still the first: unplacing it shows the second, placing it again hides it.
+    first.control.unmapFromGuest();
+    assert.equal(second.control.isActive, true);
+  });
+
+  await t.step("a move that fails to map puts the region back in its place", () => {
+    using f = new RegionFixture();
+    using readOnly = readOnlyReopen(f.backing);
+    const mapper = newDeviceMemoryMapper(f.manager);
+    const first = mapper.newRegion(0x2000n, "first");
+    const second = mapper.newRegion(0x2000n, "second");
+    first.region.map(0n, readOnly, 0n, 0x2000n, true);
+    first.control.mapToGuest(0x10000n, false);
+    second.control.mapToGuest(0x10000n, true);
+    const before = f.manager.inspect();
+    const entries = f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`);
+    assertPermissionDenied(() => first.control.mapToGuest(0x30000n, true));
+    assert.deepEqual(f.manager.inspect(), before);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range} ${e.fd} ${e.writable}`), entries);
+    assert.deepEqual(describe(f), [
+      "first 0x10000-0x12000 p0 active [0x0-0x2000@0]",
+      "second 0x10000-0x12000 p0 inactive []",
+    ]);
+    assert.equal(`${first.control.guestRange}`, "0x10000-0x12000");
+    assert.deepEqual(f.partitionMap(), ["0x10000-0x12000 ro"]);
   });
 });

@@ -6,7 +6,7 @@ import { hostBytes, hostCopy } from "../ffi/_host_memory.ts";
 import { cString, lastErrno, libc, strerror } from "../ffi/_libc.ts";
 import { mmap, mprotect, munmap, protFor } from "../ffi/_mman.ts";
 import { hugetlbMemfdFlags, OwnedFd } from "../ffi/_owned_fd.ts";
-import { check, SyscallError } from "../ffi/syscall_error.ts";
+import { check, checkRestarting, SyscallError } from "../ffi/syscall_error.ts";
 import { listDirectory, readTextFile, writeTextFile } from "../ffi/_proc_files.ts";
 import { hostPageSize } from "../ffi/_system.ts";
 import { MissingPermissionError } from "../mod.ts";
@@ -79,6 +79,15 @@ Deno.test("ffi round trip: memfd + mmap + write + read back + munmap", async (t)
     // MFD_HUGE_2MB = 21 << 26, MFD_HUGE_1GB = 30 << 26 (include/uapi/linux/memfd.h).
     assert.equal(hugetlbMemfdFlags(2n << 20n), Memfd.MFD_HUGETLB | (21 << 26));
     assert.equal(hugetlbMemfdFlags(1n << 30n), Memfd.MFD_HUGETLB | (30 << 26));
+    // From 4 GiB on the field reaches bit 31: unsigned, as memfd_create takes it.
+    assert.equal(hugetlbMemfdFlags(4n << 30n), 4 + 32 * 2 ** 26);
+    assert.equal(hugetlbMemfdFlags(4n << 30n), 0x8000_0004);
+    assert.equal(hugetlbMemfdFlags(1n << 63n, Memfd.MFD_CLOEXEC), 0xfc00_0005);
+    assert.equal(
+      hugetlbMemfdFlags(2n << 20n, Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING),
+      Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING | Memfd.MFD_HUGETLB | (21 << 26),
+    );
+    assert.throws(() => hugetlbMemfdFlags(1n << 64n), RangeError);
   });
 
   await t.step("nothing leaked", () => {
@@ -164,6 +173,20 @@ Deno.test("errno mapping", async (t) => {
     assert.equal(lastErrno(), Errno.EBADF);
     assert.throws(() => check("close", libc().close(-1)), { code: "EBADF", syscall: "close" });
     assert.equal(check("dup", 5), 5, "non-failing results pass through");
+  });
+
+  await t.step("checkRestarting returns results and throws what is not EINTR, once", () => {
+    let calls = 0;
+    assert.equal(checkRestarting("dup", () => (calls++, 7)), 7);
+    assert.equal(calls, 1);
+    assert.throws(() => checkRestarting("close", () => (calls++, libc().close(-1))), {
+      name: "SyscallError",
+      code: "EBADF",
+      syscall: "close",
+      message: "Bad file descriptor",
+    });
+    assert.equal(calls, 2, "only EINTR is retried");
+    // EINTR itself: tests/hugetlb_test.ts (fallocate under a signal storm).
   });
 
   await t.step("names and texts", () => {

@@ -13,6 +13,7 @@ import {
   withHugetlbPool,
 } from "./support/requirements.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import type { StormResult } from "./support/signal_storm.ts";
 import { duplicateBacking } from "../manager/shared_memory_backing.ts";
 
 const MiB = 1n << 20n;
@@ -133,5 +134,35 @@ Deno.test({
       );
     });
     assert.equal(hugetlbPool(), before, "the pool is restored");
+  },
+});
+
+/** Pages of each guest built under the signal storm (64 MiB). */
+const STORM_PAGES = 32;
+
+Deno.test({
+  name: "100 hugetlb builds under a 1 kHz signal storm all succeed",
+  ignore: skipWithoutHugetlb(),
+  async fn() {
+    await withHugetlbPool(STORM_PAGES, async (granted) => {
+      assert.equal(granted, STORM_PAGES, "the kernel did not grant the whole pool");
+      const script = new URL("./support/signal_storm.ts", import.meta.url).pathname;
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-ffi", "--allow-run", script, "100", String(STORM_PAGES)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(output.stdout).trim();
+      assert.ok(output.success, new TextDecoder().decode(output.stderr));
+      const result = JSON.parse(stdout.split("\n").at(-1)!) as StormResult;
+      assert.deepEqual(result.failures, []);
+      assert.equal(result.built, 100);
+      // The listener sees the signals that arrive between two of its turns as one.
+      assert.ok(
+        result.signalTurns >= 20,
+        `signals arrived in only ${result.signalTurns} turns of the event loop`,
+      );
+      assert.equal(meminfo("Free"), STORM_PAGES, "every build returned its pages");
+    });
   },
 });

@@ -4,7 +4,7 @@ import { setWarningHandler, type Warning } from "../diagnostics/warnings.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
-import { setAnonVmaName } from "../ffi/_system.ts";
+import { setAnonVmaName, tryAnonVmaName } from "../ffi/_system.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
@@ -122,6 +122,8 @@ Deno.test("private memory mode", async (t) => {
           (e: unknown) => e instanceof SyscallError && e.code === "EINVAL",
         );
       }
+      // The builder's form reports the same answer without an error.
+      assert.equal(tryAnonVmaName(entry.hostAddress, entry.range.len, PRIVATE_RAM_NAME), names);
     }
   });
 
@@ -230,4 +232,58 @@ Deno.test("private RAM comes back after device memory over it is unmapped", asyn
   // The framebuffer still holds what was written through the device mapping.
   using view = HostMapping.shared(framebuffer.fd, 0n, 0x1000n, 1);
   assert.equal(new DataView(view.bytes().buffer).getUint32(0, true), 0xfb000000);
+});
+
+Deno.test("16,000 private RAM ranges build in one pass", () => {
+  // One-page ranges with one-page gaps: every range is its own private home.
+  // Merging a new home used to filter and re-sort all of them (quadratic).
+  const count = 16_000;
+  const ranges = Array.from({ length: count }, (_, i) => {
+    const start = BigInt(i) * 0x2000n;
+    return new MemoryRange(start, start + 0x1000n);
+  });
+  using manager = new GuestMemoryBuilder().privateMemory(true).build(
+    MemoryLayout.fromRanges(ranges, []),
+  );
+  const { va, ramRegions } = managerInternals(manager);
+  const entries = va.entries();
+  assert.equal(entries.length, count);
+  assert.equal(ramRegions.length, count);
+  assert.ok(entries.every((e, i) => e.kind === "private" && e.range.equals(ranges[i])));
+  const memory = manager.client().guestMemory();
+  const last = ranges[count - 1];
+  memory.writeU32(last.start, 0x5eed);
+  assert.equal(memory.readU32(last.start), 0x5eed);
+  assert.equal(memory.isMapped(last.end, 0x1000n), false);
+});
+
+Deno.test("private homes merge with the homes they touch, and only those come back", async () => {
+  const { OwnedFd } = await import("../ffi/_owned_fd.ts");
+  using va = VaMapper.reserve(0x10000n);
+  using file = OwnedFd.memfd("over-private", 0);
+  file.truncate(0x8000n);
+  va.allocPrivate(new MemoryRange(0x0n, 0x1000n));
+  va.allocPrivate(new MemoryRange(0x2000n, 0x3000n));
+  va.allocPrivate(new MemoryRange(0x5000n, 0x6000n));
+  va.allocPrivate(new MemoryRange(0x1000n, 0x2000n)); // touches both of the first two
+  const shown = () => va.entries().map((e) => `${e.range} ${e.kind}`);
+  va.mapShared(new MemoryRange(0x0n, 0x8000n), file, 0n, true);
+  assert.deepEqual(shown(), ["0x0-0x8000 shared"]);
+  // Unmapped again: each home comes back as one private range, the rest is
+  // inaccessible reservation.
+  va.unmap(new MemoryRange(0x0n, 0x8000n));
+  assert.deepEqual(shown(), ["0x0-0x3000 private", "0x5000-0x6000 private"]);
+  assert.deepEqual(
+    vaProtections(va.base, va.size).map((p) => `${new MemoryRange(p.start, p.end)} ${p.perms}`),
+    ["0x0-0x3000 rw-p", "0x3000-0x5000 ---p", "0x5000-0x6000 rw-p", "0x6000-0x10000 ---p"],
+  );
+  // A shared mapping cut in the middle of a home gives back only that part.
+  va.mapShared(new MemoryRange(0x1000n, 0x2000n), file, 0n, true);
+  va.unmap(new MemoryRange(0x1000n, 0x2000n));
+  assert.deepEqual(shown(), [
+    "0x0-0x1000 private",
+    "0x1000-0x2000 private",
+    "0x2000-0x3000 private",
+    "0x5000-0x6000 private",
+  ]);
 });

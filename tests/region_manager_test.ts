@@ -91,6 +91,87 @@ Deno.test("region admission", async (t) => {
     assert.deepEqual(f.partitionMap(), ["0x1000-0x3000 ro"]);
   });
 
+  await t.step("a restored region takes back its place among identical ones", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const names = () => m.regionInfos().map((i) => `${i.name}${i.active ? "*" : ""}`);
+    const outer = m.newRegion("outer", r(0x1000, 0x3000), 5, false);
+    const first = m.newRegion("first", r(0x1000, 0x3000), 3, false);
+    const second = m.newRegion("second", r(0x1000, 0x3000), 3, false);
+    const third = m.newRegion("third", r(0x1000, 0x3000), 3, false);
+    const inner = m.newRegion("inner", r(0x2000, 0x3000), 1, false);
+    for (const h of [first, second, third, inner]) h.map(RWX);
+    // Enough removals that the insertion order is compacted meanwhile.
+    for (let i = 0; i < 40; i++) {
+      m.newRegion(`t${i}`, r(0x10000, 0x11000), 0, false)[Symbol.dispose]();
+    }
+    const before = m.inspect();
+    for (const victim of [first, second, third]) {
+      victim[Symbol.dispose]();
+      victim.restore();
+      assert.equal(victim.isRemoved, false);
+      assert.equal(victim.mapParams, undefined);
+      victim.map(RWX);
+      assert.deepEqual(names(), ["outer", "first*", "second", "third", "inner"]);
+      assert.deepEqual(m.inspect(), before);
+    }
+    outer.map(RX);
+    first.unmap();
+    assert.deepEqual(names(), ["outer*", "first", "second", "third", "inner"]);
+    outer.unmap();
+    assert.deepEqual(names(), ["outer", "first", "second*", "third", "inner"]);
+    second[Symbol.dispose]();
+    assert.deepEqual(names(), ["outer", "first", "third*", "inner"]);
+    // Restoring is a no-op for a live region, refused when something is in the way.
+    third.restore();
+    second.restore();
+    assert.deepEqual(names(), ["outer", "first", "second", "third*", "inner"]);
+    for (const h of [first, second, third]) h[Symbol.dispose]();
+    m.newRegion("blocker", r(0x1000, 0x2000), 3, false);
+    assert.throws(() => second.restore(), {
+      name: "RegionError",
+      message: "memory region second overlaps with existing region blocker",
+    });
+    assert.equal(second.isRemoved, true);
+    assert.deepEqual(names(), ["outer", "inner*", "blocker"]);
+  });
+
+  await t.step("checkMove refuses what a move would, and changes nothing", () => {
+    using f = new RegionFixture(0x100000n);
+    const m = f.manager;
+    const outer = m.newRegion("outer", r(0x10000, 0x20000), 5, false);
+    const inner = m.newRegion("inner", r(0x11000, 0x12000), 1, false);
+    const other = m.newRegion("other", r(0x40000, 0x50000), 5, false);
+    inner.map(RX);
+    outer.map(RWX);
+    other.map(RWX);
+    const before = m.inspect();
+    f.takePartitionEvents();
+    // Overlapping only its own old place is fine.
+    outer.checkMove(r(0x18000, 0x28000));
+    assert.throws(() => outer.checkMove(r(0x38000, 0x48000)), {
+      name: "RegionError",
+      message: "memory region outer overlaps with existing region other",
+    });
+    assert.throws(() => outer.checkMove(r(0xf8000, 0x108000)), {
+      name: "RegionError",
+      message:
+        "memory region outer at 0xf8000-0x108000 is outside the 0x100000-byte guest address space",
+    });
+    // A lower region may not leave the region that contains it.
+    assert.throws(() => inner.checkMove(r(0x1f000, 0x21000)), {
+      name: "RegionError",
+      message: "memory region inner overlaps with existing region outer",
+    });
+    inner.checkMove(r(0x1f000, 0x20000));
+    assert.deepEqual(m.inspect(), before);
+    assert.deepEqual(f.takePartitionEvents(), []);
+    // The tree's counts survived the trials: unmapping outer shows inner.
+    outer.unmap();
+    assert.equal(inner.isActive, true);
+    assert.deepEqual(f.partitionMap(), ["0x11000-0x12000 ro", "0x40000-0x50000 rw"]);
+  });
+
   await t.step("bad priority and ranges past the reservation are refused", () => {
     using f = new RegionFixture(0x100000n);
     assert.throws(() => f.manager.newRegion("x", r(0, 0x1000), 256, false), {

@@ -479,12 +479,20 @@ function runScenario(ops: Op[], pages: number, x86: boolean): number {
             dev.placed = { ...old, w: op.w };
             return;
           }
+          const oldRegion = old === undefined ? undefined : model.region(old.id);
+          // A refused placement is found before the region leaves its old place.
+          if (old !== undefined) model.checkMove(old.id, r);
           if (old !== undefined) model.remove(old.id);
           dev.placed = undefined;
           try {
             place(r, op.w);
           } catch (e) {
-            if (old !== undefined) place(old.range, old.w);
+            // A failed move puts the old region back in its old place.
+            if (old !== undefined && oldRegion !== undefined) {
+              model.restore(oldRegion);
+              model.map(old.id, params(old.w));
+              dev.placed = old;
+            }
             throw e;
           }
         });

@@ -57,11 +57,19 @@ export class DeviceMemoryModel {
       return;
     }
     const oldWritable = this.writable;
+    const oldRegion = this.regionId === undefined ? undefined : this.model.region(this.regionId);
+    if (oldRegion !== undefined) this.model.checkMove(oldRegion.id, range);
     this.unmapFromGuest();
     try {
       this.#place(range, writable);
     } catch (error) {
-      if (old !== undefined) this.#place(old, oldWritable);
+      // A failed move puts the old region back in its old place.
+      if (oldRegion !== undefined) {
+        this.model.restore(oldRegion);
+        this.model.map(oldRegion.id, { writable: oldWritable, executable: true, prefetch: false });
+        this.regionId = oldRegion.id;
+        this.writable = oldWritable;
+      }
       throw error;
     }
   }

@@ -147,22 +147,7 @@ export class RegionModel {
 
   /** Adds a region; throws ModelError with the manager's admission message. */
   newRegion(name: string, range: MemoryRange, priority: number, dmaTarget: boolean): number {
-    if (range.end > this.addressSpace) {
-      throw new ModelError(
-        `memory region ${name} at ${range} is outside the 0x${
-          this.addressSpace.toString(16)
-        }-byte guest address space`,
-      );
-    }
-    for (const other of this.regions) {
-      if (!range.overlaps(other.range)) continue;
-      const ok = (priority < other.priority && other.range.contains(range)) ||
-        (priority === other.priority && other.range.equals(range)) ||
-        (priority > other.priority && range.contains(other.range));
-      if (!ok) {
-        throw new ModelError(`memory region ${name} overlaps with existing region ${other.name}`);
-      }
-    }
+    this.#checkAdmission(name, range, priority, undefined);
     const id = this.#nextId++;
     this.regions.push({ id, name, range, priority, dmaTarget, params: undefined, mappings: [] });
     return id;
@@ -189,6 +174,52 @@ export class RegionModel {
     const region = this.region(id);
     this.#change(() => {
       this.regions.splice(this.regions.indexOf(region), 1);
+    });
+  }
+
+  /**
+   * Throws the ModelError that removing region `id` and adding it again at
+   * `range` would throw; changes nothing.
+   */
+  checkMove(id: number, range: MemoryRange): void {
+    const region = this.region(id);
+    this.#checkAdmission(region.name, range, region.priority, region);
+  }
+
+  #checkAdmission(
+    name: string,
+    range: MemoryRange,
+    priority: number,
+    except: ModelRegion | undefined,
+  ): void {
+    if (range.end > this.addressSpace) {
+      throw new ModelError(
+        `memory region ${name} at ${range} is outside the 0x${
+          this.addressSpace.toString(16)
+        }-byte guest address space`,
+      );
+    }
+    for (const other of this.regions) {
+      if (other === except || !range.overlaps(other.range)) continue;
+      const ok = (priority < other.priority && other.range.contains(range)) ||
+        (priority === other.priority && other.range.equals(range)) ||
+        (priority > other.priority && range.contains(other.range));
+      if (!ok) {
+        throw new ModelError(`memory region ${name} overlaps with existing region ${other.name}`);
+      }
+    }
+  }
+
+  /**
+   * Puts back `region` (as {@linkcode region} returned it before it was
+   * removed) at its place in insertion order, unmapped, with its mappings:
+   * what a failed device memory move does.
+   */
+  restore(region: ModelRegion): void {
+    this.#change(() => {
+      region.params = undefined;
+      const index = this.regions.findIndex((r) => r.id > region.id);
+      this.regions.splice(index < 0 ? this.regions.length : index, 0, region);
     });
   }
 
