@@ -26,7 +26,6 @@ import { MIB } from "./bench_support.ts";
 const PIECE = new MemoryRange(0xc0000n, 0xc4000n);
 
 /** Commands in the control words. */
-const IDLE = 0;
 const READ8 = 1;
 const COPY1M = 2;
 const HAMMER = 3;
