@@ -199,6 +199,44 @@ export class GuestMemoryManager implements Disposable {
   }
 
   /**
+   * Starts a transaction of region changes (QEMU's
+   * `memory_region_transaction_begin`/`commit`): until the returned handle
+   * is disposed, RAM visibility and device memory changes update what the
+   * guest is meant to see, and the host reservation, partitions and DMA
+   * targets get only the net result at the end, region by region (a piece
+   * flipped and flipped back costs nothing). Transactions nest; the
+   * outermost one applies. Changing device memory mappings or partitions
+   * inside one applies what is pending first. If applying fails, the rest is
+   * still applied and the first error is thrown.
+   *
+   * @returns The transaction; dispose of it (`using`) to apply it.
+   * @throws {DisposedError} once the manager is disposed.
+   * @example
+   * ```ts
+   * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   *
+   * using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+   *   MemoryLayout.fromGaps(2n << 20n, []),
+   * );
+   * const control = manager.ramVisibilityControl();
+   * const memory = manager.client().guestMemory();
+   * {
+   *   using _ = manager.transaction();
+   *   for (let start = 0xc0000n; start < 0xf0000n; start += 0x4000n) {
+   *     control.setRamVisibility(new MemoryRange(start, start + 0x4000n), RamVisibility.ReadOnly);
+   *   }
+   *   assert.equal(memory.isMapped(0xc0000n, 4, true), true); // not applied yet
+   * }
+   * assert.equal(memory.isMapped(0xc0000n, 4, true), false);
+   * ```
+   */
+  transaction(): Disposable {
+    this.#checkLive();
+    return this.#regionManager.beginTransaction();
+  }
+
+  /**
    * A plain JSON tree: the regions (from the region manager), the live
    * ranges of the host reservation keyed by guest range, and the options
    * that shape partition attachment.

@@ -120,6 +120,9 @@ export class RegionManager implements Disposable {
   #disposed = false;
   /** Set while an operation runs, so a callback cannot start another one. */
   #busy = false;
+  /** Open transactions, and the regions changed in them whose host side waits for the end. */
+  #batchDepth = 0;
+  #pending: RegionNode[] = [];
   /** What handles call; kept off the public surface. */
   readonly #owner: RegionOwner = {
     // Map and unmap are the hot path (RAM visibility flips): they take the
@@ -209,6 +212,7 @@ export class RegionManager implements Disposable {
   }
 
   #addPartition(mapper: PartitionMapper): void {
+    this.#flush();
     this.#checkLive();
     const regions = this.#activeSorted();
     let done = 0;
@@ -236,6 +240,7 @@ export class RegionManager implements Disposable {
   }
 
   #removePartition(mapper: PartitionMapper): void {
+    this.#flush();
     const index = this.#partitions.indexOf(mapper);
     if (index < 0) return;
     this.#partitions.splice(index, 1);
@@ -259,6 +264,7 @@ export class RegionManager implements Disposable {
   }
 
   #addDmaTarget(target: DmaTarget, needsHostAddress: boolean): DmaTargetHandle {
+    this.#flush();
     this.#checkLive();
     const entry: DmaEntry = { target, needsHostAddress };
     for (const node of this.#activeSorted()) {
@@ -278,6 +284,7 @@ export class RegionManager implements Disposable {
   }
 
   #removeDmaTarget(entry: DmaEntry): void {
+    this.#flush();
     const index = this.#dmaTargets.indexOf(entry);
     if (index >= 0) this.#dmaTargets.splice(index, 1);
     for (const node of this.#activeSorted()) {
@@ -340,6 +347,8 @@ export class RegionManager implements Disposable {
   }
 
   #dispose(): void {
+    this.#batchDepth = 0;
+    this.#flush();
     for (const node of this.#activeSorted()) this.#deactivate(node);
     for (const node of this.#order) node.removed = true;
     this.#order = [];
@@ -367,7 +376,7 @@ export class RegionManager implements Disposable {
       if (!wasMapped) this.#tree.addMappedBelow(node, 1);
       return;
     }
-    if (node.active && this.#canChangeInPlace(node, copy)) {
+    if (node.active && this.#canChangeInPlace(node, node.params!, copy)) {
       // Visible now and visible after: the host keeps seeing the same
       // memory, so only partitions, DMA targets and the table change.
       this.#changeParams(node, copy);
@@ -418,6 +427,8 @@ export class RegionManager implements Disposable {
     fileOffset: bigint,
     writable: boolean,
   ): void {
+    // A region changed in an open transaction: its host side first.
+    if (node.applied !== undefined) this.#flush();
     this.#checkNode(node);
     if (rangeInRegion.end > node.range.len) {
       throw new RegionError({
@@ -458,6 +469,8 @@ export class RegionManager implements Disposable {
   }
 
   #removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void {
+    // A region changed in an open transaction: its host side first.
+    if (node.applied !== undefined) this.#flush();
     this.#checkNode(node);
     if (rangeInRegion.isEmpty()) return; // overlaps nothing
     let removed: RegionMapping[];
@@ -597,7 +610,14 @@ export class RegionManager implements Disposable {
    * error is rethrown: the node is then as inactive as before.
    */
   #activate(node: RegionNode): void {
-    const params = node.params!;
+    if (this.#batchDepth > 0) this.#defer(node);
+    else this.#showInHost(node, node.params!);
+    node.active = true;
+    this.#tree.addActiveBelow(node, 1);
+  }
+
+  /** What activating `node` with `params` does outside the tree (undone on failure). */
+  #showInHost(node: RegionNode, params: MapParams): void {
     const mappings = node.mappings.toArray();
     let done = 0;
     try {
@@ -625,8 +645,6 @@ export class RegionManager implements Disposable {
         warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
       }
     }
-    node.active = true;
-    this.#tree.addActiveBelow(node, 1);
   }
 
   /**
@@ -637,7 +655,18 @@ export class RegionManager implements Disposable {
    * host mappings keep the protection of their mappings).
    */
   #changeParams(node: RegionNode, params: MapParams): void {
-    const writableChanged = node.params!.writable !== params.writable;
+    const from = node.params!;
+    if (this.#batchDepth > 0) this.#defer(node);
+    node.params = params;
+    if (this.#batchDepth === 0) this.#reparamInHost(node, from, params);
+  }
+
+  /**
+   * What changing an active `node` from `from` to its current params does
+   * outside the tree (`node.params` is already the new params).
+   */
+  #reparamInHost(node: RegionNode, from: MapParams, params: MapParams): void {
+    const writableChanged = from.writable !== params.writable;
     const mappings = node.mappings.toArray();
     if (node.dmaTarget && writableChanged) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
@@ -649,7 +678,6 @@ export class RegionManager implements Disposable {
         warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
       }
     }
-    node.params = params;
     if (writableChanged) {
       for (const mapping of mappings) {
         this.#va.setWritable(
@@ -698,8 +726,8 @@ export class RegionManager implements Disposable {
    * can; giving it needs every writable mapping's descriptor to be open for
    * writing (it was then mapped writable in the first place).
    */
-  #canChangeInPlace(node: RegionNode, params: MapParams): boolean {
-    if (!params.writable || node.params!.writable) return true;
+  #canChangeInPlace(node: RegionNode, from: MapParams, params: MapParams): boolean {
+    if (!params.writable || from.writable) return true;
     for (const mapping of node.mappings.toArray()) {
       if (mapping.writable && !writableBacking(mapping.backing)) return false;
     }
@@ -707,6 +735,14 @@ export class RegionManager implements Disposable {
   }
 
   #deactivate(node: RegionNode): void {
+    if (this.#batchDepth > 0) this.#defer(node);
+    else this.#hideInHost(node);
+    node.active = false;
+    this.#tree.addActiveBelow(node, -1);
+  }
+
+  /** What deactivating `node` does outside the tree: DMA targets, partitions, then the VA. */
+  #hideInHost(node: RegionNode): void {
     if (node.dmaTarget) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
@@ -718,8 +754,75 @@ export class RegionManager implements Disposable {
       }
     }
     this.#va.unmap(node.range);
-    node.active = false;
-    this.#tree.addActiveBelow(node, -1);
+  }
+
+  // --- transactions ---
+
+  /**
+   * Starts a transaction: until the returned handle is disposed (nested
+   * transactions: the outermost one), map and unmap changes update the
+   * priority map only; the host reservation, partitions and DMA targets get
+   * the net result at the end, region by region, as the fewest changes
+   * (a region flipped and flipped back costs nothing). Operations that
+   * change mappings, partitions or DMA targets apply what is pending first.
+   * If applying fails, the rest is still applied and the first error is
+   * thrown (a transaction is not undone as a whole).
+   */
+  beginTransaction(): Disposable {
+    this.#checkLive();
+    this.#batchDepth++;
+    let open = true;
+    return {
+      [Symbol.dispose]: () => {
+        if (!open) return;
+        open = false;
+        if (--this.#batchDepth === 0) this.#exclusive(() => this.#flush());
+      },
+    };
+  }
+
+  /** Remembers what the host shows of `node` before its first change in a transaction. */
+  #defer(node: RegionNode): void {
+    if (node.applied !== undefined) return;
+    node.applied = { active: node.active, params: node.params };
+    this.#pending.push(node);
+  }
+
+  /** Applies the pending changes of a transaction: hidden regions first, then changed, then shown. */
+  #flush(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    this.#pending = [];
+    const errors: unknown[] = [];
+    const apply = (fn: () => void) => {
+      try {
+        fn();
+      } catch (error) {
+        errors.push(error);
+      }
+    };
+    const was = (n: RegionNode) => n.applied!;
+    for (const node of pending) {
+      if (was(node).active && !node.active) apply(() => this.#hideInHost(node));
+    }
+    for (const node of pending) {
+      const before = was(node);
+      if (!before.active || !node.active || sameParams(before.params, node.params!)) continue;
+      if (this.#canChangeInPlace(node, before.params!, node.params!)) {
+        apply(() => this.#reparamInHost(node, before.params!, node.params!));
+      } else {
+        apply(() => {
+          this.#hideInHost(node);
+          this.#showInHost(node, node.params!);
+        });
+      }
+    }
+    for (const node of pending) {
+      if (!was(node).active && node.active) apply(() => this.#showInHost(node, node.params!));
+    }
+    for (const node of pending) node.applied = undefined;
+    for (const error of errors.slice(1)) warn("a transaction's change failed too", error);
+    if (errors.length > 0) throw errors[0];
   }
 
   #dmaMap(entry: DmaEntry, node: RegionNode, mapping: RegionMapping): void {

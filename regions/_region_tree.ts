@@ -42,6 +42,11 @@ export class RegionNode {
   parent: RegionNode | undefined = undefined;
   /** Regions directly inside, disjoint, ordered by start. */
   children: RegionNode[] = [];
+  /**
+   * Inside a transaction: what the host showed of the region before its
+   * first change there (undefined otherwise).
+   */
+  applied: { active: boolean; params: MapParams | undefined } | undefined = undefined;
   /** Mapped regions strictly below this one. */
   mappedBelow = 0;
   /** Active regions strictly below this one. */
