@@ -186,3 +186,43 @@ Deno.test({
     assert.equal(vcpu.getSregs().segment("cs").selector, 0xf000);
   },
 });
+
+Deno.test({
+  name: "kvm vcpu: a Worker kicks a vCPU looping on port I/O while this thread runs it",
+  ignore: skipWithoutKvm(),
+  async fn() {
+    using kvm = KvmSystem.open();
+    using vm = kvm.createVm();
+    using code = HostMapping.anonymous(0x1000n, true);
+    code.bytes().set([0xe6, 0x80, 0xeb, 0xfc], 0xff0); // 1: out 0x80, al; jmp 1b
+    vm.setUserMemoryRegion({
+      slot: 0,
+      flags: 0,
+      guestPhysAddr: 0xfffff000n,
+      memorySize: 0x1000n,
+      userspaceAddr: code.address,
+    });
+    using vcpu = vm.createVcpu(0);
+    const worker = new Worker(new URL("./support/kick_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      const kicked = new Promise((resolve) => worker.onmessage = resolve);
+      worker.postMessage({ kick: vcpu.kickHandle(), afterMs: 50 });
+      // Blocks this thread: only the Worker can stop the loop.
+      const started = performance.now();
+      let ioExits = 0;
+      let reason: number;
+      while ((reason = vcpu.run()) === KvmExit.KVM_EXIT_IO) {
+        ioExits++;
+        if (performance.now() - started > 20_000) break;
+      }
+      assert.equal(kvmExitName(reason), "KVM_EXIT_INTR");
+      assert.ok(ioExits > 0);
+      assert.equal(vcpu.immediateExit, true);
+      await kicked;
+    } finally {
+      worker.terminate();
+    }
+  },
+});
