@@ -5,12 +5,10 @@
  * @module
  */
 
-import {
-  type DeviceMemoryControl,
-  type GuestMemoryManager,
-  MemoryRange,
-  SharedMemoryBacking,
-} from "../mod.ts";
+import type { DeviceMemoryControl } from "../device_memory/device_memory_control.ts";
+import { MemoryRange } from "../layout/memory_range.ts";
+import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
+import { SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { X86ChipsetError } from "./x86_chipset_error.ts";
 
 const FOUR_GIB = 1n << 32n;

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { MemoryRange, RamVisibility, type RamVisibilityControl } from "../mod.ts";
+import { MemoryRange } from "../layout/memory_range.ts";
+import { RamVisibility, type RamVisibilityControl } from "../regions/ram_visibility_control.ts";
 import { X86ChipsetError } from "./x86_chipset_error.ts";
 
 /**
