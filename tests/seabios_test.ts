@@ -9,6 +9,7 @@ import {
 } from "../pc/option_rom.ts";
 import {
   largeMappingCount,
+  mapsLinesContaining,
   openFdCount,
   SEABIOS_DIR,
   skipWithoutSeabios,
@@ -141,12 +142,16 @@ for (const image of IMAGES) {
         assert.deepEqual(low, bios.subarray(bios.length - 0x10000));
 
         assert.ok(machine.partition.slots().length > 0);
+        assert.ok(mapsLinesContaining("/memfd:bios") > 0);
+        assert.ok(mapsLinesContaining("/memfd:guest-ram") > 0);
         machine[Symbol.dispose]();
         slotsAtEnd = machine.partition.slots().length;
       }
       assert.equal(slotsAtEnd, 0);
       assert.equal(openFdCount(), fdsBefore);
       assert.equal(largeMappingCount(1n << 30n), reservationsBefore);
+      assert.equal(mapsLinesContaining("/memfd:bios"), 0);
+      assert.equal(mapsLinesContaining("/memfd:guest-ram"), 0);
     },
   });
 }

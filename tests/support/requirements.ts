@@ -100,6 +100,11 @@ export function mapsLineCount(): number {
   return readTextFile("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
 }
 
+/** Number of /proc/self/maps lines that contain `text` (e.g. `/memfd:bios`). */
+export function mapsLinesContaining(text: string): number {
+  return readTextFile("/proc/self/maps").split("\n").filter((l) => l.includes(text)).length;
+}
+
 /** Number of /proc/self/maps entries of at least `bytes` bytes (reservations, not heap pages). */
 export function largeMappingCount(bytes: bigint): number {
   let n = 0;
