@@ -166,7 +166,9 @@ export class I440fxPam {
    * @returns The pieces whose mode changed, in address order.
    * @throws {X86ChipsetError} `badConfigAccess` for a bad width or an access
    *   outside the 256-byte config space.
-   * @throws {RegionError} when a visibility change is refused.
+   * @throws {RegionError} when a visibility change is refused; the
+   *   registers then hold the written value and the pieces before the
+   *   refused one (in address order) have their new visibility.
    */
   configWrite(offset: number, width: number, value: number): PamChange[] {
     checkAccess(offset, width);
