@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility, Vtl } from "../mod.ts";
+import {
+  GuestMemoryBuilder,
+  MemoryLayout,
+  MemoryRange,
+  RamVisibility,
+  RegionError,
+  SharedMemoryBacking,
+  Vtl,
+} from "../mod.ts";
 import { KvmPartition } from "../kvm.ts";
 import { GuestProbe, RecordingPartition } from "../testing.ts";
 import { BiosRom, I440fxPam, PamMode, X86ChipsetError } from "../x86.ts";
@@ -194,4 +202,32 @@ Deno.test({
     assert.deepEqual(probe.load(0xf0000n, 4), { kind: "value", value: 0x44332211 });
     assert.equal(rom.backing.read(0x10000n, 4)[0], 0x11);
   },
+});
+
+Deno.test("bios rom: an unsplit low alias is refused with both ranges and the nesting rule", () => {
+  using manager = legacyManager();
+  const { control, region } = manager.deviceMemoryMapper().newRegion(0x20000n, "bios-low");
+  using rom = SharedMemoryBacking.create(0x20000n, { name: "bios" });
+  region.map(0n, rom, 0n, 0x20000n, false);
+  assert.throws(() => control.mapToGuest(0xe0000n, false), (e: unknown) => {
+    assert.ok(e instanceof RegionError);
+    assert.equal(e.kind, "overlap");
+    assert.equal(
+      e.message,
+      "memory region bios-low overlaps with existing region ram: bios-low is 0xe0000-0x100000 " +
+        "at priority 0, ram is 0xe0000-0xe4000 at priority 255; a region of lower priority must " +
+        "lie inside the region it overlaps",
+    );
+    assert.deepEqual(e.detail, {
+      kind: "overlap",
+      newName: "bios-low",
+      newRange: new MemoryRange(0xe0000n, 0x100000n),
+      newPriority: 0,
+      existingName: "ram",
+      existingRange: new MemoryRange(0xe0000n, 0xe4000n),
+      existingPriority: 255,
+      rule: "lowerInside",
+    });
+    return true;
+  });
 });
