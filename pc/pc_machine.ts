@@ -119,8 +119,7 @@ export class PcMachine implements Disposable {
   readonly pam: I440fxPam;
   /** Everything that happened, in order. */
   readonly events: PcEvent[] = [];
-  /** The boot count: 1 for the first boot, incremented by every reset. */
-  boot = 1;
+  #boot = 1;
   readonly #attachment: PartitionAttachment;
   readonly #vcpu: KvmVcpu;
   readonly #ports = new Map<number, PortDevice>();
@@ -172,12 +171,11 @@ export class PcMachine implements Disposable {
     this.#port(DEBUG_PORT, this.#debug);
     for (let p = 0; p < 8; p++) this.#port(COM1_BASE + p, this.#serial);
     this.#port(FW_CFG_SELECTOR_PORT, this.#fwCfg);
-    this.#port(FW_CFG_SELECTOR_PORT + 1, this.#fwCfg); // high byte of a 16-bit selector write
     this.#port(FW_CFG_DATA_PORT, this.#fwCfg);
     this.#port(CMOS_INDEX_PORT, cmos);
     this.#port(CMOS_DATA_PORT, cmos);
-    for (let p = 0; p < 8; p++) this.#port(PCI_CONFIG_ADDRESS + p, this.#pci);
     // 0xcf8-0xcff: the config address, the reset control register (0xcf9) and the data ports.
+    for (let p = 0; p < 8; p++) this.#port(PCI_CONFIG_ADDRESS + p, this.#pci);
 
     this.#vcpu = partition.vcpu(0);
     this.#vcpu.setCpuid2(partition.unsafeSystem.getSupportedCpuid());
@@ -210,6 +208,11 @@ export class PcMachine implements Disposable {
     const machine = new PcMachine(manager, partition, attachment, rom, options);
     stack.move();
     return machine;
+  }
+
+  /** The boot count: 1 for the first boot, incremented by every reset. */
+  get boot(): number {
+    return this.#boot;
   }
 
   /** Everything written to the debug port. */
@@ -319,7 +322,7 @@ export class PcMachine implements Disposable {
     this.#pci.reset();
     this.#fwCfg.reset();
     this.#serial.reset();
-    this.boot++;
+    this.#boot++;
     this.#resetVcpu();
     this.#emit({ kind: "reset", boot: this.boot, how, changes: this.#bridge.lastResetChanges });
   }
