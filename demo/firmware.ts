@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { RamVisibility } from "../mod.ts";
+import type { MemoryRange, RamVisibility } from "../mod.ts";
 import { PcMachine } from "../pc/pc_machine.ts";
 import {
   buildMarkerRom,
@@ -51,6 +51,16 @@ export type FirmwareReport =
   }
   | { readonly status: "notInstalled"; readonly bios: string }
   | { readonly status: "skipped"; readonly reason: string };
+
+/** What a slot at `range` is, for the end-of-POST table. */
+function slotNote(machine: PcMachine, range: MemoryRange): string {
+  if (range.equals(machine.rom.highRange)) return "BIOS image, below 4 GiB";
+  const piece = machine.pam.state().find((s) => s.range.equals(range));
+  if (piece === undefined) return "";
+  return piece.visibility === "unmapped"
+    ? "BIOS image, low alias (PAM closed)"
+    : `shadow RAM (PAM ${piece.visibility})`;
+}
 
 function exists(path: string): boolean {
   try {
@@ -96,7 +106,10 @@ export function runFirmware(bios: string, kvm: boolean): FirmwareReport {
             endOfPost = {
               label: "at the end of POST (PAM locked)",
               regions: regionRows(machine.manager),
-              slots: slotRows(machine.partition, undefined),
+              slots: slotRows(machine.partition, undefined).map((row) => ({
+                ...row,
+                note: slotNote(machine, row.range),
+              })),
             };
           }
           return;
