@@ -18,8 +18,22 @@
 export { KvmPartition, type KvmPartitionOptions, type KvmSlotInfo } from "./kvm/kvm_partition.ts";
 export { KvmPartitionError } from "./kvm/kvm_partition_error.ts";
 export { KvmSystem } from "./kvm/kvm_system.ts";
-export { type KvmUserspaceMemoryRegion, KvmVm } from "./kvm/kvm_vm.ts";
-export { type KvmMemoryFaultExit, type KvmMmioExit, KvmVcpu } from "./kvm/kvm_vcpu.ts";
+export {
+  type KvmIrqLevel,
+  type KvmPitConfig,
+  type KvmUserspaceMemoryRegion,
+  KvmVm,
+} from "./kvm/kvm_vm.ts";
+export {
+  type KvmInternalErrorExit,
+  type KvmIoExit,
+  type KvmMemoryFaultExit,
+  type KvmMmioExit,
+  KvmVcpu,
+} from "./kvm/kvm_vcpu.ts";
+export { kickVcpu, type KvmVcpuKick } from "./kvm/kvm_vcpu_kick.ts";
+export type { KvmCpuidEntry2 } from "./kvm/kvm_cpuid.ts";
+export type { KvmMsrEntry } from "./kvm/kvm_msrs.ts";
 export {
   type KvmDtableName,
   type KvmRegName,
@@ -29,4 +43,12 @@ export {
   type KvmSregName,
   KvmSregs,
 } from "./kvm/kvm_regs.ts";
-export { KvmCap, KvmExit, kvmExitName, KvmMemFlag } from "./kvm/kvm_constants.ts";
+export {
+  KVM_PIT_SPEAKER_DUMMY,
+  KvmCap,
+  KvmExit,
+  kvmExitName,
+  KvmInternalError,
+  KvmIoDirection,
+  KvmMemFlag,
+} from "./kvm/kvm_constants.ts";

@@ -244,6 +244,121 @@ static void pam_teardown(void *p) {
     free(s);
 }
 
+/*
+ * SeaBIOS POST PAM sequence: a 128 MiB x86 legacy guest (16 RAM slots, one
+ * per legacy piece, the rest of RAM one slot) with a 128 KiB BIOS image
+ * mapped read-only below 4 GiB and, under the PAM pieces 0xe0000-0x100000,
+ * its low alias (one slot per piece while the RAM above it is unmapped).
+ * One operation replays what bench/seabios_pam_bench.ts does: a host bridge
+ * reset (all 13 PAM registers 0) and the four config writes SeaBIOS 1.16.2
+ * makes during POST (bench/seabios_pam_sequence.ts), decoded as the
+ * library's I440fxPam does (mode 10 shown unmapped), each piece whose
+ * visibility changes costing the syscalls the library makes (strace -f):
+ *   leaving a visible or ROM-backed state: slot delete + mmap(PROT_NONE)
+ *   entering RAM: mmap(MAP_SHARED, guest RAM) + slot create
+ *   entering "unmapped" over the ROM: mmap(MAP_SHARED, ROM, PROT_READ) + slot create
+ */
+#define SB_RAM (128 * MIB)
+#define SB_ROM (128 * KIB)
+#define SB_FOUR_GIB (4 * GIB)
+enum { SB_UNMAPPED = 0, SB_RO = 1, SB_RW = 2 };
+static const uint32_t sb_writes[4][3] = {
+    {0x58, 4, 0x33333000}, {0x5c, 4, 0x33333333}, {0x58, 4, 0x11111000}, {0x5c, 4, 0x31111111},
+};
+
+struct sb_state {
+    struct kvm kvm;
+    int ram, rom;
+    uint8_t *base;
+    uint8_t regs[7];   /* PAM0-PAM6 (0x59-0x5f) */
+    int visibility[13];
+};
+
+/* Piece i: 0-11 are 0xc0000 + 16 KiB * i, 12 is 0xf0000-0x100000. */
+static uint64_t sb_gpa(int i) { return i < 12 ? 0xc0000 + 0x4000ULL * (uint64_t)i : 0xf0000; }
+static uint64_t sb_len(int i) { return i < 12 ? 0x4000 : 0x10000; }
+static int sb_rom_under(int i) { return sb_gpa(i) >= 0xe0000; }
+static int sb_mode(const struct sb_state *s, int i) {
+    if (i == 12) return (s->regs[0] >> 4) & 3;
+    return (s->regs[1 + i / 2] >> (i % 2 ? 4 : 0)) & 3;
+}
+static int sb_visibility_of(int mode) {
+    return mode == 3 ? SB_RW : mode == 1 ? SB_RO : SB_UNMAPPED;
+}
+
+static void sb_set(struct sb_state *s, int i, int to) {
+    int from = s->visibility[i];
+    if (from == to) return;
+    uint64_t gpa = sb_gpa(i), len = sb_len(i);
+    uint8_t *host = s->base + gpa;
+    uint32_t slot = 2 + (uint32_t)i;
+    if (from != SB_UNMAPPED || sb_rom_under(i)) {
+        /* The library deletes a slot with its own record, size 0 (flags kept). */
+        set_slot(s->kvm.vm, slot, from == SB_RW ? 0 : KVM_MEM_READONLY, gpa, 0, 0);
+        map_none(host, len);
+    }
+    if (to != SB_UNMAPPED) {
+        map_shared(host, len, s->ram, gpa, to == SB_RW);
+        set_slot(s->kvm.vm, slot, to == SB_RW ? 0 : KVM_MEM_READONLY, gpa, len, host);
+    } else if (sb_rom_under(i)) {
+        map_shared(host, len, s->rom, SB_ROM - (0x100000 - gpa), 0);
+        set_slot(s->kvm.vm, slot, KVM_MEM_READONLY, gpa, len, host);
+    }
+    s->visibility[i] = to;
+}
+
+static void sb_apply(struct sb_state *s) {
+    for (int i = 0; i < 13; i++) sb_set(s, i, sb_visibility_of(sb_mode(s, i)));
+}
+
+static void sb_write(struct sb_state *s, uint32_t offset, uint32_t width, uint32_t value) {
+    for (uint32_t b = 0; b < width; b++) {
+        uint32_t at = offset + b;
+        if (at >= 0x59 && at <= 0x5f) s->regs[at - 0x59] = (uint8_t)(value >> (8 * b));
+    }
+    sb_apply(s);
+}
+
+static void sb_op(void *p) {
+    struct sb_state *s = p;
+    memset(s->regs, 0, sizeof s->regs); /* host bridge reset */
+    sb_apply(s);
+    for (int w = 0; w < 4; w++) sb_write(s, sb_writes[w][0], sb_writes[w][1], sb_writes[w][2]);
+}
+
+static void *sb_setup(void) {
+    struct sb_state *s = calloc(1, sizeof *s);
+    s->kvm = kvm_open();
+    s->ram = new_memfd(SB_RAM);
+    s->rom = new_memfd(SB_ROM);
+    s->base = reserve(SB_FOUR_GIB);
+    /* RAM: 0-0xa0000 (slot 0), the VGA window (slot 1), the 13 PAM pieces (slots 2-14), above 1 MiB (slot 15). */
+    map_shared(s->base, 0xc0000, s->ram, 0, 1);
+    set_slot(s->kvm.vm, 0, 0, 0, 0xa0000, s->base);
+    set_slot(s->kvm.vm, 1, 0, 0xa0000, 0x20000, s->base + 0xa0000);
+    for (int i = 0; i < 13; i++) {
+        map_shared(s->base + sb_gpa(i), sb_len(i), s->ram, sb_gpa(i), 1);
+        set_slot(s->kvm.vm, 2 + (uint32_t)i, 0, sb_gpa(i), sb_len(i), s->base + sb_gpa(i));
+        s->visibility[i] = SB_RW;
+    }
+    map_shared(s->base + 0x100000, SB_RAM - 0x100000, s->ram, 0x100000, 1);
+    set_slot(s->kvm.vm, 15, 0, 0x100000, SB_RAM - 0x100000, s->base + 0x100000);
+    map_shared(s->base + SB_FOUR_GIB - SB_ROM, SB_ROM, s->rom, 0, 0);
+    set_slot(s->kvm.vm, 16, KVM_MEM_READONLY, SB_FOUR_GIB - SB_ROM, SB_ROM,
+             s->base + SB_FOUR_GIB - SB_ROM);
+    sb_op(s); /* power-on to the lock state, where each operation starts */
+    return s;
+}
+
+static void sb_teardown(void *p) {
+    struct sb_state *s = p;
+    kvm_close(&s->kvm);
+    munmap(s->base, SB_FOUR_GIB);
+    close(s->ram);
+    close(s->rom);
+    free(s);
+}
+
 /* 3. Guest memory access on a memfd MAP_SHARED mapping, as GuestMemory does. */
 #define MEM_SIZE (64 * MIB)
 #define MEM_GPA (2 * MIB)
@@ -380,6 +495,7 @@ static void no_teardown(void *p) { (void)p; }
 static const struct bench benches[] = {
     {"slot_map", "map+unmap cycle", 2000, 15, slot_setup, slot_op, slot_teardown},
     {"pam_flip", "14 regions RW->RO->RW", 100, 15, pam_setup, pam_op, pam_teardown},
+    {"seabios_pam", "SeaBIOS POST PAM sequence", 30, 15, sb_setup, sb_op, sb_teardown},
     {"read8", "8-byte read", 10000000, 15, mem_setup_8, read8_op, mem_teardown},
     {"copy_in_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_in_op, mem_teardown},
     {"copy_out_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_out_op, mem_teardown},

@@ -7,13 +7,21 @@
  */
 import { parseArgs } from "node:util";
 import { MemorySize } from "../mod.ts";
-import { renderJson, renderText } from "./render.ts";
+import { KvmSystem } from "../kvm.ts";
+import { DEFAULT_BIOS, type FirmwareReport, runFirmware } from "./firmware.ts";
+import { renderFirmwareText, renderJson, renderText } from "./render.ts";
 import { type DemoOptions, MIN_MEMORY, runScenario } from "./scenario.ts";
 import { Style } from "./table.ts";
 
 const HELP = `membacking demo: guest memory, seen by a KVM guest
 
 Usage: deno task demo [options]
+
+First, when SeaBIOS is installed (apt-get install seabios) and KVM is
+there, boots it on a minimal PC built on membacking (pc/): the firmware's
+output, every PAM write with the RAM visibility it produced, the region
+map and KVM slots at the end of POST, our option ROM's write to read-only
+shadow RAM, and a warm reset to a second banner. Then:
 
 Builds guest memory (x86 legacy layout, an MMIO gap at 0xe0000000-0x100000000),
 attaches a KVM partition and walks a short scenario, with a tiny guest
@@ -31,6 +39,8 @@ Options:
   --prefetch        prefetch RAM into the partition when mapping it
   --no-kvm          do not use KVM, even when it is there
   --kvm-device <p>  the KVM device (default /dev/kvm)
+  --bios <path>     the SeaBIOS image (default ${DEFAULT_BIOS})
+  --no-firmware     do not boot SeaBIOS
   --json            print one JSON document instead of tables
   -h, --help        show this help
 
@@ -58,7 +68,13 @@ export function parseSize(text: string): bigint {
   return BigInt(match[1]) << shift;
 }
 
-function options(args: string[]): (DemoOptions & { json: boolean }) | undefined {
+interface MainOptions extends DemoOptions {
+  readonly json: boolean;
+  /** The SeaBIOS image, or undefined with --no-firmware. */
+  readonly bios: string | undefined;
+}
+
+function options(args: string[]): MainOptions | undefined {
   const { values } = parseArgs({
     args,
     options: {
@@ -69,6 +85,8 @@ function options(args: string[]): (DemoOptions & { json: boolean }) | undefined 
       prefetch: { type: "boolean", default: false },
       "no-kvm": { type: "boolean", default: false },
       "kvm-device": { type: "string", default: "/dev/kvm" },
+      bios: { type: "string", default: DEFAULT_BIOS },
+      "no-firmware": { type: "boolean", default: false },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -93,7 +111,18 @@ function options(args: string[]): (DemoOptions & { json: boolean }) | undefined 
     kvm: !values["no-kvm"],
     kvmDevice: values["kvm-device"],
     json: values.json,
+    bios: values["no-firmware"] ? undefined : values.bios,
   };
+}
+
+/** Whether the KVM device can be opened (the firmware part needs a real guest). */
+function hasKvm(path: string | undefined): boolean {
+  try {
+    KvmSystem.open(path)[Symbol.dispose]();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function main(args: string[]): number {
@@ -102,9 +131,24 @@ function main(args: string[]): number {
     console.log(HELP.trimEnd());
     return 0;
   }
+  const style = Style.forStdout();
+  let firmware: FirmwareReport | undefined;
+  if (chosen.bios !== undefined) {
+    const kvm = chosen.kvm && hasKvm(chosen.kvmDevice);
+    firmware = runFirmware(chosen.bios, kvm);
+  }
+  // Printed together, so that a scenario that cannot run leaves stdout empty.
   const report = runScenario(chosen);
-  if (chosen.json) console.log(renderJson(report));
-  else console.log(renderText(Style.forStdout(), report));
+  if (chosen.json) {
+    console.log(renderJson(report, firmware));
+  } else {
+    if (firmware !== undefined) console.log(`${renderFirmwareText(style, firmware)}\n`);
+    console.log(renderText(style, report));
+  }
+  if (firmware?.status === "booted" && !firmware.ok) {
+    console.error("error: SeaBIOS did not do what it should on membacking");
+    return 1;
+  }
   if (!report.ok) {
     console.error("error: the guest did not see what the region map says it should");
     return 1;

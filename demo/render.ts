@@ -16,6 +16,7 @@ import {
   type Snapshot,
 } from "./scenario.ts";
 import { renderTable, type Style } from "./table.ts";
+import type { FirmwareEvent, FirmwareReport } from "./firmware.ts";
 
 function regionTable(style: Style, rows: readonly RegionRow[]): string {
   return renderTable(
@@ -186,9 +187,10 @@ function snapshotJson(snapshot: Snapshot): Record<string, unknown> {
 }
 
 /** The report as one JSON document (addresses and values as hex strings). */
-export function renderJson(report: DemoReport): string {
+export function renderJson(report: DemoReport, firmware?: FirmwareReport): string {
   return JSON.stringify(
     {
+      ...(firmware === undefined ? {} : { firmware: firmwareJson(firmware) }),
       mode: report.mode,
       memory_size: hex(report.memorySize),
       mmio_gap: `${report.mmioGap}`,
@@ -219,4 +221,119 @@ export function renderJson(report: DemoReport): string {
     null,
     2,
   );
+}
+
+const SHORT: Record<string, string> = {
+  "read-write": "read-write",
+  "read-only": "read-only",
+  "unmapped": "unmapped (ROM or nothing shows)",
+};
+
+/** The changes of one PAM write, adjacent pieces with the same visibility merged. */
+function pamChangesText(changes: Extract<FirmwareEvent, { kind: "pam" }>["changes"]): string {
+  if (changes.length === 0) return "no change";
+  const runs: { start: string; end: string; visibility: string; pieces: number }[] = [];
+  for (const c of changes) {
+    const [start, end] = c.range.split("-");
+    const last = runs.at(-1);
+    if (last !== undefined && last.end === start && last.visibility === c.visibility) {
+      last.end = end;
+      last.pieces++;
+    } else {
+      runs.push({ start, end, visibility: c.visibility, pieces: 1 });
+    }
+  }
+  return runs.map((r) =>
+    `${r.start}-${r.end}${r.pieces > 1 ? ` (${r.pieces} pieces)` : ""} ${SHORT[r.visibility]}`
+  ).join(", ");
+}
+
+/** The firmware part as text: one line when SeaBIOS is not installed. */
+export function renderFirmwareText(style: Style, firmware: FirmwareReport): string {
+  if (firmware.status === "notInstalled") {
+    return `${style.paint("note:", "yellow")} SeaBIOS is not installed (${firmware.bios}): ` +
+      "apt-get install seabios, and the demo boots it on membacking first";
+  }
+  if (firmware.status === "skipped") {
+    return `${style.paint("note:", "yellow")} SeaBIOS boot skipped (${firmware.reason})`;
+  }
+  const out: string[] = [];
+  out.push(style.paint("SeaBIOS on membacking", "bold"));
+  out.push(
+    `  ${firmware.bios} (${new MemorySize(BigInt(firmware.size))}), one vCPU, 128 MB RAM, ` +
+      "our option ROM as fw_cfg genroms/marker.rom; firmware output (debug port 0x402), " +
+      "PAM writes and resets in order:",
+  );
+  for (const e of firmware.events) {
+    const boot = style.paint(`[${e.boot}]`, "dim");
+    switch (e.kind) {
+      case "line":
+        out.push(`  ${boot} ${style.paint("│", "dim")} ${e.text}`);
+        break;
+      case "pam":
+        out.push(
+          `  ${boot} ${style.paint("PAM", "magenta", "bold")} config write ${
+            hex(e.offset)
+          }/${e.width} = ${hex(e.value)} → ${pamChangesText(e.changes)}`,
+        );
+        break;
+      case "reset":
+        out.push(
+          `  ${boot} ${style.paint("RESET", "magenta", "bold")} through ${e.how}: PAM closed, ` +
+            "the vCPU back at the reset vector, RAM kept",
+        );
+        break;
+      case "droppedWrite":
+        out.push(
+          `  ${boot} ${style.paint("MMIO", "yellow")} guest write at ${
+            hex(e.gpa)
+          } to read-only memory: dropped`,
+        );
+        break;
+    }
+  }
+  if (firmware.endOfPost !== undefined) {
+    const snapshot = firmware.endOfPost;
+    out.push("");
+    out.push(style.paint(`Region map, ${snapshot.label}`, "bold"));
+    out.push(regionTable(style, snapshot.regions));
+    out.push("");
+    out.push(style.paint(`KVM memory slots, ${snapshot.label}`, "bold"));
+    out.push(slotTable(style, snapshot.slots, true));
+  }
+  out.push("");
+  for (const c of firmware.checks) {
+    out.push(`  ${c.ok ? style.paint("✓", "green") : style.paint("✗", "red", "bold")} ${c.what}`);
+  }
+  out.push(
+    firmware.ok
+      ? style.paint(
+        `SeaBIOS booted twice in ${(firmware.milliseconds / 1000).toFixed(1)} s.`,
+        "green",
+        "bold",
+      )
+      : style.paint("SeaBIOS did not do what it should.", "red", "bold"),
+  );
+  return out.join("\n");
+}
+
+/** The firmware part as a JSON value. */
+export function firmwareJson(firmware: FirmwareReport): Record<string, unknown> {
+  if (firmware.status !== "booted") return { ...firmware };
+  return {
+    status: firmware.status,
+    bios: firmware.bios,
+    size: hex(firmware.size),
+    events: firmware.events.map((e) =>
+      e.kind === "pam"
+        ? { ...e, offset: hex(e.offset), value: hex(e.value) }
+        : e.kind === "droppedWrite"
+        ? { ...e, gpa: hex(e.gpa) }
+        : e
+    ),
+    end_of_post: firmware.endOfPost === undefined ? null : snapshotJson(firmware.endOfPost),
+    option_rom_byte: hex(firmware.optionRomByte),
+    checks: firmware.checks,
+    ok: firmware.ok,
+  };
 }

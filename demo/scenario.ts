@@ -290,7 +290,7 @@ function parseRange(text: string): MemoryRange {
 }
 
 /** The region table, from the manager's inspection tree (keys are `<range>:<name>`). */
-function regionRows(manager: GuestMemoryManager): RegionRow[] {
+export function regionRows(manager: GuestMemoryManager): RegionRow[] {
   const regions = manager.inspect().regions as Record<string, InspectedRegion>;
   return Object.entries(regions)
     .map(([key, info]): RegionRow => {
@@ -314,7 +314,7 @@ function regionRows(manager: GuestMemoryManager): RegionRow[] {
     .sort((a, b) => a.range.compare(b.range) || b.priority - a.priority);
 }
 
-function slotRows(partition: Partition, probe: GuestProbe | undefined): SlotRow[] {
+export function slotRows(partition: Partition, probe: GuestProbe | undefined): SlotRow[] {
   if (partition instanceof KvmPartition) {
     return partition.slots().map((s) => ({
       slot: s.slot,

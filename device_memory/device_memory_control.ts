@@ -44,7 +44,7 @@ export class DeviceMemoryControl implements Disposable {
   /**
    * Places the region at `gpa` (moving it when placed elsewhere; changing
    * only its writability when already there) with all its mappings, and
-   * maps it. Throws the region manager's `RegionOverlapError` when it does
+   * maps it. Throws a `RegionError` (kind `overlap`) when it does
    * not nest with existing regions; the region then stays where it was.
    */
   mapToGuest(gpa: bigint, writable: boolean): void {

@@ -32,6 +32,18 @@ export const KvmStructSize = {
   sregs: 312,
   /** `struct kvm_pre_fault_memory` (`include/uapi/linux/kvm.h`). */
   preFaultMemory: 64,
+  /** `struct kvm_irq_level` (`include/uapi/linux/kvm.h`): `{ __u32 irq; __u32 level; }`. */
+  irqLevel: 8,
+  /** `struct kvm_pit_config` (`include/uapi/linux/kvm.h`): `{ __u32 flags; __u32 pad[15]; }`. */
+  pitConfig: 64,
+  /** `struct kvm_cpuid2` header (`arch/x86/include/uapi/asm/kvm.h`): `{ __u32 nent; __u32 padding; }`. */
+  cpuid2: 8,
+  /** `struct kvm_cpuid_entry2` (`arch/x86/include/uapi/asm/kvm.h`). */
+  cpuidEntry2: 40,
+  /** `struct kvm_msrs` header (`arch/x86/include/uapi/asm/kvm.h`): `{ __u32 nmsrs; __u32 pad; }`. */
+  msrs: 8,
+  /** `struct kvm_msr_entry` (`arch/x86/include/uapi/asm/kvm.h`). */
+  msrEntry: 16,
 } as const;
 
 /**
@@ -45,6 +57,8 @@ export const KvmIoctl = {
   KVM_CREATE_VM: ioc(IOC_NONE, 0x01, 0),
   /** `_IO(KVMIO, 0x03)`: system or VM; returns a capability's value (0 = absent). */
   KVM_CHECK_EXTENSION: ioc(IOC_NONE, 0x03, 0),
+  /** `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`: system (x86); the CPUID leaves KVM supports. */
+  KVM_GET_SUPPORTED_CPUID: ioc(IOC_READ | IOC_WRITE, 0x05, KvmStructSize.cpuid2),
   /** `_IO(KVMIO, 0x04)`: system; returns the size of the vCPU's `kvm_run` mapping. */
   KVM_GET_VCPU_MMAP_SIZE: ioc(IOC_NONE, 0x04, 0),
   /** `_IO(KVMIO, 0x41)`: VM; returns a new vCPU fd. */
@@ -53,6 +67,12 @@ export const KvmIoctl = {
   KVM_SET_USER_MEMORY_REGION: ioc(IOC_WRITE, 0x46, KvmStructSize.userspaceMemoryRegion),
   /** `_IO(KVMIO, 0x47)`: VM (x86); address of a 3-page region for the real-mode TSS. */
   KVM_SET_TSS_ADDR: ioc(IOC_NONE, 0x47, 0),
+  /** `_IO(KVMIO, 0x60)`: VM; creates the in-kernel PIC, IOAPIC and local APICs. */
+  KVM_CREATE_IRQCHIP: ioc(IOC_NONE, 0x60, 0),
+  /** `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: VM; raises or lowers an interrupt line. */
+  KVM_IRQ_LINE: ioc(IOC_WRITE, 0x61, KvmStructSize.irqLevel),
+  /** `_IOW(KVMIO, 0x77, struct kvm_pit_config)`: VM; creates the in-kernel i8254 PIT. */
+  KVM_CREATE_PIT2: ioc(IOC_WRITE, 0x77, KvmStructSize.pitConfig),
   /** `_IO(KVMIO, 0x80)`: vCPU; runs the guest until an exit. */
   KVM_RUN: ioc(IOC_NONE, 0x80, 0),
   /** `_IOR(KVMIO, 0x81, struct kvm_regs)`: vCPU. */
@@ -63,6 +83,12 @@ export const KvmIoctl = {
   KVM_GET_SREGS: ioc(IOC_READ, 0x83, KvmStructSize.sregs),
   /** `_IOW(KVMIO, 0x84, struct kvm_sregs)`: vCPU. */
   KVM_SET_SREGS: ioc(IOC_WRITE, 0x84, KvmStructSize.sregs),
+  /** `_IOWR(KVMIO, 0x88, struct kvm_msrs)`: vCPU (x86); returns how many MSRs were read. */
+  KVM_GET_MSRS: ioc(IOC_READ | IOC_WRITE, 0x88, KvmStructSize.msrs),
+  /** `_IOW(KVMIO, 0x89, struct kvm_msrs)`: vCPU (x86); returns how many MSRs were written. */
+  KVM_SET_MSRS: ioc(IOC_WRITE, 0x89, KvmStructSize.msrs),
+  /** `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`: vCPU (x86); what CPUID returns in the guest. */
+  KVM_SET_CPUID2: ioc(IOC_WRITE, 0x90, KvmStructSize.cpuid2),
   /** `_IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)`: vCPU (Linux 6.10+). */
   KVM_PRE_FAULT_MEMORY: ioc(IOC_READ | IOC_WRITE, 0xd5, KvmStructSize.preFaultMemory),
 } as const;
@@ -88,6 +114,14 @@ export const KvmCap = {
   KVM_CAP_READONLY_MEM: 81,
   /** `KVM_EXIT_MEMORY_FAULT` details accompany some `EFAULT`s of `KVM_RUN`. */
   KVM_CAP_MEMORY_FAULT_INFO: 232,
+  /** `KVM_CREATE_IRQCHIP` is available. */
+  KVM_CAP_IRQCHIP: 0,
+  /** `KVM_CREATE_PIT2` is available. */
+  KVM_CAP_PIT2: 33,
+  /** `kvm_run.internal.ndata` and `data` are filled on `KVM_EXIT_INTERNAL_ERROR`. */
+  KVM_CAP_INTERNAL_ERROR_INFO: 54,
+  /** `kvm_run.immediate_exit` is honoured. */
+  KVM_CAP_IMMEDIATE_EXIT: 136,
   /** `KVM_PRE_FAULT_MEMORY` is available. */
   KVM_CAP_PRE_FAULT_MEMORY: 236,
 } as const;
@@ -132,6 +166,68 @@ export const KvmExit = {
   KVM_EXIT_INTERNAL_ERROR: 17,
   KVM_EXIT_SYSTEM_EVENT: 24,
   KVM_EXIT_MEMORY_FAULT: 39,
+} as const;
+
+/**
+ * `kvm_run.io.direction` values (`KVM_EXIT_IO_IN`, `KVM_EXIT_IO_OUT`, `include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmIoDirection } from "./kvm_constants.ts";
+ * console.log(KvmIoDirection.KVM_EXIT_IO_OUT); // 1
+ * ```
+ */
+export const KvmIoDirection = {
+  /** The guest executed `in`/`ins`: fill the data area before the next `KVM_RUN`. */
+  KVM_EXIT_IO_IN: 0,
+  /** The guest executed `out`/`outs`: the data area holds what it wrote. */
+  KVM_EXIT_IO_OUT: 1,
+} as const;
+
+/**
+ * `kvm_run.internal.suberror` values (`KVM_INTERNAL_ERROR_*`, `include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmInternalError } from "./kvm_constants.ts";
+ * console.log(KvmInternalError.KVM_INTERNAL_ERROR_EMULATION); // 1
+ * ```
+ */
+export const KvmInternalError = {
+  /** KVM could not emulate an instruction (e.g. one that touched MMIO in an unsupported way). */
+  KVM_INTERNAL_ERROR_EMULATION: 1,
+  /** An exception was raised while delivering another one. */
+  KVM_INTERNAL_ERROR_SIMUL_EX: 2,
+  /** An event was being delivered when an exit happened that KVM cannot handle then. */
+  KVM_INTERNAL_ERROR_DELIVERY_EV: 3,
+  /** An exit reason KVM does not know. */
+  KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: 4,
+} as const;
+
+/** `kvm_pit_config.flags`: the PIT emulates port 0x61 itself (`include/uapi/linux/kvm.h`). */
+export const KVM_PIT_SPEAKER_DUMMY = 1;
+
+/**
+ * Offsets in `struct kvm_cpuid_entry2` (40 bytes, `arch/x86/include/uapi/asm/kvm.h`):
+ * `{ __u32 function, index, flags, eax, ebx, ecx, edx; __u32 padding[3]; }`.
+ */
+export const CpuidEntry2Layout = {
+  function: 0,
+  index: 4,
+  flags: 8,
+  eax: 12,
+  ebx: 16,
+  ecx: 20,
+  edx: 24,
+} as const;
+
+/**
+ * Offsets in `struct kvm_msr_entry` (16 bytes, `arch/x86/include/uapi/asm/kvm.h`):
+ * `{ __u32 index; __u32 reserved; __u64 data; }`.
+ */
+export const MsrEntryLayout = {
+  index: 0,
+  data: 8,
 } as const;
 
 /**
@@ -283,6 +379,22 @@ export const KvmRunLayout = {
   memoryFaultSize: 48,
   /** fail_entry: `__u64 hardware_entry_failure_reason` */
   failEntryReason: 32,
+  /** io: `__u8 direction` ({@linkcode KvmIoDirection}) */
+  ioDirection: 32,
+  /** io: `__u8 size`, bytes per element (1, 2 or 4) */
+  ioSize: 33,
+  /** io: `__u16 port` */
+  ioPort: 34,
+  /** io: `__u32 count`, elements (more than 1 for `rep ins`/`rep outs`) */
+  ioCount: 36,
+  /** io: `__u64 data_offset`, where the data lies, from the start of `kvm_run` */
+  ioDataOffset: 40,
   /** internal: `__u32 suberror` */
   internalSuberror: 32,
+  /** internal: `__u32 ndata` (with `KVM_CAP_INTERNAL_ERROR_INFO`) */
+  internalNdata: 36,
+  /** internal: `__u64 data[16]` */
+  internalData: 40,
+  /** Entries of `internal.data`. */
+  internalDataMax: 16,
 } as const;

@@ -69,6 +69,27 @@ export class KvmRegs {
   set(name: KvmRegName, value: bigint): void {
     this.#view.setBigUint64(RegsLayout[name], BigInt.asUintN(64, value), true);
   }
+
+  /**
+   * The registers of an x86 processor after RESET or INIT (Intel SDM vol. 3,
+   * 9.1.1): all zero but `rip` 0xfff0 (with CS base 0xffff0000, the first
+   * instruction is fetched at 0xfffffff0), `rflags` 2 (its reserved bit)
+   * and `rdx` 0x600 (a family-6 processor signature).
+   *
+   * @returns New registers in the reset state.
+   * @example
+   * ```ts
+   * import { KvmRegs } from "./kvm_regs.ts";
+   * console.log(KvmRegs.realModeReset().get("rip")); // 65520n
+   * ```
+   */
+  static realModeReset(): KvmRegs {
+    const regs = new KvmRegs();
+    regs.set("rip", 0xfff0n);
+    regs.set("rflags", 2n);
+    regs.set("rdx", 0x600n);
+    return regs;
+  }
 }
 
 /**
@@ -222,6 +243,48 @@ export class KvmSregs {
       base: this.#view.getBigUint64(at + DtableLayout.base, true),
       limit: this.#view.getUint16(at + DtableLayout.limit, true),
     };
+  }
+
+  /**
+   * Puts the segments, descriptor tables and control registers in the
+   * state of an x86 processor after RESET or INIT (Intel SDM vol. 3,
+   * 9.1.1): real mode, CS selector 0xf000 with base 0xffff0000, the other
+   * data segments at 0 with a 64 KiB limit, GDT and IDT at 0 with limit
+   * 0xffff, CR0 0x60000010 (CD, NW, ET), CR2/3/4, CR8 and EFER 0, no
+   * pending interrupts. The APIC base is kept (KVM owns it).
+   *
+   * @example
+   * ```ts
+   * import { KvmSregs } from "./kvm_regs.ts";
+   * const sregs = new KvmSregs();
+   * sregs.setRealModeReset();
+   * console.log(sregs.segment("cs").base.toString(16)); // ffff0000
+   * ```
+   */
+  setRealModeReset(): void {
+    const data = {
+      base: 0n,
+      limit: 0xffff,
+      selector: 0,
+      type: 0x3, // read/write data, accessed
+      present: 1,
+      dpl: 0,
+      db: 0,
+      s: 1,
+      l: 0,
+      g: 0,
+      avl: 0,
+      unusable: 0,
+    };
+    this.setSegment("cs", { ...data, base: 0xffff0000n, selector: 0xf000, type: 0xb });
+    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) this.setSegment(name, data);
+    this.setSegment("tr", { ...data, type: 0xb, s: 0 }); // busy 32-bit TSS
+    this.setSegment("ldt", { ...data, type: 0x2, s: 0 });
+    this.setDtable("gdt", { base: 0n, limit: 0xffff });
+    this.setDtable("idt", { base: 0n, limit: 0xffff });
+    this.set("cr0", 0x60000010n);
+    for (const name of ["cr2", "cr3", "cr4", "cr8", "efer"] as const) this.set(name, 0n);
+    this.buffer.fill(0, SregsLayout.interruptBitmap, KvmStructSize.sregs);
   }
 
   /** Writes a descriptor table register. */

@@ -1,6 +1,8 @@
 import { Fcntl } from "../ffi/_constants.ts";
-import { ioctlValue } from "../ffi/_ioctl.ts";
+import { ioctlStruct, ioctlValue } from "../ffi/_ioctl.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { SyscallError } from "../ffi/syscall_error.ts";
+import { decodeCpuid2, encodeCpuid2, type KvmCpuidEntry2 } from "./kvm_cpuid.ts";
 import { KVM_API_VERSION, KvmIoctl } from "./kvm_constants.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
 import { type KvmVm, openVm } from "./kvm_vm.ts";
@@ -83,6 +85,42 @@ export class KvmSystem implements Disposable {
    */
   vcpuMmapSize(): number {
     return ioctlValue("KVM_GET_VCPU_MMAP_SIZE", this.unsafeFd, KvmIoctl.KVM_GET_VCPU_MMAP_SIZE, 0n);
+  }
+
+  /**
+   * `KVM_GET_SUPPORTED_CPUID`: the CPUID leaves KVM can present to a guest
+   * on this host (pass them, possibly edited, to
+   * {@linkcode KvmVcpu.setCpuid2}). Starts with room for `capacity` entries
+   * and doubles it while the kernel answers E2BIG.
+   *
+   * @param capacity Initial number of entries to make room for (default 128).
+   * @returns The entries, in the kernel's order.
+   * @throws {SyscallError} `ioctl(KVM_GET_SUPPORTED_CPUID)` for any other failure.
+   *
+   * @example
+   * ```ts ignore
+   * using kvm = KvmSystem.open();
+   * const leaves = kvm.getSupportedCpuid();
+   * console.log(leaves.find((e) => e.function === 0)?.eax); // highest basic leaf
+   * ```
+   */
+  getSupportedCpuid(capacity = 128): KvmCpuidEntry2[] {
+    for (let room = capacity;; room *= 2) {
+      const bytes = encodeCpuid2([], room);
+      try {
+        ioctlStruct(
+          "KVM_GET_SUPPORTED_CPUID",
+          this.unsafeFd,
+          KvmIoctl.KVM_GET_SUPPORTED_CPUID,
+          bytes,
+          "retry",
+        );
+      } catch (err) {
+        if (err instanceof SyscallError && err.code === "E2BIG" && room < 1 << 16) continue;
+        throw err;
+      }
+      return decodeCpuid2(bytes);
+    }
   }
 
   /**

@@ -7,11 +7,15 @@ import { DisposedError } from "../diagnostics/disposed_error.ts";
 import {
   KvmExit,
   KvmIoctl,
+  KvmIoDirection,
   KvmRunLayout,
   KvmStructSize,
   PreFaultMemoryLayout,
 } from "./kvm_constants.ts";
 import { KvmRegs, KvmSregs } from "./kvm_regs.ts";
+import { encodeCpuid2, type KvmCpuidEntry2 } from "./kvm_cpuid.ts";
+import { decodeMsrs, encodeMsrs, type KvmMsrEntry } from "./kvm_msrs.ts";
+import type { KvmVcpuKick } from "./kvm_vcpu_kick.ts";
 
 let construct: (fd: OwnedFd | number, mmapSize: number, id: number) => KvmVcpu;
 
@@ -60,6 +64,51 @@ export interface KvmMemoryFaultExit {
   gpa: bigint;
   /** Size of the faulting range. */
   size: bigint;
+}
+
+/**
+ * The `io` member of `kvm_run` after a `KVM_EXIT_IO`: a port access of
+ * `count` elements of `size` bytes (count > 1 for `rep ins`/`rep outs`),
+ * whose data lies in the run area at `dataOffset`
+ * ({@linkcode KvmVcpu.ioData}).
+ *
+ * @example
+ * ```ts
+ * import type { KvmIoExit } from "./kvm_vcpu.ts";
+ * const exit: KvmIoExit = { direction: "out", size: 1, port: 0x402, count: 1, dataOffset: 4096 };
+ * console.log(exit.port.toString(16)); // 402
+ * ```
+ */
+export interface KvmIoExit {
+  /** `__u8 direction`: `in` (the VMM fills the data) or `out` (the guest wrote it). */
+  readonly direction: "in" | "out";
+  /** `__u8 size`: bytes per element, 1, 2 or 4. */
+  readonly size: number;
+  /** `__u16 port`. */
+  readonly port: number;
+  /** `__u32 count`: elements. */
+  readonly count: number;
+  /** `__u64 data_offset`: where the `size * count` data bytes start, from the start of `kvm_run`. */
+  readonly dataOffset: number;
+}
+
+/**
+ * The `internal` member of `kvm_run` after `KVM_EXIT_INTERNAL_ERROR`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmInternalErrorExit } from "./kvm_vcpu.ts";
+ * const exit: KvmInternalErrorExit = { suberror: 1, ndata: 0, data: [] };
+ * console.log(exit.suberror); // 1 (KVM_INTERNAL_ERROR_EMULATION)
+ * ```
+ */
+export interface KvmInternalErrorExit {
+  /** `__u32 suberror`: a {@linkcode KvmInternalError} value. */
+  readonly suberror: number;
+  /** `__u32 ndata`: how many `data` words KVM filled (0 without `KVM_CAP_INTERNAL_ERROR_INFO`). */
+  readonly ndata: number;
+  /** `__u64 data[ndata]` (at most 16): suberror-specific (e.g. the instruction bytes, the exit reason). */
+  readonly data: readonly bigint[];
 }
 
 /**
@@ -156,17 +205,62 @@ export class KvmVcpu implements Disposable {
   }
 
   /**
-   * `KVM_RUN`: runs the guest until it exits to userspace and returns
-   * `kvm_run.exit_reason` (a {@linkcode KvmExit} value). Throws the
-   * SyscallError `ioctl(KVM_RUN)` with EINTR (signal or immediate exit) or
-   * EFAULT (host memory behind a slot not accessible); after EFAULT,
-   * {@linkcode KvmVcpu.memoryFaultExit} may say which range.
+   * `KVM_RUN`: runs the guest until it exits to userspace.
+   *
+   * A run cut short by a signal or by `immediate_exit` (the ioctl fails
+   * with EINTR) is an exit like any other: it returns
+   * `KvmExit.KVM_EXIT_INTR`, and a pending I/O exit has been completed.
+   *
+   * @returns `kvm_run.exit_reason`, a {@linkcode KvmExit} value.
+   * @throws {SyscallError} `ioctl(KVM_RUN)`, e.g. with EFAULT when the host
+   *   memory behind a slot cannot be faulted in (then
+   *   {@linkcode KvmVcpu.memoryFaultExit} may say which range).
    */
   run(): number {
     const run = this.#live();
     run.setUint32(KvmRunLayout.exitReason, KvmExit.KVM_EXIT_UNKNOWN, true);
-    ioctlValue("KVM_RUN", this.unsafeFd, KvmIoctl.KVM_RUN, 0n);
+    try {
+      ioctlValue("KVM_RUN", this.unsafeFd, KvmIoctl.KVM_RUN, 0n);
+    } catch (err) {
+      if (!(err instanceof SyscallError && err.code === "EINTR")) throw err;
+      run.setUint32(KvmRunLayout.exitReason, KvmExit.KVM_EXIT_INTR, true);
+      return KvmExit.KVM_EXIT_INTR;
+    }
     return run.getUint32(KvmRunLayout.exitReason, true);
+  }
+
+  /**
+   * Asks the vCPU to stop: sets `kvm_run.immediate_exit`, so that the next
+   * (or current, if it has not entered the guest yet) `KVM_RUN` returns
+   * `KVM_EXIT_INTR` at once. The VMM clears the flag
+   * ({@linkcode KvmVcpu.immediateExit} `= false`) when it wants the vCPU
+   * to run again. From another thread, use {@linkcode KvmVcpu.kickHandle}.
+   */
+  kick(): void {
+    this.#live().setUint8(KvmRunLayout.immediateExit, 1);
+  }
+
+  /**
+   * A token another thread (a `Worker`) can use to kick this vCPU with
+   * `kickVcpu`, while this thread is blocked in {@linkcode KvmVcpu.run}.
+   *
+   * The model: `kvm_run` is memory shared between the VMM and KVM, and a
+   * kick is a one-byte store of 1 to its `immediate_exit`, which is safe
+   * from any thread. KVM reads the byte when `KVM_RUN` starts, so a kicked
+   * vCPU stops at its next exit to the VMM (port or MMIO access, HLT
+   * without irqchip, ...) at the latest: the VMM's loop sees
+   * `KVM_EXIT_INTR` instead of re-entering the guest. A guest that never
+   * exits to the VMM (spinning, or halted on an in-kernel irqchip) is only
+   * interrupted by a signal sent to the running thread, which this library
+   * does not send. The token holds the host address of `kvm_run` as a
+   * plain bigint (it survives `postMessage`) and must not be used after the
+   * vCPU is disposed.
+   *
+   * @returns The token.
+   */
+  kickHandle(): KvmVcpuKick {
+    this.#live();
+    return { runAddress: this.#runArea.address };
   }
 
   /** `kvm_run.exit_reason` of the last `KVM_RUN`. */
@@ -191,12 +285,99 @@ export class KvmVcpu implements Disposable {
   completePendingIo(): void {
     this.immediateExit = true;
     try {
-      this.run();
-    } catch (err) {
-      if (!(err instanceof SyscallError && err.code === "EINTR")) throw err;
+      this.run(); // KVM_EXIT_INTR
     } finally {
       this.immediateExit = false;
     }
+  }
+
+  /**
+   * The `io` member after a `KVM_EXIT_IO`.
+   *
+   * @returns The decoded access; its data is {@linkcode KvmVcpu.ioData}.
+   */
+  ioExit(): KvmIoExit {
+    const run = this.#live();
+    return {
+      direction: run.getUint8(KvmRunLayout.ioDirection) === KvmIoDirection.KVM_EXIT_IO_OUT
+        ? "out"
+        : "in",
+      size: run.getUint8(KvmRunLayout.ioSize),
+      port: run.getUint16(KvmRunLayout.ioPort, true),
+      count: run.getUint32(KvmRunLayout.ioCount, true),
+      dataOffset: Number(run.getBigUint64(KvmRunLayout.ioDataOffset, true)),
+    };
+  }
+
+  /**
+   * The data area of the pending `KVM_EXIT_IO`: `size * count` bytes inside
+   * the run area, live (not a copy). After an `out` it holds what the guest
+   * wrote; for an `in`, write the value there before the next `KVM_RUN`.
+   * Valid until the next `KVM_RUN`.
+   *
+   * @returns A view of the data bytes.
+   * @throws {RangeError} when the exit's data area lies outside the run area
+   *   (there is no pending I/O exit).
+   */
+  ioData(): Uint8Array {
+    const exit = this.ioExit();
+    const end = exit.dataOffset + exit.size * exit.count;
+    if (exit.dataOffset < KvmRunLayout.exitUnion || end > this.#runBytes.length) {
+      throw new RangeError(`no port I/O data in the run area (offset ${exit.dataOffset})`);
+    }
+    return this.#runBytes.subarray(exit.dataOffset, end);
+  }
+
+  /**
+   * The `internal` member after `KVM_EXIT_INTERNAL_ERROR`.
+   *
+   * @returns The suberror and the data words KVM filled.
+   */
+  internalErrorExit(): KvmInternalErrorExit {
+    const run = this.#live();
+    const ndata = run.getUint32(KvmRunLayout.internalNdata, true);
+    const data: bigint[] = [];
+    for (let i = 0; i < Math.min(ndata, KvmRunLayout.internalDataMax); i++) {
+      data.push(run.getBigUint64(KvmRunLayout.internalData + 8 * i, true));
+    }
+    return { suberror: run.getUint32(KvmRunLayout.internalSuberror, true), ndata, data };
+  }
+
+  /**
+   * `KVM_SET_CPUID2`: what the CPUID instruction returns in the guest
+   * (typically `KvmSystem.getSupportedCpuid()`, possibly edited). Call
+   * before the first `KVM_RUN`.
+   *
+   * @param entries The leaves.
+   * @throws {SyscallError} `ioctl(KVM_SET_CPUID2)`.
+   */
+  setCpuid2(entries: readonly KvmCpuidEntry2[]): void {
+    ioctlStruct("KVM_SET_CPUID2", this.unsafeFd, KvmIoctl.KVM_SET_CPUID2, encodeCpuid2(entries));
+  }
+
+  /**
+   * `KVM_SET_MSRS`: writes model-specific registers. KVM stops at the first
+   * MSR it refuses.
+   *
+   * @param entries The MSRs and their values.
+   * @returns How many were written (from the first, in order).
+   * @throws {SyscallError} `ioctl(KVM_SET_MSRS)`.
+   */
+  setMsrs(entries: readonly KvmMsrEntry[]): number {
+    return ioctlStruct("KVM_SET_MSRS", this.unsafeFd, KvmIoctl.KVM_SET_MSRS, encodeMsrs(entries));
+  }
+
+  /**
+   * `KVM_GET_MSRS`: reads model-specific registers.
+   *
+   * @param indices MSR numbers.
+   * @returns The MSRs KVM read (from the first, in order; it stops at one it refuses).
+   * @throws {SyscallError} `ioctl(KVM_GET_MSRS)`.
+   */
+  getMsrs(indices: readonly number[]): KvmMsrEntry[] {
+    const bytes = encodeMsrs(indices.map((index) => ({ index, data: 0n })));
+    const count = ioctlStruct("KVM_GET_MSRS", this.unsafeFd, KvmIoctl.KVM_GET_MSRS, bytes);
+    return decodeMsrs(bytes, count);
   }
 
   /** The `mmio` member after a `KVM_EXIT_MMIO` (data copied out). */

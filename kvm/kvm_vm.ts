@@ -29,6 +29,40 @@ export interface KvmUserspaceMemoryRegion {
   readonly userspaceAddr: bigint;
 }
 
+/**
+ * `struct kvm_irq_level` (`include/uapi/linux/kvm.h`): an interrupt line
+ * (a GSI: 0-15 reach both the PIC and the IOAPIC, 16-23 the IOAPIC) and
+ * its new level.
+ *
+ * @example
+ * ```ts
+ * import type { KvmIrqLevel } from "./kvm_vm.ts";
+ * const com1: KvmIrqLevel = { irq: 4, level: 1 };
+ * console.log(com1.irq); // 4
+ * ```
+ */
+export interface KvmIrqLevel {
+  /** `__u32 irq`: the GSI. */
+  readonly irq: number;
+  /** `__u32 level`: 1 raises the line, 0 lowers it (edge interrupts: raise then lower). */
+  readonly level: number;
+}
+
+/**
+ * `struct kvm_pit_config` (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import type { KvmPitConfig } from "./kvm_vm.ts";
+ * const config: KvmPitConfig = { flags: 1 }; // KVM_PIT_SPEAKER_DUMMY
+ * console.log(config.flags);
+ * ```
+ */
+export interface KvmPitConfig {
+  /** `__u32 flags`: `KVM_PIT_SPEAKER_DUMMY` (1) makes KVM handle port 0x61 too. */
+  readonly flags: number;
+}
+
 let construct: (fd: OwnedFd, vcpuMmapSize: number) => KvmVm;
 
 /** Wraps a VM fd (for `KvmSystem.createVm`). */
@@ -55,6 +89,8 @@ export class KvmVm implements Disposable {
   readonly #vcpuMmapSize: number;
   readonly #region = new Uint8Array(KvmStructSize.userspaceMemoryRegion);
   readonly #regionView = new DataView(this.#region.buffer);
+  readonly #irqLevel = new Uint8Array(KvmStructSize.irqLevel);
+  readonly #irqLevelView = new DataView(this.#irqLevel.buffer);
 
   static {
     construct = (fd, vcpuMmapSize) => new KvmVm(fd, vcpuMmapSize);
@@ -123,6 +159,44 @@ export class KvmVm implements Disposable {
    */
   setTssAddr(address: bigint): void {
     ioctlValue("KVM_SET_TSS_ADDR", this.unsafeFd, KvmIoctl.KVM_SET_TSS_ADDR, address);
+  }
+
+  /**
+   * `KVM_CREATE_IRQCHIP` (x86): an in-kernel PIC pair, IOAPIC and a local
+   * APIC per vCPU (create it before the vCPUs). Their registers (ports
+   * 0x20/0x21, 0xa0/0xa1, 0x4d0/0x4d1, MMIO 0xfec00000 and 0xfee00000) are
+   * then handled by KVM and never exit.
+   *
+   * @throws {SyscallError} `ioctl(KVM_CREATE_IRQCHIP)` (EEXIST the second time).
+   */
+  createIrqchip(): void {
+    ioctlValue("KVM_CREATE_IRQCHIP", this.unsafeFd, KvmIoctl.KVM_CREATE_IRQCHIP, 0n);
+  }
+
+  /**
+   * `KVM_CREATE_PIT2` (x86): an in-kernel i8254 (ports 0x40-0x43) driving
+   * IRQ 0; needs the irqchip.
+   *
+   * @param config The kernel's struct: `{ flags }`.
+   * @throws {SyscallError} `ioctl(KVM_CREATE_PIT2)` (ENOENT without irqchip, EEXIST the second time).
+   */
+  createPit2(config: KvmPitConfig): void {
+    const bytes = new Uint8Array(KvmStructSize.pitConfig);
+    new DataView(bytes.buffer).setUint32(0, config.flags, true);
+    ioctlStruct("KVM_CREATE_PIT2", this.unsafeFd, KvmIoctl.KVM_CREATE_PIT2, bytes);
+  }
+
+  /**
+   * `KVM_IRQ_LINE`: sets the level of an interrupt line of the in-kernel
+   * irqchip. Callable from any thread while a vCPU runs.
+   *
+   * @param line The kernel's struct: `{ irq, level }`.
+   * @throws {SyscallError} `ioctl(KVM_IRQ_LINE)` (ENXIO without irqchip).
+   */
+  irqLine(line: KvmIrqLevel): void {
+    this.#irqLevelView.setUint32(0, line.irq, true);
+    this.#irqLevelView.setUint32(4, line.level, true);
+    ioctlStruct("KVM_IRQ_LINE", this.unsafeFd, KvmIoctl.KVM_IRQ_LINE, this.#irqLevel);
   }
 
   /**

@@ -11,7 +11,7 @@ import type { PartitionMapper } from "../partition/_partition_mapper.ts";
 import type { MapParams } from "./_map_params.ts";
 import { checkMappingBacking } from "./_backing_check.ts";
 import type { DmaTarget } from "./dma_target.ts";
-import { RegionError } from "./region_error.ts";
+import { overlapRule, RegionError } from "./region_error.ts";
 import { RegionHandle, type RegionOwner } from "./_region_handle.ts";
 import { admits, type RegionMapping, RegionNode, RegionTree } from "./_region_tree.ts";
 
@@ -84,7 +84,7 @@ function sameParams(a: MapParams | undefined, b: MapParams): boolean {
 /**
  * The priority map of guest physical memory. Regions (RAM at priority 255,
  * device memory at 0, anything in between) are added with a range and a
- * priority and must nest (see {@linkcode RegionOverlapError}); at each
+ * priority and must nest (see {@linkcode RegionError} kind `overlap`); at each
  * address the guest sees the mapped region with the highest priority (the
  * earlier added between identical ones). The manager keeps the host VA
  * reservation, every attached partition and every DMA target in step with
@@ -169,7 +169,7 @@ export class RegionManager implements Disposable {
   }
 
   /**
-   * Adds an unmapped region. Throws {@linkcode RegionOverlapError} when it
+   * Adds an unmapped region. Throws a {@linkcode RegionError} (`overlap`) when it
    * breaks the nesting rule against an existing region, or a
    * {@linkcode RegionError} for a bad priority or a range outside the
    * reservation; nothing is added then.
@@ -512,9 +512,7 @@ export class RegionManager implements Disposable {
     if (!node.removed) return;
     if (!node.range.isEmpty()) {
       const refused = this.#tree.insert(node);
-      if (refused !== undefined) {
-        throw new RegionError({ kind: "overlap", newName: node.name, existingName: refused.name });
-      }
+      if (refused !== undefined) throw this.#overlapError(node, refused, undefined);
     }
     node.removed = false;
     this.#regionCount++;
@@ -572,7 +570,16 @@ export class RegionManager implements Disposable {
         break;
       }
     }
-    return new RegionError({ kind: "overlap", newName: node.name, existingName: first.name });
+    return new RegionError({
+      kind: "overlap",
+      newName: node.name,
+      newRange: node.range,
+      newPriority: node.priority,
+      existingName: first.name,
+      existingRange: first.range,
+      existingPriority: first.priority,
+      rule: overlapRule(node.priority, first.priority),
+    });
   }
 
   /**

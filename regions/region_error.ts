@@ -6,10 +6,13 @@ import { hex } from "../layout/_hex.ts";
  * (`detail` holds the values its message shows):
  *
  * - `overlap`: `memory region {newName} overlaps with existing region
- *   {existingName}` (the nesting rule: a lower-priority region must lie
- *   inside, an equal-priority one must be the same range, a higher-priority
- *   one must contain; the existing region named is the first offender in
- *   the order regions were added)
+ *   {existingName}` (the reference's text), then both ranges and
+ *   priorities and the nesting rule that was broken (`rule`): a
+ *   lower-priority region must lie inside the region it overlaps
+ *   (`lowerInside`), an equal-priority one must have the same range
+ *   (`equalSame`), a higher-priority one must contain it
+ *   (`higherContains`). The existing region named is the first offender in
+ *   the order regions were added.
  * - `invalidRamRange`: `{range} is not a controllable RAM range`
  * - `invalidPriority`, `outsideAddressSpace`: a new region's priority or range
  * - `mappingOutsideRegion`, `mappingOverlap`, `mappingUnalignedOffset`,
@@ -22,8 +25,24 @@ import { hex } from "../layout/_hex.ts";
  * @example
  * ```ts
  * import { RegionError } from "./region_error.ts";
- * const err = new RegionError({ kind: "overlap", newName: "rom", existingName: "ram" });
- * console.log(err.kind, err.message); // overlap memory region rom overlaps with existing region ram
+ * import { MemoryRange } from "../layout/memory_range.ts";
+ * import assert from "node:assert/strict";
+ * const err = new RegionError({
+ *   kind: "overlap",
+ *   newName: "rom",
+ *   newRange: new MemoryRange(0xe0000n, 0x100000n),
+ *   newPriority: 0,
+ *   existingName: "ram",
+ *   existingRange: new MemoryRange(0xe0000n, 0xe4000n),
+ *   existingPriority: 255,
+ *   rule: "lowerInside",
+ * });
+ * assert.equal(
+ *   err.message,
+ *   "memory region rom overlaps with existing region ram: rom is 0xe0000-0x100000 at " +
+ *     "priority 0, ram is 0xe0000-0xe4000 at priority 255; a region of lower priority " +
+ *     "must lie inside the region it overlaps",
+ * );
  * ```
  */
 export class RegionError extends Error {
@@ -31,7 +50,17 @@ export class RegionError extends Error {
   readonly kind: RegionError["detail"]["kind"];
   /** The case, with the values its message shows. */
   readonly detail:
-    | { readonly kind: "overlap"; readonly newName: string; readonly existingName: string }
+    | {
+      readonly kind: "overlap";
+      readonly newName: string;
+      readonly newRange: MemoryRange;
+      readonly newPriority: number;
+      readonly existingName: string;
+      readonly existingRange: MemoryRange;
+      readonly existingPriority: number;
+      /** The nesting rule the new region broke, decided by the two priorities. */
+      readonly rule: "lowerInside" | "equalSame" | "higherContains";
+    }
     | { readonly kind: "invalidRamRange"; readonly range: MemoryRange }
     | { readonly kind: "invalidPriority"; readonly name: string; readonly priority: number }
     | {
@@ -90,10 +119,32 @@ export class RegionError extends Error {
   }
 }
 
+/**
+ * The nesting rule of overlapping regions that a new region broke:
+ * `lowerInside` (lower priority than the existing region, so it must lie
+ * inside it), `equalSame` (equal priority: same range), `higherContains`
+ * (higher priority: it must contain the existing region).
+ */
+export type OverlapRule = "lowerInside" | "equalSame" | "higherContains";
+
+/** The rule that applies to a new region of `newPriority` over one of `existingPriority`. */
+export function overlapRule(newPriority: number, existingPriority: number): OverlapRule {
+  if (newPriority < existingPriority) return "lowerInside";
+  return newPriority === existingPriority ? "equalSame" : "higherContains";
+}
+
+const RULE_TEXT: Record<OverlapRule, string> = {
+  lowerInside: "a region of lower priority must lie inside the region it overlaps",
+  equalSame: "regions of equal priority that overlap must have the same range",
+  higherContains: "a region of higher priority must contain the region it overlaps",
+};
+
 function describe(d: RegionError["detail"]): string {
   switch (d.kind) {
     case "overlap":
-      return `memory region ${d.newName} overlaps with existing region ${d.existingName}`;
+      return `memory region ${d.newName} overlaps with existing region ${d.existingName}: ${d.newName} is ${d.newRange} at priority ${d.newPriority}, ${d.existingName} is ${d.existingRange} at priority ${d.existingPriority}; ${
+        RULE_TEXT[d.rule]
+      }`;
     case "invalidRamRange":
       return `${d.range} is not a controllable RAM range`;
     case "invalidPriority":

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { skipWithoutHugetlb, skipWithoutKvm, withHugetlbPool } from "./support/requirements.ts";
+import {
+  skipWithoutHugetlb,
+  skipWithoutKvm,
+  skipWithoutSeabios,
+  withHugetlbPool,
+} from "./support/requirements.ts";
 
 const MAIN = new URL("../demo/main.ts", import.meta.url).pathname;
 
@@ -53,6 +58,26 @@ interface JsonReport {
   }[];
   steps: { title: string; actions: string[]; observations: JsonObservation[] }[];
   ok: boolean;
+  firmware?: {
+    status: string;
+    bios?: string;
+    size?: string;
+    events?: {
+      kind: string;
+      boot: number;
+      text?: string;
+      offset?: string;
+      width?: number;
+      value?: string;
+      changes?: { range: string; visibility: string }[];
+      how?: string;
+      gpa?: string;
+    }[];
+    end_of_post?: { regions: { range: string; name: string; access: string }[]; slots: unknown[] };
+    option_rom_byte?: string;
+    checks?: { what: string; ok: boolean }[];
+    ok?: boolean;
+  };
 }
 
 function step(report: JsonReport, title: string): JsonObservation[] {
@@ -122,6 +147,78 @@ function assertLegacyScenario(report: JsonReport): void {
   );
 }
 
+/** The firmware part of a `--json` run: SeaBIOS booted twice, PAM and all. */
+function assertFirmwareJson(report: JsonReport): void {
+  const firmware = report.firmware!;
+  assert.equal(firmware.status, "booted");
+  assert.equal(firmware.bios, "/usr/share/seabios/bios.bin");
+  assert.equal(firmware.size, "0x20000");
+  assert.equal(firmware.ok, true);
+  assert.ok(firmware.checks!.every((c) => c.ok));
+  const events = firmware.events!;
+  assert.deepEqual(events[0], {
+    kind: "line",
+    boot: 1,
+    text: "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+  });
+  assert.deepEqual(
+    events.filter((e) => e.kind === "pam" && e.boot === 1).map((e) => [e.offset, e.value]),
+    [
+      ["0x58", "0x33333000"],
+      ["0x5c", "0x33333333"],
+      ["0x58", "0x11111000"],
+      ["0x5c", "0x31111111"],
+      ["0x58", "0x33333000"], // SeaBIOS reopens shadow RAM to restore itself before rebooting
+      ["0x5c", "0x33333333"],
+    ],
+  );
+  assert.deepEqual(events.filter((e) => e.kind === "droppedWrite"), [
+    { kind: "droppedWrite", boot: 1, gpa: "0xc01f0" },
+  ]);
+  assert.equal(firmware.option_rom_byte, "0xa5");
+  assert.deepEqual(events.filter((e) => e.kind === "reset"), [
+    { kind: "reset", boot: 2, how: "0xcf9" },
+  ]);
+  assert.deepEqual(events.at(-1), {
+    kind: "line",
+    boot: 2,
+    text: "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+  });
+  const regions = firmware.end_of_post!.regions;
+  assert.deepEqual(
+    regions.filter((r) => r.range === "0xf0000-0x100000").map((r) => [r.name, r.access]),
+    [["ram", "ro"], ["bios-f0000", "ro"]],
+  );
+  assert.equal(firmware.end_of_post!.slots.length, 17);
+}
+
+/** The firmware part of a text run. */
+function assertFirmwareText(stdout: string): void {
+  const lines = stdout.split("\n");
+  for (
+    const line of [
+      "SeaBIOS on membacking",
+      "  [1] │ SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+      "  [1] PAM config write 0x58/4 = 0x33333000 → 0xc0000-0xd0000 (4 pieces) read-write, 0xf0000-0x100000 read-write",
+      "  [1] PAM config write 0x5c/4 = 0x31111111 → 0xd0000-0xec000 (7 pieces) read-only",
+      "  [1] │ membacking rom: write to own image dropped",
+      "  [2] RESET through 0xcf9: PAM closed, the vCPU back at the reset vector, RAM kept",
+      "  [2] │ SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+      "Region map, at the end of POST (PAM locked)",
+      "KVM memory slots, at the end of POST (PAM locked)",
+      "  ✓ a warm reset through 0xcf9 closed PAM and the second banner ran from ROM",
+      "membacking demo",
+      "All 19 observations as expected.",
+    ]
+  ) {
+    assert.ok(lines.includes(line), `missing line ${JSON.stringify(line)}`);
+  }
+  assert.match(stdout, /^SeaBIOS booted twice in \d+\.\d s\.$/m);
+  assert.ok(
+    stdout.indexOf("SeaBIOS on membacking") < stdout.indexOf("membacking demo"),
+  );
+}
+
 Deno.test({
   name: "demo on KVM: --json records the guest's observations",
   ignore: skipWithoutKvm(),
@@ -133,6 +230,9 @@ Deno.test({
     assert.equal(report.mode, "kvm");
     assert.deepEqual(report.notes, []);
     assertLegacyScenario(report);
+    // With SeaBIOS installed (required in CI), the demo boots it first.
+    if (!skipWithoutSeabios()) assertFirmwareJson(report);
+    else assert.equal(report.firmware?.status, "notInstalled");
     const slots = report.snapshots[0].slots;
     assert.equal(slots.length, 17); // 16 RAM regions and the probe's code page
     const { host_address, ...code } = slots[16];
@@ -171,6 +271,7 @@ Deno.test({
       /✓ guest store32 0xc0010 = 0xdeadbeef +→ MMIO exit: write 4 bytes at 0xc0010 data ef be ad de/,
     );
     assert.match(run.stdout, /✓ guest load32 0xa0010 +→ 0xfb000010/);
+    if (!skipWithoutSeabios()) assertFirmwareText(run.stdout);
   },
 });
 
@@ -178,7 +279,7 @@ Deno.test({
   name: "demo on KVM: --private skips the x86 legacy steps and uses the MMIO gap",
   ignore: skipWithoutKvm(),
   fn: async () => {
-    const run = await demo("--json", "--private", "--memory", "64M");
+    const run = await demo("--json", "--private", "--memory", "64M", "--no-firmware");
     assert.equal(run.code, 0, run.stderr);
     const report = JSON.parse(run.stdout) as JsonReport;
     assert.equal(report.ok, true);
@@ -199,6 +300,18 @@ Deno.test({
       { kind: "mmio", gpa: "0xe0000010", direction: "read", size: 4, data: "" },
     ]);
   },
+});
+
+Deno.test("demo without SeaBIOS: one line on how to install it, then the scenario", async () => {
+  const run = await demo("--bios", "/nonexistent/bios.bin", "--no-kvm");
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.split("\n");
+  assert.equal(
+    lines[0],
+    "note: SeaBIOS is not installed (/nonexistent/bios.bin): apt-get install seabios, and the demo boots it on membacking first",
+  );
+  assert.equal(lines[2], "membacking demo");
+  assert.ok(!run.stdout.includes("SeaBIOS on membacking"));
 });
 
 Deno.test({
@@ -283,6 +396,8 @@ Deno.test("demo --help and bad options", async (t) => {
           "--json",
           "--no-kvm",
           "--kvm-device",
+          "--bios",
+          "--no-firmware",
         ]
       ) {
         assert.ok(run.stdout.includes(`  ${option}`), `--help lists ${option}`);

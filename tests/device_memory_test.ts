@@ -86,7 +86,9 @@ Deno.test("device memory", async (t) => {
     control.mapToGuest(0x10000n, true);
     assert.throws(() => control.mapToGuest(0x41000n, true), {
       name: "RegionError",
-      message: "memory region dev overlaps with existing region other",
+      message: "memory region dev overlaps with existing region other: dev is " +
+        "0x41000-0x43000 at priority 0, other is 0x40000-0x42000 at priority 0; regions of " +
+        "equal priority that overlap must have the same range",
     });
     assert.equal(`${control.guestRange}`, "0x10000-0x12000");
     assert.equal(control.isActive, true);
@@ -295,7 +297,8 @@ Deno.test("device memory failures change nothing", async (t) => {
     f.takePartitionEvents();
     assert.throws(() => first.control.mapToGuest(0x41000n, true), {
       name: "RegionError",
-      message: "memory region first overlaps with existing region other",
+      message:
+        "memory region first overlaps with existing region other: first is 0x41000-0x43000 at priority 0, other is 0x40000-0x42000 at priority 0; regions of equal priority that overlap must have the same range",
     });
     // Refused before anything was taken down: the partition heard nothing.
     assert.deepEqual(f.takePartitionEvents(), []);

@@ -21,27 +21,62 @@ Deno.test("region admission", async (t) => {
       handle.map(RWX);
       return handle;
     };
-    const overlapErr = (priority: number, start: number, end: number, existing: string) =>
+    const overlapErr = (
+      priority: number,
+      start: number,
+      end: number,
+      existing: string,
+      message: string,
+    ) =>
       assert.throws(() => add(priority, start, end), (e: unknown) => {
         assert.ok(e instanceof RegionError);
         assert.equal(e.kind, "overlap");
-        assert.equal(
-          e.message,
-          `memory region ${priority} overlaps with existing region ${existing}`,
-        );
+        assert.equal(e.message, message);
         assert.equal((e.detail as { existingName: string }).existingName, existing);
         return true;
       });
 
     const high = add(1, 0x1000, 0x3000);
-    overlapErr(0, 0x2000, 0x4000, "1");
+    overlapErr(
+      0,
+      0x2000,
+      0x4000,
+      "1",
+      "memory region 0 overlaps with existing region 1: 0 is 0x2000-0x4000 at priority 0, " +
+        "1 is 0x1000-0x3000 at priority 1; a region of lower priority must lie inside the " +
+        "region it overlaps",
+    );
     const low = add(0, 0x1000, 0x3000);
     high[Symbol.dispose]();
-    overlapErr(1, 0x2000, 0x4000, "0");
-    overlapErr(1, 0x2000, 0x3000, "0");
+    overlapErr(
+      1,
+      0x2000,
+      0x4000,
+      "0",
+      "memory region 1 overlaps with existing region 0: 1 is 0x2000-0x4000 at priority 1, " +
+        "0 is 0x1000-0x3000 at priority 0; a region of higher priority must contain the " +
+        "region it overlaps",
+    );
+    overlapErr(
+      1,
+      0x2000,
+      0x3000,
+      "0",
+      "memory region 1 overlaps with existing region 0: 1 is 0x2000-0x3000 at priority 1, " +
+        "0 is 0x1000-0x3000 at priority 0; a region of higher priority must contain the " +
+        "region it overlaps",
+    );
     add(1, 0x0, 0x10000);
     low[Symbol.dispose]();
-    overlapErr(0, 0x0, 0x20000, "1");
+    overlapErr(
+      0,
+      0x0,
+      0x20000,
+      "1",
+      "memory region 0 overlaps with existing region 1: 0 is 0x0-0x20000 at priority 0, " +
+        "1 is 0x0-0x10000 at priority 1; a region of lower priority must lie inside the " +
+        "region it overlaps",
+    );
     add(0, 0x1000, 0x8000);
     assert.deepEqual(m.regionInfos().map((i) => `${i.name} ${i.range} ${i.active}`), [
       "1 0x0-0x10000 true",
@@ -57,7 +92,11 @@ Deno.test("region admission", async (t) => {
     // Refused by both: "b" was added first, although "a" comes first by address.
     assert.throws(
       () => m.newRegion("c", r(0x0, 0x8000), 5, false),
-      { message: "memory region c overlaps with existing region b" },
+      {
+        message: "memory region c overlaps with existing region b: c is 0x0-0x8000 at " +
+          "priority 5, b is 0x4000-0x5000 at priority 5; regions of equal priority that " +
+          "overlap must have the same range",
+      },
     );
     assert.equal(m.regionCount, 2);
   });
@@ -130,7 +169,8 @@ Deno.test("region admission", async (t) => {
     m.newRegion("blocker", r(0x1000, 0x2000), 3, false);
     assert.throws(() => second.restore(), {
       name: "RegionError",
-      message: "memory region second overlaps with existing region blocker",
+      message:
+        "memory region second overlaps with existing region blocker: second is 0x1000-0x3000 at priority 3, blocker is 0x1000-0x2000 at priority 3; regions of equal priority that overlap must have the same range",
     });
     assert.equal(second.isRemoved, true);
     assert.deepEqual(names(), ["outer", "inner*", "blocker"]);
@@ -151,7 +191,8 @@ Deno.test("region admission", async (t) => {
     outer.checkMove(r(0x18000, 0x28000));
     assert.throws(() => outer.checkMove(r(0x38000, 0x48000)), {
       name: "RegionError",
-      message: "memory region outer overlaps with existing region other",
+      message:
+        "memory region outer overlaps with existing region other: outer is 0x38000-0x48000 at priority 5, other is 0x40000-0x50000 at priority 5; regions of equal priority that overlap must have the same range",
     });
     assert.throws(() => outer.checkMove(r(0xf8000, 0x108000)), {
       name: "RegionError",
@@ -161,7 +202,8 @@ Deno.test("region admission", async (t) => {
     // A lower region may not leave the region that contains it.
     assert.throws(() => inner.checkMove(r(0x1f000, 0x21000)), {
       name: "RegionError",
-      message: "memory region inner overlaps with existing region outer",
+      message:
+        "memory region inner overlaps with existing region outer: inner is 0x1f000-0x21000 at priority 1, outer is 0x10000-0x20000 at priority 5; a region of lower priority must lie inside the region it overlaps",
     });
     inner.checkMove(r(0x1f000, 0x20000));
     assert.deepEqual(m.inspect(), before);

@@ -205,7 +205,14 @@ export class RegionModel {
         (priority === other.priority && other.range.equals(range)) ||
         (priority > other.priority && range.contains(other.range));
       if (!ok) {
-        throw new ModelError(`memory region ${name} overlaps with existing region ${other.name}`);
+        const rule = priority < other.priority
+          ? "a region of lower priority must lie inside the region it overlaps"
+          : priority === other.priority
+          ? "regions of equal priority that overlap must have the same range"
+          : "a region of higher priority must contain the region it overlaps";
+        throw new ModelError(
+          `memory region ${name} overlaps with existing region ${other.name}: ${name} is ${range} at priority ${priority}, ${other.name} is ${other.range} at priority ${other.priority}; ${rule}`,
+        );
       }
     }
   }

@@ -1,8 +1,8 @@
 /**
- * Host requirements of tests. A test that needs KVM or hugepages is skipped
- * where the host lacks them, unless MEMBACKING_REQUIRE_KVM=1 or
- * MEMBACKING_REQUIRE_HUGETLB=1 is set (as `.ci/run` does): then it runs and
- * fails, so CI can never pass by skipping.
+ * Host requirements of tests. A test that needs KVM, hugepages or SeaBIOS
+ * is skipped where the host lacks them, unless MEMBACKING_REQUIRE_KVM=1,
+ * MEMBACKING_REQUIRE_HUGETLB=1 or MEMBACKING_REQUIRE_SEABIOS=1 is set (as
+ * `.ci/run` does): then it runs and fails, so CI can never pass by skipping.
  *
  * Use as `Deno.test({ name, ignore: skipWithoutKvm(), fn })`.
  */
@@ -49,6 +49,25 @@ export function skipWithoutHugetlb(): boolean {
   return !required("MEMBACKING_REQUIRE_HUGETLB") && !canUseHugetlb();
 }
 
+/** Where Debian's `seabios` package installs its images. */
+export const SEABIOS_DIR = "/usr/share/seabios";
+
+/** Whether `bios.bin` and `bios-256k.bin` are installed. */
+export function hasSeabios(): boolean {
+  try {
+    return Deno.statSync(`${SEABIOS_DIR}/bios.bin`).isFile &&
+      Deno.statSync(`${SEABIOS_DIR}/bios-256k.bin`).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** `ignore` value for a SeaBIOS test: true only when SeaBIOS (or KVM) is missing and not required. */
+export function skipWithoutSeabios(): boolean {
+  if (skipWithoutKvm()) return true;
+  return !required("MEMBACKING_REQUIRE_SEABIOS") && !hasSeabios();
+}
+
 /** Reads the hugetlb pool size (2 MiB pages). */
 export function hugetlbPool(): number {
   return Number(readTextFile(NR_HUGEPAGES).trim());
@@ -79,6 +98,11 @@ export function openFdCount(): number {
 /** Number of lines in /proc/self/maps. */
 export function mapsLineCount(): number {
   return readTextFile("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
+}
+
+/** Number of /proc/self/maps lines that contain `text` (e.g. `/memfd:bios`). */
+export function mapsLinesContaining(text: string): number {
+  return readTextFile("/proc/self/maps").split("\n").filter((l) => l.includes(text)).length;
 }
 
 /** Number of /proc/self/maps entries of at least `bytes` bytes (reservations, not heap pages). */
