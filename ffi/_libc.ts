@@ -52,6 +52,22 @@ export const LIBC_SYMBOLS = {
     ],
     result: "i32",
   },
+  /**
+   * `int madvise(void *addr, size_t length, int advice);` run on a thread of
+   * Deno's blocking pool (`nonblocking`): several at once populate memory
+   * in parallel. errno is that thread's, so a failure is reported by
+   * calling the blocking form again.
+   */
+  madvise_nonblocking: {
+    name: "madvise",
+    parameters: [
+      "usize", // void *addr
+      "usize", // size_t length
+      "i32", // int advice
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
   /** `int mlock(const void *addr, size_t len);` */
   mlock: {
     parameters: [

@@ -40,6 +40,34 @@ export function madvise(addr: bigint, length: bigint, advice: number): void {
 }
 
 /** `mlock(addr, length)`. */
+/**
+ * `madvise(addr, length, advice)` split into `pieces` parts of whole 2 MiB
+ * units run at once on Deno's blocking thread pool (for `MADV_POPULATE_*`:
+ * populating memory on several cores). A part that fails is run again on
+ * this thread, whose errno then tells why (a SyscallError named `madvise`).
+ */
+export async function madviseParallel(
+  addr: bigint,
+  length: bigint,
+  advice: number,
+  pieces: number,
+): Promise<void> {
+  const unit = 2n << 20n;
+  const count = BigInt(Math.max(1, Math.floor(pieces)));
+  let step = (length / count + unit - 1n) / unit * unit;
+  if (step === 0n) step = length;
+  const parts: [bigint, bigint][] = [];
+  for (let at = 0n; at < length; at += step) {
+    parts.push([addr + at, length - at < step ? length - at : step]);
+  }
+  const results = await Promise.all(
+    parts.map(([start, len]) => libc().madvise_nonblocking(start, len, advice)),
+  );
+  results.forEach((result, i) => {
+    if (result === -1) madvise(parts[i][0], parts[i][1], advice);
+  });
+}
+
 export function mlock(addr: bigint, length: bigint): void {
   check("mlock", libc().mlock(addr, length));
 }

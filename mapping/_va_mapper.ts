@@ -1,7 +1,7 @@
 import { Madv, Mman } from "../ffi/_constants.ts";
 import { hostBytes } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
-import { madvise, mmap, protFor } from "../ffi/_mman.ts";
+import { madvise, madviseParallel, mmap, protFor } from "../ffi/_mman.ts";
 import { tryAnonVmaName } from "../ffi/_system.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
@@ -321,6 +321,31 @@ export class VaMapper implements Disposable {
     this.#changed();
     this.#addPrivateHome(range, name);
     nameAnonymous(host, range.len, name);
+  }
+
+  /**
+   * Faults in the host pages of every live range inside `range`
+   * (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` where the host mapping
+   * is read-only), `threads` ranges at once. A range that the table loses
+   * meanwhile (a region change while this runs) is skipped, not an error.
+   */
+  async populate(range: MemoryRange, threads: number): Promise<void> {
+    this.#checkInside(range);
+    const generation = this.#generation;
+    const jobs: Promise<void>[] = [];
+    for (const entry of this.entries()) {
+      if (!entry.range.overlaps(range)) continue;
+      const part = entry.range.intersection(range);
+      const advice = entry.writable || entry.kind === "private"
+        ? Madv.MADV_POPULATE_WRITE
+        : Madv.MADV_POPULATE_READ;
+      jobs.push(
+        madviseParallel(this.base + part.start, part.len, advice, threads).catch((error) => {
+          if (this.#generation === generation) throw error;
+        }),
+      );
+    }
+    await Promise.all(jobs);
   }
 
   /** `madvise(MADV_HUGEPAGE)` over `range` (throws a SyscallError on failure). */
