@@ -66,11 +66,20 @@ export const PRIVATE_RAM_NAME = "guest-ram-private";
  * that was allocated before it.
  *
  * @example
- * ```ts ignore
- * import { GuestMemoryBuilder, MemoryLayout, MemoryRange } from "./mod.ts";
- * const layout = MemoryLayout.fromGaps(2n << 30n, [new MemoryRange(0xe0000000n, 0x100000000n)]);
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryBuildError, MemoryLayout, MemoryRange } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const layout = MemoryLayout.fromGaps(64n << 20n, [new MemoryRange(0xe0000000n, 0x100000000n)]);
  * using manager = new GuestMemoryBuilder().prefetchRam(true).build(layout);
  * manager.client().guestMemory().write(0x1000n, new Uint8Array([1, 2, 3]));
+ * assert.equal(manager.client().guestMemory().readU8(0x1002n), 3);
+ *
+ * assert.throws(() => new GuestMemoryBuilder().transparentHugepages(true).build(layout), {
+ *   name: "MemoryBuildError",
+ *   message: "transparent huge pages requires private memory mode",
+ * });
+ * assert.ok(MemoryBuildError);
  * ```
  */
 export class GuestMemoryBuilder {

@@ -14,10 +14,20 @@ export function newDeviceMemoryControl(state: DeviceMemoryState): DeviceMemoryCo
  * over it). It is mapped executable, never prefetched.
  *
  * @example
- * ```ts ignore
- * const { control } = mapper.newRegion(0x20000n, "vga");
- * control.mapToGuest(0xa0000n, true);
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(
+ *   MemoryLayout.fromGaps(1n << 20n, [new MemoryRange(0x100000n, 0x200000n)]),
+ * );
+ * const { control } = manager.deviceMemoryMapper().newRegion(0x20000n, "bar");
+ * control.mapToGuest(0x100000n, true);
+ * assert.equal(`${control.guestRange}`, "0x100000-0x120000");
+ * control.mapToGuest(0x140000n, true); // moved
+ * assert.equal(`${control.guestRange}`, "0x140000-0x160000");
  * control.unmapFromGuest();
+ * assert.equal(control.guestRange, undefined);
  * ```
  */
 export class DeviceMemoryControl implements Disposable {

@@ -21,10 +21,24 @@ export function newDeviceMemoryMapper(regions: RegionManager): DeviceMemoryMappe
  * memory): what `GuestMemoryManager.deviceMemoryMapper()` returns.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility, SharedMemoryBacking } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+ *   MemoryLayout.fromGaps(2n << 20n, []),
+ * );
+ * using vram = SharedMemoryBacking.create(0x20000n, { contents: new Uint8Array([0x56]) });
  * const { control, region } = manager.deviceMemoryMapper().newRegion(0x20000n, "vga");
  * region.map(0n, vram, 0n, 0x20000n, true);
  * control.mapToGuest(0xa0000n, true);
+ * const memory = manager.client().guestMemory();
+ * assert.equal(memory.readU8(0xa0000n), 0); // RAM wins over device memory
+ * manager.ramVisibilityControl().setRamVisibility(
+ *   new MemoryRange(0xa0000n, 0xc0000n),
+ *   RamVisibility.Unmapped,
+ * );
+ * assert.equal(memory.readU8(0xa0000n), 0x56); // the VGA window shows the framebuffer
  * ```
  */
 export class DeviceMemoryMapper {

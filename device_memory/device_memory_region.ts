@@ -14,9 +14,19 @@ export function newDeviceMemoryRegion(state: DeviceMemoryState): DeviceMemoryReg
  * Changes show in the guest at once when the region is placed there.
  *
  * @example
- * ```ts ignore
- * const { region } = mapper.newRegion(0x100000n, "framebuffer");
- * region.map(0n, framebufferFd, 0n, 0x100000n, true);
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, SharedMemoryBacking } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(
+ *   MemoryLayout.fromGaps(1n << 20n, [new MemoryRange(0x100000n, 0x200000n)]),
+ * );
+ * using framebuffer = SharedMemoryBacking.create(0x10000n);
+ * const { control, region } = manager.deviceMemoryMapper().newRegion(0x10000n, "framebuffer");
+ * region.map(0n, framebuffer, 0n, 0x10000n, true);
+ * control.mapToGuest(0x100000n, true);
+ * framebuffer.write(0n, new Uint8Array([7]));
+ * assert.equal(manager.client().guestMemory().readU8(0x100000n), 7);
  * ```
  */
 export class DeviceMemoryRegion {

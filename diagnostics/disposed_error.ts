@@ -6,8 +6,10 @@
  * @example
  * ```ts
  * import { DisposedError } from "./disposed_error.ts";
+ * import assert from "node:assert/strict";
  * const err = new DisposedError({ object: "guest memory manager" });
- * console.log(err.kind, err.message); // disposed guest memory manager has been disposed
+ * assert.equal(err.kind, "disposed");
+ * assert.equal(err.message, "guest memory manager has been disposed");
  * ```
  */
 export class DisposedError extends Error {

@@ -12,8 +12,9 @@
  * @example
  * ```ts
  * import type { Warning } from "./warnings.ts";
+ * import assert from "node:assert/strict";
  * const warning: Warning = { message: "failed to prefetch range", cause: new Error("EFAULT") };
- * console.log(warning.message);
+ * assert.equal(warning.message, "failed to prefetch range");
  * ```
  */
 export interface Warning {

@@ -8,8 +8,12 @@
  * @example
  * ```ts
  * import { MissingPermissionError } from "./missing_permission_error.ts";
+ * import assert from "node:assert/strict";
  * const err = new MissingPermissionError("ffi", "to call libc");
- * console.log(err.message);
+ * assert.equal(
+ *   err.message,
+ *   "membacking needs the ffi permission to call libc: run deno with --allow-ffi",
+ * );
  * // membacking needs the ffi permission to call libc: run deno with --allow-ffi
  * ```
  */

@@ -12,8 +12,11 @@ import { lastErrno, strerror } from "./_libc.ts";
  * @example
  * ```ts
  * import { SyscallError } from "./syscall_error.ts";
+ * import assert from "node:assert/strict";
  * const err = new SyscallError("fallocate", 12);
- * console.log(err.code, err.syscall, err.message);
+ * assert.equal(err.code, "ENOMEM");
+ * assert.equal(err.syscall, "fallocate");
+ * assert.equal(err.message, "Cannot allocate memory");
  * // ENOMEM fallocate Cannot allocate memory
  * ```
  */

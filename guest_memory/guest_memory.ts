@@ -149,17 +149,18 @@ export function newSharedGuestMemory(
  * writes made through any other mapping of the same backing and vice versa.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { GuestMemoryBuilder, GuestMemoryError, MemoryLayout } from "../mod.ts";
+ * import assert from "node:assert/strict";
  * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 30n, []));
  * const memory = manager.client().guestMemory();
  * memory.writeU32(0x1000n, 0xdeadbeef);
- * console.log(memory.readU32(0x1000n).toString(16)); // deadbeef
+ * assert.equal(memory.readU32(0x1000n), 0xdeadbeef);
  * try {
  *   memory.readU8(0x40000000n);
  * } catch (err) {
  *   if (!(err instanceof GuestMemoryError)) throw err;
- *   console.log(err.kind, err.message); // outOfRange guest address 0x40000000 is outside guest memory 0x0-0x40000000
+ *   assert.equal(err.message, "guest address 0x40000000 is outside guest memory 0x0-0x40000000");
  * }
  * ```
  */

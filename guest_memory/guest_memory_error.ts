@@ -24,8 +24,10 @@ export type GuestMemoryAccess = GuestMemoryError["access"];
  * @example
  * ```ts
  * import { GuestMemoryError } from "./guest_memory_error.ts";
+ * import assert from "node:assert/strict";
  * const err = GuestMemoryError.unmapped(0x1000n, { address: 0x1000n, length: 8n, write: false });
- * console.log(err.kind, err.message); // unmapped guest address 0x1000 is not mapped
+ * assert.equal(err.kind, "unmapped");
+ * assert.equal(err.message, "guest address 0x1000 is not mapped");
  * ```
  */
 export class GuestMemoryError extends Error {

@@ -9,11 +9,12 @@ import { MemoryLayoutError } from "./memory_layout_error.ts";
  * ```ts
  * import { MemoryRange } from "./memory_range.ts";
  * import type { MemoryLayoutOptions } from "./memory_layout.ts";
+ * import assert from "node:assert/strict";
  * const options: MemoryLayoutOptions = {
  *   pciEcamGaps: [new MemoryRange(0xe0000000n, 0xf0000000n)],
  *   vtl2Range: new MemoryRange(0x200000000n, 0x210000000n),
  * };
- * console.log(`${options.vtl2Range}`);
+ * assert.equal(`${options.vtl2Range}`, "0x200000000-0x210000000");
  * ```
  */
 export interface MemoryLayoutOptions {
@@ -66,9 +67,10 @@ function frozen(ranges: readonly MemoryRange[]): readonly MemoryRange[] {
  * @example
  * ```ts
  * import { MemoryLayout, MemoryRange } from "../mod.ts";
+ * import assert from "node:assert/strict";
  * const layout = MemoryLayout.fromGaps(4n << 30n, [new MemoryRange(0xe0000000n, 0x100000000n)]);
- * console.log(layout.ram().map(String)); // ["0x0-0xe0000000", "0x100000000-0x120000000"]
- * console.log(layout.endOfRam().toString(16)); // 120000000
+ * assert.deepEqual(layout.ram().map(String), ["0x0-0xe0000000", "0x100000000-0x120000000"]);
+ * assert.equal(layout.endOfRam(), 0x120000000n);
  * ```
  */
 export class MemoryLayout {
@@ -99,12 +101,14 @@ export class MemoryLayout {
    * @example
    * ```ts
    * import { MemoryLayout, MemoryRange } from "../mod.ts";
+   * import assert from "node:assert/strict";
    * const layout = MemoryLayout.fromGaps(
    *   4n << 30n,
    *   [new MemoryRange(0xe0000000n, 0x100000000n)],
    *   { vtl2Range: new MemoryRange(0x200000000n, 0x202000000n) },
    * );
-   * console.log(layout.ram().length, layout.ramSize() === 4n << 30n); // 2 true
+   * assert.equal(layout.ram().length, 2);
+   * assert.equal(layout.ramSize(), 4n << 30n);
    * ```
    */
   static fromGaps(
@@ -142,11 +146,12 @@ export class MemoryLayout {
    * @example
    * ```ts
    * import { MemoryLayout, MemoryRange } from "../mod.ts";
+   * import assert from "node:assert/strict";
    * const layout = MemoryLayout.fromRanges(
    *   [new MemoryRange(0n, 0x80000000n), new MemoryRange(0x100000000n, 0x180000000n)],
    *   [new MemoryRange(0xe0000000n, 0x100000000n)],
    * );
-   * console.log(layout.ramSize() === 4n << 30n); // true
+   * assert.equal(layout.ramSize(), 4n << 30n);
    * ```
    */
   static fromRanges(

@@ -9,8 +9,9 @@
  * @example
  * ```ts
  * import type { MemoryLayoutErrorKind } from "./memory_layout_error.ts";
+ * import assert from "node:assert/strict";
  * const kind: MemoryLayoutErrorKind = "badSize";
- * console.log(kind);
+ * assert.equal(kind, "badSize");
  * ```
  */
 export type MemoryLayoutErrorKind = MemoryLayoutError["kind"];
@@ -29,8 +30,10 @@ const MESSAGES: Readonly<Record<MemoryLayoutErrorKind, string>> = {
  * @example
  * ```ts
  * import { MemoryLayoutError } from "./memory_layout_error.ts";
+ * import assert from "node:assert/strict";
  * const err = new MemoryLayoutError("vtl2BelowRam");
- * console.log(err.kind, err.message); // vtl2BelowRam vtl2 range is below end of ram
+ * assert.equal(err.kind, "vtl2BelowRam");
+ * assert.equal(err.message, "vtl2 range is below end of ram");
  * ```
  */
 export class MemoryLayoutError extends Error {

@@ -5,7 +5,8 @@ import { hex } from "./_hex.ts";
  * @example
  * ```ts
  * import { PAGE_SIZE } from "./memory_range.ts";
- * console.log(PAGE_SIZE); // 4096n
+ * import assert from "node:assert/strict";
+ * assert.equal(PAGE_SIZE, 4096n);
  * ```
  */
 export const PAGE_SIZE: bigint = 0x1000n;
@@ -16,7 +17,8 @@ export const PAGE_SIZE: bigint = 0x1000n;
  * @example
  * ```ts
  * import { MAX_ADDRESS } from "./memory_range.ts";
- * console.log(MAX_ADDRESS.toString(16)); // fffffffffffff000
+ * import assert from "node:assert/strict";
+ * assert.equal(MAX_ADDRESS, 0xfffffffffffff000n);
  * ```
  */
 export const MAX_ADDRESS: bigint = (1n << 64n) - PAGE_SIZE;
@@ -32,8 +34,10 @@ const PAGE_MASK = PAGE_SIZE - 1n;
  * @example
  * ```ts
  * import { MemoryRange } from "./memory_range.ts";
+ * import assert from "node:assert/strict";
  * const vga = new MemoryRange(0xa0000n, 0xc0000n);
- * console.log(`${vga}`, vga.len); // 0xa0000-0xc0000 131072n
+ * assert.equal(`${vga}`, "0xa0000-0xc0000");
+ * assert.equal(vga.len, 131072n);
  * ```
  */
 export class MemoryRange {
@@ -156,11 +160,12 @@ export class MemoryRange {
  * @example
  * ```ts
  * import { MemoryRange, subtractRanges } from "./memory_range.ts";
+ * import assert from "node:assert/strict";
  * const left = subtractRanges(
  *   [new MemoryRange(0n, 0x10000n)],
  *   [new MemoryRange(0x4000n, 0x8000n)],
  * );
- * console.log(left.map(String)); // ["0x0-0x4000", "0x8000-0x10000"]
+ * assert.deepEqual(left.map(String), ["0x0-0x4000", "0x8000-0x10000"]);
  * ```
  */
 export function subtractRanges(

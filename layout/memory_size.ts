@@ -12,8 +12,9 @@ const UNITS: ReadonlyArray<readonly [bigint, string]> = [
  * @example
  * ```ts
  * import { MemorySize } from "./memory_size.ts";
- * console.log(`${new MemorySize(257n << 20n)}`); // 257 MB
- * console.log(`${new MemorySize(4097n)}`); // 4097 bytes
+ * import assert from "node:assert/strict";
+ * assert.equal(`${new MemorySize(257n << 20n)}`, "257 MB");
+ * assert.equal(`${new MemorySize(4097n)}`, "4097 bytes");
  * ```
  */
 export class MemorySize {

@@ -78,11 +78,18 @@ export function managerInternals(manager: GuestMemoryManager): GuestMemoryManage
  * Disposing twice does nothing.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
- * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 30n, []));
+ * import { RecordingPartition } from "../testing.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(16n << 20n, []));
  * const memory = manager.client().guestMemory();
- * using attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ * memory.writeU64(0x2000n, 42n);
+ * const partition = new RecordingPartition();
+ * using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ * assert.deepEqual(partition.mappings().map((m) => m.size), [16n << 20n]);
+ * assert.equal(memory.readU64(0x2000n), 42n);
  * ```
  */
 export class GuestMemoryManager implements Disposable {

@@ -66,13 +66,17 @@ function describe(detail: MemoryBuildErrorDetail): string {
  * ```ts
  * import { MemoryBuildError } from "./memory_build_error.ts";
  * import { MemorySize } from "../layout/memory_size.ts";
+ * import assert from "node:assert/strict";
  * const err = new MemoryBuildError({
  *   kind: "hugepageAllocationFailed",
  *   size: new MemorySize(1n << 30n),
  *   hugepageSize: new MemorySize(2n << 20n),
  *   pageCount: 512n,
  * });
- * console.log(err.message);
+ * assert.equal(
+ *   err.message,
+ *   "failed to reserve 512 hugetlb pages of 2 MB each (1 GB total); increase the hugetlb pool or reduce guest memory size",
+ * );
  * // failed to reserve 512 hugetlb pages of 2 MB each (1 GB total); increase the hugetlb pool or reduce guest memory size
  * ```
  */

@@ -8,8 +8,10 @@
  * ```ts
  * import { PartitionAttachError } from "./partition_attach_error.ts";
  * import { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
+ * import assert from "node:assert/strict";
  * const err = new PartitionAttachError(new PartitionMapperError("pin", new Error("EPERM")));
- * console.log(err.message, "/", err.cause.message);
+ * assert.equal(err.message, "failed to attach partition to memory manager");
+ * assert.equal(err.cause.message, "failed to pin range to partition");
  * // failed to attach partition to memory manager / failed to pin range to partition
  * ```
  */

@@ -19,9 +19,19 @@ export function newPartitionAttachment(
  * Detaching twice, or after the manager is gone, does nothing.
  *
  * @example
- * ```ts ignore
- * using attachment = manager.attachPartition(Vtl.Vtl0, partition);
- * // ... run the guest ...
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
+ * import { RecordingPartition } from "../testing.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 20n, []));
+ * const partition = new RecordingPartition();
+ * {
+ *   using attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ *   assert.equal(attachment.isAttached, true);
+ *   assert.equal(partition.mappings().length, 1);
+ * }
+ * assert.equal(partition.mappings().length, 0); // detached at the end of the block
  * ```
  */
 export class PartitionAttachment implements Disposable {

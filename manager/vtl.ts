@@ -5,8 +5,9 @@
  * @example
  * ```ts
  * import { Vtl } from "./vtl.ts";
+ * import assert from "node:assert/strict";
  * const vtl: Vtl = Vtl.Vtl2;
- * console.log(vtl); // 2
+ * assert.equal(vtl, 2);
  * ```
  */
 export const Vtl = {

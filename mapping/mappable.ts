@@ -4,10 +4,13 @@
  * {@linkcode OwnedFd} satisfies it.
  *
  * @example
- * ```ts ignore
- * import type { Mappable } from "./mappable.ts";
- * import { OwnedFd } from "../ffi/_owned_fd.ts";
- * const backing: Mappable = OwnedFd.memfd("framebuffer", 0);
+ * ```ts
+ * import { type Mappable, SharedMemoryBacking } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using framebuffer = SharedMemoryBacking.create(0x10000n, { name: "framebuffer" });
+ * const backing: Mappable = framebuffer;
+ * assert.ok(backing.fd >= 0);
  * ```
  */
 export interface Mappable {

@@ -13,8 +13,20 @@ export function newDmaMapperClient(regions: RegionManager): DmaMapperClient {
  * `GuestMemoryManager.dmaMapperClient()` returns.
  *
  * @example
- * ```ts ignore
- * using registration = manager.dmaMapperClient().addDmaTarget(vfioContainer, true);
+ * ```ts
+ * import { type DmaTarget, GuestMemoryBuilder, MemoryLayout, type MemoryRange } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 20n, []));
+ * const seen: string[] = [];
+ * const iommu: DmaTarget = {
+ *   mapDma: (range: MemoryRange) => void seen.push(`map ${range}`),
+ *   unmapDma: (range: MemoryRange) => void seen.push(`unmap ${range}`),
+ * };
+ * {
+ *   using _registration = manager.dmaMapperClient().addDmaTarget(iommu, false);
+ * }
+ * assert.deepEqual(seen, ["map 0x0-0x100000", "unmap 0x0-0x100000"]);
  * ```
  */
 export class DmaMapperClient {

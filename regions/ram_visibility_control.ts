@@ -43,9 +43,21 @@ export function newRamVisibilityControl(
  * PAM pieces with x86 legacy splitting): read-write, read-only or hidden.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+ *   MemoryLayout.fromGaps(2n << 20n, []),
+ * );
  * const control = manager.ramVisibilityControl();
- * control.setRamVisibility(new MemoryRange(0xf0000n, 0x100000n), RamVisibility.ReadOnly);
+ * const bios = new MemoryRange(0xf0000n, 0x100000n);
+ * control.setRamVisibility(bios, RamVisibility.ReadOnly);
+ * assert.equal(manager.client().guestMemory().isMapped(0xf0000n, 4, true), false);
+ * assert.throws(() => control.setRamVisibility(new MemoryRange(0xf0000n, 0xf4000n), RamVisibility.Unmapped), {
+ *   name: "RegionError",
+ *   message: "0xf0000-0xf4000 is not a controllable RAM range",
+ * });
  * ```
  */
 export class RamVisibilityControl {
