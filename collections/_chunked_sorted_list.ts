@@ -37,6 +37,9 @@ export class ChunkedSortedList<T> {
   #chunks: T[][] = [];
   #length = 0;
   #flat: T[] | undefined = [];
+  /** With tracking on: chunks changed since the last `takeChanges`, and whether chunks came or went. */
+  #changed: Set<readonly T[]> | undefined;
+  #reshaped = false;
   readonly #probe: ChunkProbe<T, unknown> = { pred: () => false, key: undefined };
 
   /** Number of items. */
@@ -82,7 +85,10 @@ export class ChunkedSortedList<T> {
     this.#length++;
     this.#flat = undefined;
     if (chunks.length === 0) {
-      chunks.push([item]);
+      const first = [item];
+      chunks.push(first);
+      this.#changed?.add(first);
+      this.#reshaped = true;
       return;
     }
     let c = cursor.chunk;
@@ -93,12 +99,18 @@ export class ChunkedSortedList<T> {
       i = chunks[c].length;
     }
     const chunk = chunks[c];
+    this.#changed?.add(chunk);
     // Shift by hand: `splice` allocates its (empty) result array and goes
     // through a slow generic path, several times the cost for a short chunk.
     chunk.push(item);
     for (let j = chunk.length - 1; j > i; j--) chunk[j] = chunk[j - 1];
     chunk[i] = item;
-    if (chunk.length > MAX_CHUNK) chunks.splice(c + 1, 0, chunk.splice(MAX_CHUNK >> 1));
+    if (chunk.length > MAX_CHUNK) {
+      const tail = chunk.splice(MAX_CHUNK >> 1);
+      chunks.splice(c + 1, 0, tail);
+      this.#changed?.add(tail);
+      this.#reshaped = true;
+    }
   }
 
   /** Removes the item at `cursor`. */
@@ -108,9 +120,39 @@ export class ChunkedSortedList<T> {
     // By hand rather than `splice`, as in insertAt.
     for (let j = cursor.index + 1; j < chunk.length; j++) chunk[j - 1] = chunk[j];
     chunk.pop();
-    if (chunk.length === 0) this.#chunks.splice(cursor.chunk, 1);
+    this.#changed?.add(chunk);
+    if (chunk.length === 0) {
+      this.#chunks.splice(cursor.chunk, 1);
+      this.#reshaped = true;
+    }
     this.#length--;
     this.#flat = undefined;
+  }
+
+  /** The chunks, in order (each sorted; do not modify). */
+  chunks(): readonly (readonly T[])[] {
+    return this.#chunks;
+  }
+
+  /**
+   * Starts recording which chunks change (for a mirror of the list kept
+   * elsewhere, such as a Worker-shared table). Everything counts as changed
+   * at first.
+   */
+  trackChanges(): void {
+    this.#changed = new Set(this.#chunks);
+    this.#reshaped = true;
+  }
+
+  /**
+   * The chunks changed since the last call (possibly removed ones too), and
+   * whether the sequence of chunks changed (a split, an emptied chunk).
+   */
+  takeChanges(): { readonly chunks: ReadonlySet<readonly T[]>; readonly reshaped: boolean } {
+    const changes = { chunks: this.#changed ?? new Set<readonly T[]>(), reshaped: this.#reshaped };
+    this.#changed = new Set();
+    this.#reshaped = false;
+    return changes;
   }
 
   /** All items in order (cached until the next change). */

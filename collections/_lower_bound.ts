@@ -28,3 +28,24 @@ export function lowerBound<T, K>(
   }
   return lo;
 }
+
+/**
+ * The first index in `[from, to)` for which `pred(index, key)` holds (`pred`
+ * monotone), or `to`: the same search over data that is not an array of
+ * items, such as records laid out in a typed array.
+ */
+export function lowerBoundIndex<K>(
+  from: number,
+  to: number,
+  pred: (index: number, key: K) => boolean,
+  key: K,
+): number {
+  let lo = from;
+  let hi = to;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pred(mid, key)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}

@@ -4,18 +4,22 @@
  *
  * One `SharedArrayBuffer` holds:
  * - a header: the table's sequence number (odd while the manager rewrites
- *   the table: a seqlock), the disposed flag and the table length;
+ *   part of the table: a seqlock), the disposed flag and the table size;
  * - one slot per reader (a Worker's `GuestMemory`): who owns it, a counter
  *   that is odd while the reader is inside an access, and a name for
  *   warnings;
- * - the table itself: `[start, end, flags]` per live range, in address
- *   order, as float64 (guest addresses in the reservation are below 2^47).
+ * - the table itself, shaped like the manager's own chunked sorted list so
+ *   that a change rewrites one chunk, not the table: a directory of chunks
+ *   in address order (`[last end, slot]`), and chunk slots of up to 128
+ *   `[start, end, flags]` entries, as float64 (guest addresses in the
+ *   reservation are below 2^47).
  *
  * The protocol (the model is Linux's SRCU and OpenVMM's minircu):
  * - A reader announces an access by making its counter odd, then reads the
- *   sequence number and, if the table changed since it last looked, copies
- *   the table (retrying while the sequence number moves), checks the access
- *   against it, touches memory, and makes its counter even again.
+ *   sequence number and, if the table changed since it last looked, looks
+ *   the address up in the shared table (two binary searches, retried while
+ *   the sequence number moves), checks the access, touches memory, and
+ *   makes its counter even again.
  * - The manager, before it makes host memory inaccessible, read-only or
  *   different (munmap, `PROT_NONE`, `MAP_FIXED` over a live range), first
  *   publishes the table without that range and then waits until every
@@ -40,6 +44,8 @@
  */
 
 import { warn } from "../diagnostics/warnings.ts";
+import type { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
+import { lowerBoundIndex } from "../collections/_lower_bound.ts";
 import { membarrier, registerMembarrier } from "../ffi/_system.ts";
 
 /** Readers (Workers' `GuestMemory` objects) one manager can serve at once. */
@@ -50,22 +56,31 @@ const NAME_BYTES = 48;
 // Header words (Int32).
 const SEQ = 0;
 const DISPOSED = 1;
+/** Live ranges in the table. */
 const LENGTH = 2;
 /** 1 when the manager fences readers with `membarrier`, so their counter updates can be plain stores. */
 const FENCED = 3;
-const HEADER_WORDS = 4;
+/** Chunks in the directory. */
+const DIR_COUNT = 4;
+const HEADER_WORDS = 8;
 
 // Reader slots (Int32): owner word and counter word per slot.
 const OWNER_BASE = HEADER_WORDS;
 const COUNTER_BASE = OWNER_BASE + MAX_READERS;
 const INT_WORDS = COUNTER_BASE + MAX_READERS;
 const NAMES_OFFSET = INT_WORDS * 4;
-const TABLE_OFFSET = align8(NAMES_OFFSET + MAX_READERS * NAME_BYTES);
-const ENTRY_DOUBLES = 3;
-const ENTRY_BYTES = ENTRY_DOUBLES * 8;
-const INITIAL_ENTRIES = 256;
-/** At most this many live ranges can be shared (24 MiB of table). */
-const MAX_ENTRIES = 1 << 20;
+/** The chunk directory: `[last end, slot]` float64 pairs. */
+const DIR_OFFSET = align8(NAMES_OFFSET + MAX_READERS * NAME_BYTES);
+const DIR_CAPACITY = 1 << 16;
+/** Chunk slots: `[count, (start, end, flags) x CHUNK_CAPACITY]` float64s each. */
+const SLOTS_OFFSET = DIR_OFFSET + DIR_CAPACITY * 16;
+/** The chunked list's chunks hold at most 128 items between operations. */
+const CHUNK_CAPACITY = 128;
+const SLOT_DOUBLES = 1 + 3 * CHUNK_CAPACITY;
+const SLOT_BYTES = SLOT_DOUBLES * 8;
+const INITIAL_SLOTS = 8;
+/** At most this many chunk slots (about 8 million ranges; 200 MiB of address space, used as needed). */
+const MAX_SLOTS = DIR_CAPACITY;
 
 /** Entry flag: the host may write through the range. */
 export const FLAG_WRITABLE = 1;
@@ -102,21 +117,16 @@ class Views {
   readonly buffer: SharedArrayBuffer;
   readonly ints: Int32Array<SharedArrayBuffer>;
   readonly names: Uint8Array<SharedArrayBuffer>;
-  table: Float64Array<SharedArrayBuffer>;
+  readonly dir: Float64Array<SharedArrayBuffer>;
+  /** Length-tracking: it grows with the buffer. */
+  readonly slots: Float64Array<SharedArrayBuffer>;
 
   constructor(buffer: SharedArrayBuffer) {
     this.buffer = buffer;
     this.ints = new Int32Array(buffer, 0, INT_WORDS);
     this.names = new Uint8Array(buffer, NAMES_OFFSET, MAX_READERS * NAME_BYTES);
-    this.table = new Float64Array(buffer, TABLE_OFFSET);
-  }
-
-  /** The table view again if the buffer grew (growable buffers keep their views fixed-length here). */
-  refreshTable(): Float64Array<SharedArrayBuffer> {
-    if (this.table.byteOffset + this.table.byteLength !== this.buffer.byteLength) {
-      this.table = new Float64Array(this.buffer, TABLE_OFFSET);
-    }
-    return this.table;
+    this.dir = new Float64Array(buffer, DIR_OFFSET, DIR_CAPACITY * 2);
+    this.slots = new Float64Array(buffer, SLOTS_OFFSET);
   }
 
   nameOf(slot: number): string {
@@ -124,6 +134,26 @@ class Views {
     const end = raw.indexOf(0);
     return new TextDecoder().decode(end < 0 ? raw : raw.subarray(0, end));
   }
+}
+
+/** A reader's search over the shared directory and slots (reused: no allocation). */
+interface SearchProbe {
+  readonly dir: Float64Array<SharedArrayBuffer>;
+  readonly slots: Float64Array<SharedArrayBuffer>;
+  address: number;
+  /** Where the searched slot starts in `slots`. */
+  at: number;
+}
+
+const chunkEndsAbove = (i: number, p: SearchProbe): boolean => p.dir[2 * i] > p.address;
+const entryEndsAbove = (i: number, p: SearchProbe): boolean =>
+  p.slots[p.at + 2 + 3 * i] > p.address;
+
+/** What the writer needs of a table entry. */
+export interface TableEntry {
+  readonly startNumber: number;
+  readonly endNumber: number;
+  readonly writable: boolean;
 }
 
 /**
@@ -140,12 +170,17 @@ export class SharedTableWriter {
   #waited = 0;
   #stalledTotal = 0;
   #waitCell = new Int32Array(new SharedArrayBuffer(4));
+  /** The slot of each chunk of the mirrored list, and each chunk's place in the directory. */
+  #slotOf = new Map<readonly TableEntry[], number>();
+  #dirIndex = new Map<readonly TableEntry[], number>();
+  readonly #freeSlots: number[] = [];
+  #slotCount = 0;
   readonly #fenced: boolean;
 
   /** A new, empty shared table. */
   constructor(timeoutMs = DEFAULT_GRACE_TIMEOUT_MS) {
-    const size = TABLE_OFFSET + INITIAL_ENTRIES * ENTRY_BYTES;
-    const max = TABLE_OFFSET + MAX_ENTRIES * ENTRY_BYTES;
+    const size = SLOTS_OFFSET + INITIAL_SLOTS * SLOT_BYTES;
+    const max = SLOTS_OFFSET + MAX_SLOTS * SLOT_BYTES;
     const buffer = new SharedArrayBuffer(size, { maxByteLength: max });
     this.#views = new Views(buffer);
     this.#timeoutMs = timeoutMs;
@@ -179,33 +214,87 @@ export class SharedTableWriter {
   }
 
   /**
-   * Writes the table (the live ranges in address order). Readers that look
-   * after this returns see it; readers mid-copy retry.
+   * Mirrors the changes of `list` since the last call (the list must track
+   * its changes: see `ChunkedSortedList.trackChanges`): each changed chunk
+   * is rewritten in its slot, and the directory when chunks came or went.
+   * Readers that look after this returns see the new table; readers in the
+   * middle of a look-up retry.
    */
-  publish(entries: readonly SharedEntry[]): void {
+  publish<T extends TableEntry>(list: ChunkedSortedList<T>): void {
     const views = this.#views;
-    const needed = TABLE_OFFSET + entries.length * ENTRY_BYTES;
-    if (entries.length > MAX_ENTRIES) {
-      throw new RangeError(`cannot share more than ${MAX_ENTRIES} host mappings`);
-    }
-    if (needed > views.buffer.byteLength) {
-      const grown = Math.min(
-        TABLE_OFFSET + MAX_ENTRIES * ENTRY_BYTES,
-        Math.max(needed, 2 * views.buffer.byteLength),
-      );
-      views.buffer.grow(grown);
-    }
-    const table = views.refreshTable();
     const ints = views.ints;
-    Atomics.add(ints, SEQ, 1); // odd: being written
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      table[i * ENTRY_DOUBLES] = e.start;
-      table[i * ENTRY_DOUBLES + 1] = e.end;
-      table[i * ENTRY_DOUBLES + 2] = e.flags;
+    const { chunks: changed, reshaped } = list.takeChanges();
+    const all = list.chunks();
+    if (all.length > DIR_CAPACITY) {
+      throw new RangeError(`cannot share more than ${DIR_CAPACITY} chunks of host mappings`);
     }
-    Atomics.store(ints, LENGTH, entries.length);
-    Atomics.add(ints, SEQ, 1); // even: stable
+    Atomics.add(ints, SEQ, 1); // odd: being written
+    try {
+      // Chunks that went give their slots back (only a reshape removes chunks).
+      const live: ReadonlySet<readonly TableEntry[]> | undefined = reshaped
+        ? new Set(all)
+        : undefined;
+      if (live !== undefined) {
+        for (const [chunk, slot] of this.#slotOf) {
+          if (live.has(chunk)) continue;
+          this.#slotOf.delete(chunk);
+          this.#freeSlots.push(slot);
+        }
+      }
+      for (const chunk of changed) {
+        if (live !== undefined && !live.has(chunk)) continue;
+        let slot = this.#slotOf.get(chunk);
+        if (slot === undefined) {
+          slot = this.#allocateSlot();
+          this.#slotOf.set(chunk, slot);
+        }
+        this.#writeSlot(slot, chunk);
+      }
+      const dir = views.dir;
+      if (reshaped) {
+        this.#dirIndex = new Map();
+        for (let i = 0; i < all.length; i++) {
+          const chunk = all[i];
+          this.#dirIndex.set(chunk, i);
+          dir[2 * i] = chunk[chunk.length - 1].endNumber;
+          dir[2 * i + 1] = this.#slotOf.get(chunk)!;
+        }
+      } else {
+        for (const chunk of changed) {
+          const i = this.#dirIndex.get(chunk)!;
+          dir[2 * i] = chunk[chunk.length - 1].endNumber;
+        }
+      }
+      Atomics.store(ints, DIR_COUNT, all.length);
+      Atomics.store(ints, LENGTH, list.length);
+    } finally {
+      Atomics.add(ints, SEQ, 1); // even: stable
+    }
+  }
+
+  #allocateSlot(): number {
+    const free = this.#freeSlots.pop();
+    if (free !== undefined) return free;
+    const slot = this.#slotCount++;
+    const views = this.#views;
+    const needed = SLOTS_OFFSET + (slot + 1) * SLOT_BYTES;
+    if (needed > views.buffer.byteLength) {
+      const max = SLOTS_OFFSET + MAX_SLOTS * SLOT_BYTES;
+      views.buffer.grow(Math.min(max, Math.max(needed, 2 * views.buffer.byteLength)));
+    }
+    return slot;
+  }
+
+  #writeSlot(slot: number, chunk: readonly TableEntry[]): void {
+    const slots = this.#views.slots;
+    const at = slot * SLOT_DOUBLES;
+    slots[at] = chunk.length;
+    for (let i = 0; i < chunk.length; i++) {
+      const e = chunk[i];
+      slots[at + 1 + 3 * i] = e.startNumber;
+      slots[at + 2 + 3 * i] = e.endNumber;
+      slots[at + 3 + 3 * i] = e.writable ? FLAG_WRITABLE : 0;
+    }
   }
 
   /** Marks the table disposed: every later reader access fails with `disposed`. */
@@ -280,9 +369,7 @@ export class SharedTableReader {
   readonly #index: number;
   #depth = 0;
   #released = false;
-  /** The table as last copied, and the sequence number it was copied at. */
-  #entries: SharedEntry[] = [];
-  #seq = -1;
+  readonly #probe: SearchProbe;
 
   /** Claims a reader slot in `buffer`, named `name` in the manager's warnings. */
   constructor(buffer: SharedArrayBuffer, name: string) {
@@ -306,6 +393,7 @@ export class SharedTableReader {
     this.#ints = ints;
     this.#index = COUNTER_BASE + slot;
     this.#fenced = Atomics.load(ints, FENCED) === 1;
+    this.#probe = { dir: views.dir, slots: views.slots, address: 0, at: 0 };
     this.#counter = Atomics.load(ints, COUNTER_BASE + slot);
     if ((this.#counter & 1) !== 0) this.#counter++;
   }
@@ -339,26 +427,36 @@ export class SharedTableReader {
   }
 
   /**
-   * The table, copied again if it changed; `sequence` gives the sequence
-   * number it belongs to. Call between {@linkcode enter} and {@linkcode exit}.
+   * The live range containing guest address `address` in the table as it
+   * is now, with the sequence number it was read at (call between
+   * {@linkcode enter} and {@linkcode exit}): a binary search of the chunk
+   * directory, then of one chunk, retried while the manager writes.
    */
-  entries(): { readonly entries: readonly SharedEntry[]; readonly sequence: number } {
-    const ints = this.#views.ints;
+  find(address: number): { readonly entry: SharedEntry | undefined; readonly sequence: number } {
+    const ints = this.#ints;
+    const slots = this.#views.slots;
     for (;;) {
       const before = Atomics.load(ints, SEQ);
-      if (before === this.#seq) return { entries: this.#entries, sequence: before };
-      if ((before & 1) !== 0) continue; // the manager is writing it
-      const length = Atomics.load(ints, LENGTH);
-      const table = this.#views.refreshTable();
-      const copy: SharedEntry[] = [];
-      for (let i = 0; i < length; i++) {
-        const at = i * ENTRY_DOUBLES;
-        copy.push({ start: table[at], end: table[at + 1], flags: table[at + 2] });
+      if ((before & 1) !== 0) continue; // the manager is writing
+      const count = ints[DIR_COUNT];
+      const probe = this.#probe;
+      probe.address = address;
+      const lo = lowerBoundIndex(0, count, chunkEndsAbove, probe);
+      let entry: SharedEntry | undefined;
+      if (lo < count) {
+        const at = probe.dir[2 * lo + 1] * SLOT_DOUBLES;
+        const n = slots[at];
+        probe.at = at;
+        const a = lowerBoundIndex(0, n, entryEndsAbove, probe);
+        if (a < n && slots[at + 1 + 3 * a] <= address) {
+          entry = {
+            start: slots[at + 1 + 3 * a],
+            end: slots[at + 2 + 3 * a],
+            flags: slots[at + 3 + 3 * a],
+          };
+        }
       }
-      if (Atomics.load(ints, SEQ) !== before) continue; // changed while copying
-      this.#entries = copy;
-      this.#seq = before;
-      return { entries: copy, sequence: before };
+      if (Atomics.load(ints, SEQ) === before) return { entry, sequence: before };
     }
   }
 

@@ -7,12 +7,7 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "./mappable.ts";
 import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
 import { warn } from "../diagnostics/warnings.ts";
-import {
-  FLAG_WRITABLE,
-  type GraceStats,
-  type SharedEntry,
-  SharedTableWriter,
-} from "./_shared_table.ts";
+import { type GraceStats, SharedTableWriter } from "./_shared_table.ts";
 import { lowerBound } from "../collections/_lower_bound.ts";
 import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
 
@@ -411,6 +406,7 @@ export class VaMapper implements Disposable {
   share(): SharedArrayBuffer {
     if (this.#shared === undefined) {
       this.#shared = new SharedTableWriter();
+      this.#entries.trackChanges();
       this.#publish();
     }
     return this.#shared.buffer;
@@ -550,13 +546,7 @@ export class VaMapper implements Disposable {
   }
 
   #publish(): void {
-    const entries = this.#entries.toArray();
-    const shared: SharedEntry[] = new Array(entries.length);
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      shared[i] = { start: e.startNumber, end: e.endNumber, flags: e.writable ? FLAG_WRITABLE : 0 };
-    }
-    this.#shared!.publish(shared);
+    this.#shared!.publish(this.#entries);
   }
 }
 

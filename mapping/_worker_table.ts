@@ -7,12 +7,9 @@
  * @module
  */
 
-import { lowerBound } from "../collections/_lower_bound.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
-import { FLAG_WRITABLE, type SharedEntry, SharedTableReader } from "./_shared_table.ts";
+import { FLAG_WRITABLE, SharedTableReader } from "./_shared_table.ts";
 import { VaEntry } from "./_va_mapper.ts";
-
-const endsAbove = (entry: VaEntry, address: number): boolean => entry.endNumber > address;
 
 /** The table a `GuestMemory` checks its accesses against (a `VaMapper`, or this). */
 export interface GuestMemoryTable {
@@ -38,11 +35,9 @@ export class WorkerTable implements GuestMemoryTable {
   readonly reader: SharedTableReader;
   readonly size: bigint;
   readonly base: bigint;
-  #generation = -1;
-  #shared: readonly SharedEntry[] = [];
-  #entries: VaEntry[] = [];
-  /** Entries by `start:end:flags`, so views survive table changes elsewhere. */
-  #cache = new Map<string, VaEntry>();
+  /** The last entry found, and the sequence number it belongs to. */
+  #last: VaEntry | undefined;
+  #lastSequence = -1;
 
   /** Reads the table in `buffer` for the reservation at `base` of `size` bytes. */
   constructor(buffer: SharedArrayBuffer, base: bigint, size: bigint, name: string) {
@@ -60,36 +55,24 @@ export class WorkerTable implements GuestMemoryTable {
   }
 
   refresh(): number {
-    this.#generation = this.#load();
-    return this.#generation;
+    return this.reader.sequence;
   }
 
   find(address: number): VaEntry | undefined {
-    const entries = this.#entries;
-    const lo = lowerBound(entries, endsAbove, address);
-    return lo < entries.length && entries[lo].startNumber <= address ? entries[lo] : undefined;
-  }
-
-  /** Copies the shared table if it changed; the sequence number of the copy. */
-  #load(): number {
-    const { entries, sequence } = this.reader.entries();
-    if (entries === this.#shared) return sequence;
-    const cache = new Map<string, VaEntry>();
-    const built: VaEntry[] = [];
-    for (const e of entries) {
-      const key = `${e.start}:${e.end}:${e.flags}`;
-      let entry = this.#cache.get(key);
-      if (entry === undefined) {
-        const range = new MemoryRange(BigInt(e.start), BigInt(e.end));
-        const writable = (e.flags & FLAG_WRITABLE) !== 0;
-        entry = new VaEntry(range, writable, "shared", -1, 0n, this.base + range.start);
-      }
-      cache.set(key, entry);
-      built.push(entry);
+    const last = this.#last;
+    const { entry, sequence } = this.reader.find(address);
+    if (entry === undefined) return undefined;
+    if (
+      last !== undefined && sequence === this.#lastSequence && last.startNumber === entry.start &&
+      last.endNumber === entry.end
+    ) {
+      return last;
     }
-    this.#cache = cache;
-    this.#shared = entries;
-    this.#entries = built;
-    return sequence;
+    const range = new MemoryRange(BigInt(entry.start), BigInt(entry.end));
+    const writable = (entry.flags & FLAG_WRITABLE) !== 0;
+    const found = new VaEntry(range, writable, "shared", -1, 0n, this.base + range.start);
+    this.#last = found;
+    this.#lastSequence = sequence;
+    return found;
   }
 }

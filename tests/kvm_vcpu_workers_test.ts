@@ -26,7 +26,9 @@ Deno.test({
     using probe0 = GuestProbe.create(partition, { vcpuId: 0, codeGpa: 0xfffff000n });
     using probe1 = GuestProbe.create(partition, { vcpuId: 1, codeGpa: 0xffffe000n });
 
-    const milliseconds = 2500;
+    const milliseconds = 2000;
+    const progress = new SharedArrayBuffer(8);
+    const counts = new Int32Array(progress);
     const workers: Worker[] = [];
     const reports = [probe0, probe1].map((probe, id) => {
       const worker = new Worker(new URL("./support/probe_worker.ts", import.meta.url), {
@@ -43,6 +45,7 @@ Deno.test({
           id,
           pieces: PIECES.map((p) => Number(p.start)),
           milliseconds,
+          progress,
         } satisfies ProbeJob,
       );
       return done;
@@ -51,11 +54,12 @@ Deno.test({
     // Flip every piece RW -> RO -> Unmapped -> RW while the guests run; while
     // a piece is read-only no guest store may change it.
     const control = manager.ramVisibilityControl();
-    const end = performance.now() + milliseconds - 300;
     let flips = 0;
     const violations: string[] = [];
-    await new Promise((r) => setTimeout(r, 100));
-    while (performance.now() < end) {
+    // Flip from the moment both guests run until both are done.
+    const wait = new Int32Array(new SharedArrayBuffer(4));
+    while (Atomics.load(counts, 0) < 2) Atomics.wait(wait, 0, 0, 1);
+    while (Atomics.load(counts, 1) < 2) {
       for (const piece of PIECES) {
         control.setRamVisibility(piece, RamVisibility.ReadOnly);
         const before = memory.readBytes(piece.start, 64);

@@ -17,6 +17,8 @@ export interface ProbeJob {
   /** Piece starts (guest addresses) this worker probes. */
   readonly pieces: readonly number[];
   readonly milliseconds: number;
+  /** Int32 words: [workers started, workers done]. */
+  readonly progress: SharedArrayBuffer;
 }
 
 /** What a worker reports. */
@@ -42,6 +44,8 @@ export function initialRamWord(gpa: number): number {
 self.onmessage = (event: MessageEvent<ProbeJob>) => {
   const job = event.data;
   using probe = GuestProbe.fromShare(job.probe);
+  const progress = new Int32Array(job.progress);
+  Atomics.add(progress, 0, 1);
   const end = performance.now() + job.milliseconds;
   let loads = 0;
   let stores = 0;
@@ -78,5 +82,6 @@ self.onmessage = (event: MessageEvent<ProbeJob>) => {
       else if (stored.kind !== "done") bad.push(`store 0x${gpa.toString(16)}: ${stored.kind}`);
     }
   }
+  Atomics.add(progress, 1, 1);
   self.postMessage({ id: job.id, loads, stores, values, mmio, bad } satisfies ProbeReport);
 };
