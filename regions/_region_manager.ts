@@ -645,13 +645,7 @@ export class RegionManager implements Disposable {
       this.#unmapMappings(node, mappings.slice(0, done));
       throw error;
     }
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.mapRegion(node.range, params);
-      } catch (cause) {
-        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
-      }
-    }
+    this.#mapIntoPartitions(node, params);
   }
 
   /**
@@ -678,13 +672,7 @@ export class RegionManager implements Disposable {
     if (node.dmaTarget && writableChanged) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.unmapRegion(node.range);
-      } catch (cause) {
-        warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
-      }
-    }
+    this.#unmapFromPartitions(node);
     if (writableChanged) {
       for (const mapping of mappings) {
         this.#va.setWritable(
@@ -698,13 +686,7 @@ export class RegionManager implements Disposable {
         }
       }
     }
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.mapRegion(node.range, params);
-      } catch (cause) {
-        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
-      }
-    }
+    this.#mapIntoPartitions(node, params);
   }
 
   /** Activates `node` again after a failed change; a failure now is only a warning. */
@@ -748,11 +730,8 @@ export class RegionManager implements Disposable {
     this.#tree.addActiveBelow(node, -1);
   }
 
-  /** What deactivating `node` does outside the tree: DMA targets, partitions, then the VA. */
-  #hideInHost(node: RegionNode): void {
-    if (node.dmaTarget) {
-      for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
-    }
+  /** Unmaps `node` from every partition (a partition's failure is a warning, as spec section 5 says). */
+  #unmapFromPartitions(node: RegionNode): void {
     for (const mapper of this.#partitions) {
       try {
         mapper.unmapRegion(node.range);
@@ -760,6 +739,25 @@ export class RegionManager implements Disposable {
         warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
       }
     }
+  }
+
+  /** Maps `node` into every partition with `params` (a failure is a warning). */
+  #mapIntoPartitions(node: RegionNode, params: MapParams): void {
+    for (const mapper of this.#partitions) {
+      try {
+        mapper.mapRegion(node.range, params);
+      } catch (cause) {
+        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
+      }
+    }
+  }
+
+  /** What deactivating `node` does outside the tree: DMA targets, partitions, then the VA. */
+  #hideInHost(node: RegionNode): void {
+    if (node.dmaTarget) {
+      for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
+    }
+    this.#unmapFromPartitions(node);
     this.#va.unmap(node.range);
   }
 
