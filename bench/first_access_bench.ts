@@ -32,7 +32,7 @@ import { RecordingPartition } from "../testing.ts";
 import { bench, deviceGuest } from "./bench_support.ts";
 
 /** Host mappings (RAM included). */
-export const COUNTS = [16, 1000, 10000, 100000];
+const COUNTS = [16, 1000, 10000, 100000];
 /** The RAM address read after each change. */
 const READ_GPA = 0x1000;
 

@@ -27,7 +27,7 @@ import { Vtl } from "../mod.ts";
 import { bench, deviceGuest, kvmAvailable, skip } from "./bench_support.ts";
 
 /** The region counts. */
-export const COUNTS = [10, 1000, 10000, 30000];
+const COUNTS = [10, 1000, 10000, 30000];
 
 if (!kvmAvailable()) {
   for (const count of COUNTS) skip(`kvm_scale_${count}`, "/dev/kvm is not available");

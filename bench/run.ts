@@ -61,17 +61,17 @@ const FILES: readonly BenchFile[] = [
   {
     file: "guest_memory_bench.ts",
     c: ["read8", "copy_in_4k", "copy_out_4k", "copy_in_1m", "copy_out_1m"],
-    maxRounds: 5,
+    maxRounds: 9,
   },
-  { file: "first_access_bench.ts", c: [], maxRounds: 5 },
-  { file: "region_manager_bench.ts", c: [], maxRounds: 3 },
+  { file: "first_access_bench.ts", c: [], maxRounds: 9 },
+  { file: "region_manager_bench.ts", c: [], maxRounds: 5 },
   {
     file: "kvm_scaling_bench.ts",
     c: ["kvm_scale_10", "kvm_scale_1000", "kvm_scale_10000", "kvm_scale_30000"],
-    maxRounds: 5,
+    maxRounds: 9,
   },
-  { file: "kvm_attach_bench.ts", c: [["kvm_attach_detach_10000", 1, 5]], maxRounds: 3 },
-  { file: "worker_bench.ts", c: [], maxRounds: 5 },
+  { file: "kvm_attach_bench.ts", c: [["kvm_attach_detach_10000", 1, 5]], maxRounds: 5 },
+  { file: "worker_bench.ts", c: [], maxRounds: 9 },
   {
     file: "prefetch_bench.ts",
     c: ["prefetch_shared", "prefetch_shared_kvm", "prefetch_private", "prefetch_private_kvm"],
@@ -154,6 +154,13 @@ const ROWS_AS_WRITTEN: readonly RowSpec[] = [
     "read8_number",
     "read8_dataview",
     minRatio(0.5),
+    "ours",
+  ),
+  compare(
+    "4. 8-byte read (number) vs DataView on a memfd mapping (ours)",
+    "read8_number",
+    "read8_dataview_mapped",
+    undefined,
     "ours",
   ),
   compare("4. copy 4 KiB into guest", "copy_in_4k", "copy_in_4k", minRatio(0.8)),
@@ -486,10 +493,11 @@ function printTable(header: string[], rows: string[][]): void {
 }
 
 const USAGE = `usage: deno task bench [options]
-  --runs N           rounds (default 9; some files take part in fewer: GuestMemory, first
-                     access, KVM scaling and Workers in at most 5, region scaling and KVM
-                     attach/detach in at most 3); figures are medians over rounds
-  --prefetch-runs N  rounds that include the slow 1 GiB prefetch benchmarks (default 3)
+  --runs N           rounds (default 15, about 5 minutes here; some files take part in
+                     fewer: GuestMemory, first access, KVM scaling and Workers in at most 9,
+                     region scaling and KVM attach/detach in at most 5); figures are medians
+                     over rounds
+  --prefetch-runs N  rounds that include the slow 1 GiB prefetch benchmarks (default 5)
   --skip-prefetch    leave the prefetch benchmarks out
   --only REGEX       run only the bench files whose name matches
   --json FILE        also write the results, every round's samples included (*.bench.json
@@ -506,8 +514,8 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      runs: { type: "string", default: "9" },
-      "prefetch-runs": { type: "string", default: "3" },
+      runs: { type: "string", default: "15" },
+      "prefetch-runs": { type: "string", default: "5" },
       only: { type: "string" },
       json: { type: "string" },
       "skip-prefetch": { type: "boolean", default: false },
