@@ -464,10 +464,8 @@ function evaluateRow(spec: RowSpec, rounds: readonly Round[]): RowResult | undef
     };
   }
   const second = figures(get(names[1][0], names[1][1]));
-  // compare: reference / ours (> 1: we are faster); scaling: hi / lo.
-  const ratioRounds = first.rounds.map((a, i) =>
-    spec.kind === "compare" ? second.rounds[i] / a : second.rounds[i] / a
-  );
+  // compare: reference / ours (> 1: we are faster); scaling: hi / lo. Same round, same index.
+  const ratioRounds = first.rounds.map((a, i) => second.rounds[i] / a);
   const ratio = median(ratioRounds);
   const judged = spec.target?.kind === "maxNs" ? first.median : ratio;
   return {
