@@ -25,9 +25,18 @@ const COUNT = 10000;
 /** Samples per run, after one warm-up attach and detach. */
 const SAMPLES = 5;
 
+/** KVM's memory slots per VM here. */
+function slotsHere(): number {
+  using partition = KvmPartition.create();
+  return partition.maxSlots;
+}
+
 if (!kvmAvailable()) {
   skip(`kvm_attach_${COUNT}`, "/dev/kvm is not available");
   skip(`kvm_detach_${COUNT}`, "/dev/kvm is not available");
+} else if (slotsHere() < COUNT + 1) {
+  skip(`kvm_attach_${COUNT}`, "KVM has too few memory slots here");
+  skip(`kvm_detach_${COUNT}`, "KVM has too few memory slots here");
 } else {
   using guest = deviceGuest(COUNT, true);
   const attach: number[] = [];

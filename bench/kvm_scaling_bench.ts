@@ -34,6 +34,10 @@ if (!kvmAvailable()) {
 } else {
   for (const count of COUNTS) {
     using partition = KvmPartition.create();
+    if (count + 1 > partition.maxSlots) {
+      skip(`kvm_scale_${count}`, `KVM has ${partition.maxSlots} memory slots here`);
+      continue;
+    }
     using guest = deviceGuest(count, true);
     guest.manager.attachPartition(Vtl.Vtl0, partition);
     const control = guest.controls[0];

@@ -500,7 +500,7 @@ const USAGE = `usage: deno task bench [options]
   --only REGEX       run only the bench files whose name matches
   --json FILE        also write the results, every round's samples included (*.bench.json
                      is git-ignored)
-  --strict           exit 1 when a target is missed`;
+  --strict           exit 1 when a target is missed or a bench process failed`;
 
 function positiveInt(value: string, option: string): number {
   const n = Number(value);
@@ -548,18 +548,33 @@ async function main(): Promise<number> {
 
   const started = performance.now();
   const rounds: Round[] = [];
+  /** Bench processes that failed: reported after the table, and a miss for --strict. */
+  const failures: string[] = [];
+  const attempt = async (what: string, step: () => Promise<void>) => {
+    try {
+      await step();
+    } catch (error) {
+      console.error(`${what}: ${error instanceof Error ? error.message : error}`);
+      failures.push(
+        `${what}: ${(error instanceof Error ? error.message : String(error)).split("\n")[0]}`,
+      );
+    }
+  };
   for (let r = 0; r < runs; r++) {
     const round: Round = { ours: new Map(), c: new Map() };
     for (const file of files) {
       if (file.prefetch && r >= prefetchRuns) continue;
       if (file.maxRounds !== undefined && r >= file.maxRounds) continue;
       console.error(`round ${r + 1}/${runs}: bench/${file.file} and its C baseline`);
+      const ours = () => attempt(`round ${r + 1}, bench/${file.file}`, () => runOurs(file, round));
+      const c = () =>
+        attempt(`round ${r + 1}, C for bench/${file.file}`, () => runBaseline(file.c, round));
       if (r % 2 === 0) {
-        await runOurs(file, round);
-        await runBaseline(file.c, round);
+        await ours();
+        await c();
       } else {
-        await runBaseline(file.c, round);
-        await runOurs(file, round);
+        await c();
+        await ours();
       }
     }
     rounds.push(round);
@@ -610,8 +625,11 @@ async function main(): Promise<number> {
     if (r.skipped !== undefined) console.log(`skipped: ${r.spec.label}: ${r.skipped}`);
   }
 
+  for (const failure of failures) console.log(`FAILED: ${failure}`);
+
   const missed = results.filter((r) => r.pass === false).length;
   console.log(`\n${missed === 0 ? "all targets met" : `${missed} target(s) missed`}`);
+  if (failures.length > 0) console.log(`${failures.length} bench process(es) failed`);
 
   if (values.json !== undefined) {
     const report = {
@@ -636,6 +654,7 @@ async function main(): Promise<number> {
         judged: r.judged ?? null,
         pass: r.pass ?? null,
       })),
+      failures,
       perRound: rounds.map((round) => ({
         ours: Object.fromEntries(round.ours),
         c: Object.fromEntries(round.c),
@@ -644,7 +663,7 @@ async function main(): Promise<number> {
     await Deno.writeTextFile(values.json, JSON.stringify(report) + "\n");
     console.log(`wrote ${values.json}`);
   }
-  return values.strict && missed > 0 ? 1 : 0;
+  return values.strict && missed + failures.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main());
