@@ -25,6 +25,7 @@ import {
   MemoryRange,
   SharedMemoryBacking,
 } from "../mod.ts";
+import { quantile } from "./stats.ts";
 
 /** Whether /dev/kvm can be opened read-write (KVM benchmarks are skipped otherwise). */
 export function kvmAvailable(): boolean {
@@ -98,15 +99,6 @@ export interface BenchResult {
 
 /** Results land here, so the JIT cannot drop the operations. */
 export let sink: unknown;
-
-/** The `q` quantile of sorted values, interpolating between the closest ranks (as baseline.c). */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = q * (sorted.length - 1);
-  const lo = Math.floor(pos);
-  if (lo >= sorted.length - 1) return sorted[sorted.length - 1];
-  return sorted[lo] + (pos - lo) * (sorted[lo + 1] - sorted[lo]);
-}
 
 /** Median and 10th percentile of per-operation figures. */
 export function summarize(

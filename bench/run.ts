@@ -33,7 +33,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { quantile } from "./bench_support.ts";
+import { quantile } from "./stats.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
 const BUILD_DIR = `${HERE}.build`;
