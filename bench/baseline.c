@@ -1,17 +1,20 @@
 /*
  * C baseline for the membacking benchmarks: the same kernel work as the
  * library's hot paths, with no library around it. Built by `deno task bench`
- * (bench/run.ts) with `cc -O2 -o bench/.build/baseline bench/baseline.c`.
+ * (bench/run.ts) with `cc -O2 -Wall -Wextra -o bench/.build/baseline bench/baseline.c`.
  *
- * Usage: baseline <benchmark|all> [iterations] [batches]
+ * Usage: baseline <benchmark|all> [batch] [samples]
  *
- * Each benchmark runs `batches` timed batches of `iterations` operations
- * (after one untimed warm-up batch) and prints one JSON line:
- *   {"name": "...", "nsPerOp": <median over batches>, "minNsPerOp": <fastest>,
- *    "batches": [<mean ns per operation of each batch>], ...}
- * `minNsPerOp` is the fastest single operation when batches have at most
- * 10,000 operations (each is then timed on its own too), else the fastest
- * batch mean.
+ * Each benchmark is timed in samples: one sample runs a batch of operations
+ * between two clock_gettime(CLOCK_MONOTONIC) calls, and its figure is the
+ * sample time / batch. After one warm-up batch, the batch (first size:
+ * `batch`, default the benchmark's own) is doubled until the fastest of
+ * three samples takes at least 50 us, so the clock's resolution and cost do not matter. Each
+ * benchmark prints one JSON line:
+ *   {"name": "...", "unit": "...", "batch": <operations per sample>,
+ *    "median": <median ns per operation over the samples>, "p10": <10th percentile>,
+ *    "samples": [<ns per operation of each sample>]}
+ * (the same shape as bench/bench_support.ts prints for the TypeScript side).
  *
  * The syscall sequence of each operation mirrors what the TypeScript stack
  * does (checked with `strace -f`):
@@ -148,12 +151,16 @@ typedef void (*op_fn)(void *state);
 struct bench {
     const char *name;
     const char *unit; /* what one operation is */
-    uint64_t iterations;
-    int batches;
+    uint64_t batch;   /* first batch size tried (doubled until a sample takes 25 us) */
+    int samples;
     void *(*setup)(void);
     op_fn op;
     void (*teardown)(void *state);
+    uint64_t param; /* read by setup through bench_param (a region count) */
 };
+
+/* The running benchmark's `param`, for its setup. */
+static uint64_t bench_param;
 
 /* 1. Slot map: one region of 2 MiB mapped and unmapped (VA + memory slot). */
 struct slot_state {
@@ -234,6 +241,25 @@ static void pam_set(struct pam_state *s, int writable) {
 static void pam_op(void *p) {
     pam_set(p, 0);
     pam_set(p, 1);
+}
+
+/*
+ * 2b. PAM flip, slot ioctls only: the same 14 slots deleted and created again
+ * RW -> RO -> RW (28 delete+create pairs), with no host mapping change, as
+ * QEMU does on a PAM change (host RAM stays mapped).
+ */
+static void pam_set_ioctl(struct pam_state *s, int writable) {
+    for (int i = 1; i <= 14; i++) {
+        uint64_t gpa = pam_bounds[i], len = pam_bounds[i + 1] - gpa;
+        set_slot(s->kvm.vm, (uint32_t)i, 0, gpa, 0, 0);
+        set_slot(s->kvm.vm, (uint32_t)i, writable ? 0 : KVM_MEM_READONLY, gpa, len,
+                 s->base + gpa);
+    }
+}
+
+static void pam_ioctl_op(void *p) {
+    pam_set_ioctl(p, 0);
+    pam_set_ioctl(p, 1);
 }
 
 static void pam_teardown(void *p) {
@@ -489,83 +515,244 @@ static void prefetch_kvm_teardown(void *p) {
     free(p);
 }
 
+/*
+ * 6. KVM slots at scale: 1 MiB of RAM in slot 0 and N one-page device
+ * regions right above it (region i at 1 MiB + i pages, page i of a memfd,
+ * slot i + 1; read-only when i is even, so no two neighbours could share a
+ * slot or a VMA), like bench/kvm_scaling_bench.ts. `kvm_scale_N`: one
+ * operation unmaps and maps again the lowest region (slot delete + PROT_NONE
+ * mmap, then mmap + slot create) with all N slots present.
+ */
+#define SCALE_RAM (1 * MIB)
+#define PAGE (4 * KIB)
+
+struct scale_state {
+    struct kvm kvm;
+    int ram_fd, dev_fd;
+    uint64_t count;
+    uint64_t size;
+    uint8_t *base;
+};
+
+static uint8_t *scale_host(struct scale_state *s, uint64_t i) { return s->base + SCALE_RAM + i * PAGE; }
+
+static void scale_map_region(struct scale_state *s, uint64_t i) {
+    map_shared(scale_host(s, i), PAGE, s->dev_fd, i * PAGE, (int)(i & 1));
+}
+
+static void scale_create_slot(struct scale_state *s, uint64_t i) {
+    set_slot(s->kvm.vm, (uint32_t)(i + 1), (i & 1) ? 0 : KVM_MEM_READONLY, SCALE_RAM + i * PAGE,
+             PAGE, scale_host(s, i));
+}
+
+static void scale_delete_slot(struct scale_state *s, uint64_t i) {
+    set_slot(s->kvm.vm, (uint32_t)(i + 1), 0, SCALE_RAM + i * PAGE, 0, 0);
+}
+
+static struct scale_state *scale_new(uint64_t count) {
+    struct scale_state *s = calloc(1, sizeof *s);
+    s->kvm = kvm_open();
+    s->count = count;
+    s->size = SCALE_RAM + count * PAGE;
+    s->ram_fd = new_memfd(SCALE_RAM);
+    s->dev_fd = new_memfd(count * PAGE);
+    s->base = reserve(s->size);
+    map_shared(s->base, SCALE_RAM, s->ram_fd, 0, 1);
+    for (uint64_t i = 0; i < count; i++) scale_map_region(s, i);
+    return s;
+}
+
+static void scale_create_all(struct scale_state *s) {
+    set_slot(s->kvm.vm, 0, 0, 0, SCALE_RAM, s->base);
+    for (uint64_t i = 0; i < s->count; i++) scale_create_slot(s, i);
+}
+
+static void scale_delete_all(struct scale_state *s) {
+    set_slot(s->kvm.vm, 0, 0, 0, 0, 0);
+    for (uint64_t i = 0; i < s->count; i++) scale_delete_slot(s, i);
+}
+
+/* Whether KVM has slots for `count` regions and the RAM; else prints a "skipped" line. */
+static int scale_fits(const char *name, uint64_t count) {
+    struct kvm k = kvm_open();
+    int max = ioctl(k.vm, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+    kvm_close(&k);
+    if (max > 0 && (uint64_t)max >= count + 1) return 1;
+    printf("{\"name\":\"%s\",\"skipped\":\"KVM has %d memory slots here\"}\n", name, max);
+    fflush(stdout);
+    return 0;
+}
+
+static void *scale_setup(void) {
+    struct scale_state *s = scale_new(bench_param);
+    scale_create_all(s);
+    return s;
+}
+
+static void scale_op(void *p) {
+    struct scale_state *s = p;
+    scale_delete_slot(s, 0);
+    map_none(scale_host(s, 0), PAGE);
+    scale_map_region(s, 0);
+    scale_create_slot(s, 0);
+}
+
+static void scale_teardown(void *p) {
+    struct scale_state *s = p;
+    kvm_close(&s->kvm);
+    munmap(s->base, s->size);
+    close(s->ram_fd);
+    close(s->dev_fd);
+    free(s);
+}
+
 static void *no_setup(void) { return NULL; }
 static void no_teardown(void *p) { (void)p; }
 
 static const struct bench benches[] = {
-    {"slot_map", "map+unmap cycle", 2000, 15, slot_setup, slot_op, slot_teardown},
-    {"pam_flip", "14 regions RW->RO->RW", 100, 15, pam_setup, pam_op, pam_teardown},
-    {"seabios_pam", "SeaBIOS POST PAM sequence", 30, 15, sb_setup, sb_op, sb_teardown},
-    {"read8", "8-byte read", 10000000, 15, mem_setup_8, read8_op, mem_teardown},
-    {"copy_in_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_in_op, mem_teardown},
-    {"copy_out_4k", "4 KiB copy", 200000, 15, mem_setup_4k, copy_out_op, mem_teardown},
-    {"copy_in_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_in_op, mem_teardown},
-    {"copy_out_1m", "1 MiB copy", 1000, 15, mem_setup_1m, copy_out_op, mem_teardown},
-    {"prefetch_shared", "1 GiB", 1, 3, no_setup, prefetch_shared_op, no_teardown},
-    {"prefetch_private", "1 GiB", 1, 3, no_setup, prefetch_private_op, no_teardown},
+    {"slot_map", "map+unmap cycle", 1, 300, slot_setup, slot_op, slot_teardown, 0},
+    {"pam_flip", "14 regions RW->RO->RW", 1, 40, pam_setup, pam_op, pam_teardown, 0},
+    {"seabios_pam", "SeaBIOS POST PAM sequence", 1, 30, sb_setup, sb_op, sb_teardown, 0},
+    {"pam_flip_ioctl", "14 slots RW->RO->RW", 1, 40, pam_setup, pam_ioctl_op, pam_teardown, 0},
+    {"read8", "8-byte read", 1024, 300, mem_setup_8, read8_op, mem_teardown, 0},
+    {"copy_in_4k", "4 KiB copy", 16, 300, mem_setup_4k, copy_in_op, mem_teardown, 0},
+    {"copy_out_4k", "4 KiB copy", 16, 300, mem_setup_4k, copy_out_op, mem_teardown, 0},
+    {"copy_in_1m", "1 MiB copy", 1, 300, mem_setup_1m, copy_in_op, mem_teardown, 0},
+    {"copy_out_1m", "1 MiB copy", 1, 300, mem_setup_1m, copy_out_op, mem_teardown, 0},
+    {"kvm_scale_10", "unmap+map, 10 slots", 1, 200, scale_setup, scale_op, scale_teardown, 10},
+    {"kvm_scale_1000", "unmap+map, 1000 slots", 1, 200, scale_setup, scale_op, scale_teardown,
+     1000},
+    {"kvm_scale_10000", "unmap+map, 10000 slots", 1, 200, scale_setup, scale_op, scale_teardown,
+     10000},
+    {"kvm_scale_30000", "unmap+map, 30000 slots", 1, 200, scale_setup, scale_op, scale_teardown,
+     30000},
+    {"prefetch_shared", "1 GiB", 1, 3, no_setup, prefetch_shared_op, no_teardown, 0},
+    {"prefetch_private", "1 GiB", 1, 3, no_setup, prefetch_private_op, no_teardown, 0},
     {"prefetch_shared_kvm", "1 GiB", 1, 3, prefetch_kvm_setup, prefetch_shared_kvm_op,
-     prefetch_kvm_teardown},
+     prefetch_kvm_teardown, 0},
     {"prefetch_private_kvm", "1 GiB", 1, 3, prefetch_kvm_setup, prefetch_private_kvm_op,
-     prefetch_kvm_teardown},
+     prefetch_kvm_teardown, 0},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 
-static void run(const struct bench *b, uint64_t iterations, int batches) {
-    void *state = b->setup();
-    double *per_op = calloc((size_t)batches, sizeof *per_op);
-    /* Slow operations are also timed one by one, for the fastest single one. */
-    int time_each = iterations <= 10000;
-    double min_op = 1e300;
-    for (uint64_t i = 0; i < iterations; i++) b->op(state); /* warm-up */
-    for (int j = 0; j < batches; j++) {
-        uint64_t t0 = now_ns();
-        for (uint64_t i = 0; i < iterations; i++) {
-            if (time_each) {
-                uint64_t u = now_ns();
-                b->op(state);
-                double d = (double)(now_ns() - u);
-                if (d < min_op) min_op = d;
-            } else {
-                b->op(state);
-            }
-        }
-        per_op[j] = (double)(now_ns() - t0) / (double)iterations;
-        if (!time_each && per_op[j] < min_op) min_op = per_op[j];
-    }
-    b->teardown(state);
-    double *sorted = calloc((size_t)batches, sizeof *sorted);
-    memcpy(sorted, per_op, (size_t)batches * sizeof *sorted);
-    qsort(sorted, (size_t)batches, sizeof *sorted, cmp_double);
-    double median = batches % 2 ? sorted[batches / 2]
-                                : (sorted[batches / 2 - 1] + sorted[batches / 2]) / 2;
-    printf("{\"name\":\"%s\",\"unit\":\"%s\",\"iterations\":%llu,\"nsPerOp\":%.4f,"
-           "\"minNsPerOp\":%.4f,\"batches\":[",
-           b->name, b->unit, (unsigned long long)iterations, median, min_op);
-    for (int j = 0; j < batches; j++) printf("%s%.4f", j ? "," : "", per_op[j]);
+/* Linear interpolation between the closest ranks of sorted values. */
+static double quantile(const double *sorted, int n, double q) {
+    double pos = q * (double)(n - 1);
+    int lo = (int)pos;
+    if (lo >= n - 1) return sorted[n - 1];
+    return sorted[lo] + (pos - (double)lo) * (sorted[lo + 1] - sorted[lo]);
+}
+
+static void print_result(const char *name, const char *unit, uint64_t batch, const double *per_op,
+                         int samples) {
+    double *sorted = calloc((size_t)samples, sizeof *sorted);
+    memcpy(sorted, per_op, (size_t)samples * sizeof *sorted);
+    qsort(sorted, (size_t)samples, sizeof *sorted, cmp_double);
+    printf("{\"name\":\"%s\",\"unit\":\"%s\",\"batch\":%llu,\"median\":%.4f,\"p10\":%.4f,"
+           "\"samples\":[",
+           name, unit, (unsigned long long)batch, quantile(sorted, samples, 0.5),
+           quantile(sorted, samples, 0.1));
+    for (int j = 0; j < samples; j++) printf("%s%.4f", j ? "," : "", per_op[j]);
     printf("]}\n");
     fflush(stdout);
     free(sorted);
+}
+
+/* Wall time of `batch` operations, in ns. */
+static double time_batch(const struct bench *b, void *state, uint64_t batch) {
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < batch; i++) b->op(state);
+    return (double)(now_ns() - t0);
+}
+
+#define MIN_SAMPLE_NS 50000.0
+
+static void run(const struct bench *b, uint64_t batch, int samples) {
+    if (b->setup == scale_setup && !scale_fits(b->name, b->param)) return;
+    bench_param = b->param;
+    void *state = b->setup();
+    double *per_op = calloc((size_t)samples, sizeof *per_op);
+    /* One warm-up batch, then calibration (skipped for slow operations). */
+    double t = time_batch(b, state, batch);
+    if (t < 10e6) {
+        /* The fastest of three tries, so that one slow first try does not decide. */
+        for (;;) {
+            double fastest = time_batch(b, state, batch);
+            for (int k = 0; k < 2; k++) {
+                double u = time_batch(b, state, batch);
+                if (u < fastest) fastest = u;
+            }
+            if (fastest >= MIN_SAMPLE_NS || batch >= (1ULL << 30)) break;
+            batch *= 2;
+        }
+    }
+    for (int j = 0; j < samples; j++) per_op[j] = time_batch(b, state, batch) / (double)batch;
+    b->teardown(state);
+    print_result(b->name, b->unit, batch, per_op, samples);
     free(per_op);
+}
+
+/*
+ * 7. `kvm_attach_detach_N`: the N-region guest of `kvm_scale_N` (its host
+ * mappings made once); each sample times creating all N + 1 slots
+ * (`kvm_attach_N`, what attaching a partition does) and then deleting them
+ * all in slot order (`kvm_detach_N`). One operation is the whole set.
+ */
+static void run_attach_detach(uint64_t count, int samples) {
+    char name[64];
+    snprintf(name, sizeof name, "kvm_attach_%llu", (unsigned long long)count);
+    if (!scale_fits(name, count)) return;
+    struct scale_state *s = scale_new(count);
+    double *attach = calloc((size_t)samples, sizeof *attach);
+    double *detach = calloc((size_t)samples, sizeof *detach);
+    scale_create_all(s); /* warm-up */
+    scale_delete_all(s);
+    for (int j = 0; j < samples; j++) {
+        uint64_t t0 = now_ns();
+        scale_create_all(s);
+        uint64_t t1 = now_ns();
+        scale_delete_all(s);
+        attach[j] = (double)(t1 - t0);
+        detach[j] = (double)(now_ns() - t1);
+    }
+    print_result(name, "create all slots", 1, attach, samples);
+    snprintf(name, sizeof name, "kvm_detach_%llu", (unsigned long long)count);
+    print_result(name, "delete all slots", 1, detach, samples);
+    scale_teardown(s);
+    free(attach);
+    free(detach);
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s <benchmark|all> [iterations] [batches]\nbenchmarks:", argv[0]);
+        fprintf(stderr,
+                "usage: %s <benchmark|all> [batch] [samples]\nbenchmarks: kvm_attach_detach_N",
+                argv[0]);
         for (size_t i = 0; i < NBENCH; i++) fprintf(stderr, " %s", benches[i].name);
         fprintf(stderr, "\n");
         return 2;
+    }
+    if (strncmp(argv[1], "kvm_attach_detach_", 18) == 0) {
+        uint64_t count = strtoull(argv[1] + 18, NULL, 10);
+        int samples = argc > 3 ? atoi(argv[3]) : 5;
+        if (count < 1 || samples < 1) {
+            fprintf(stderr, "baseline: region count and samples must be positive\n");
+            return 2;
+        }
+        run_attach_detach(count, samples);
+        return 0;
     }
     int all = strcmp(argv[1], "all") == 0, found = 0;
     for (size_t i = 0; i < NBENCH; i++) {
         if (!all && strcmp(argv[1], benches[i].name) != 0) continue;
         found = 1;
-        uint64_t iterations = argc > 2 ? strtoull(argv[2], NULL, 10) : benches[i].iterations;
-        int batches = argc > 3 ? atoi(argv[3]) : benches[i].batches;
-        if (iterations < 1 || batches < 1) {
-            fprintf(stderr, "baseline: iterations and batches must be positive\n");
+        uint64_t batch = argc > 2 ? strtoull(argv[2], NULL, 10) : benches[i].batch;
+        int samples = argc > 3 ? atoi(argv[3]) : benches[i].samples;
+        if (batch < 1 || samples < 1) {
+            fprintf(stderr, "baseline: batch and samples must be positive\n");
             return 2;
         }
-        run(&benches[i], iterations, batches);
+        run(&benches[i], batch, samples);
     }
     if (!found) {
         fprintf(stderr, "baseline: unknown benchmark %s\n", argv[1]);

@@ -12,10 +12,17 @@
  * (two mmap calls and the host mapping table update) is included; the "no
  * backing" group measures the region tree and partition work alone.
  *
- * Run: deno bench --allow-ffi --allow-read --allow-write --allow-env bench/region_manager_bench.ts
+ * Results are named `region_pair_backed_N` and `region_pair_bare_N` (N
+ * regions); bench/run.ts computes the 10,000 vs 10 ratio per round.
+ *
+ * Run: deno run --allow-ffi --allow-read --allow-write --allow-env bench/region_manager_bench.ts
+ * (prints one JSON line per benchmark; see bench/bench_support.ts)
+ *
+ * @module
  */
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, SharedMemoryBacking, Vtl } from "../mod.ts";
 import { RecordingPartition } from "../testing.ts";
+import { bench } from "./bench_support.ts";
 
 const PAGE = 0x1000n;
 /** Where the device regions go: the MMIO gap above 1 MiB of RAM. */
@@ -41,28 +48,12 @@ function setup(count: number, backed: boolean): (writable: boolean) => void {
   return middle;
 }
 
-const WORDS: Record<number, string> = {
-  10: "ten",
-  100: "a hundred",
-  1000: "a thousand",
-  10000: "ten thousand",
-};
-
 for (const backed of [true, false]) {
   for (const count of [10, 100, 1000, 10000]) {
     const remap = setup(count, backed);
-    Deno.bench({
-      // bench/run.ts reads the region count from the digits in the name:
-      // only the backed (full cost) cases carry digits.
-      name: backed
-        ? `map/unmap pair, ${count.toLocaleString("en-US")} regions`
-        : `map/unmap pair without backing, ${WORDS[count]} regions`,
-      group: backed ? "backed regions" : "regions without backing",
-      baseline: count === 10,
-      fn() {
-        remap(false);
-        remap(true);
-      },
-    });
+    bench(`region_pair_${backed ? "backed" : "bare"}_${count}`, () => {
+      remap(false);
+      remap(true);
+    }, { samples: 200, budgetMs: 250 });
   }
 }

@@ -6,39 +6,29 @@
  * a VA map and a slot create. bench/baseline.c `slot_map` makes the same
  * four syscalls.
  *
- * Run: deno bench --allow-ffi --allow-read --allow-write --allow-env bench/slot_map_bench.ts
+ * Run: deno run --allow-ffi --allow-read --allow-write --allow-env bench/slot_map_bench.ts
+ * (prints one JSON line per benchmark; see bench/bench_support.ts)
  *
  * @module
  */
 
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility, Vtl } from "../mod.ts";
-import { MIB, skipWithoutKvm } from "./bench_support.ts";
+import { bench, MIB, skip, skipWithoutKvm } from "./bench_support.ts";
 
 const SLOT = new MemoryRange(16n * MIB, 18n * MIB);
-const ignore = skipWithoutKvm("slot_map");
-
-let cycle = (): void => {};
-if (!ignore) {
+if (skipWithoutKvm("slot_map")) {
+  skip("slot_map", "/dev/kvm is not available");
+} else {
   // Kept for the life of the bench process (released at exit).
   const manager = new GuestMemoryBuilder().build(
     MemoryLayout.fromRanges([new MemoryRange(0n, SLOT.start), SLOT], []),
   );
   manager.attachPartition(Vtl.Vtl0, KvmPartition.create());
   const control = manager.ramVisibilityControl();
-  cycle = () => {
+  // Short runs: bench/run.ts alternates many such rounds with the C baseline.
+  bench("slot_map", () => {
     control.setRamVisibility(SLOT, RamVisibility.Unmapped);
     control.setRamVisibility(SLOT, RamVisibility.ReadWrite);
-  };
+  }, { samples: 300 });
 }
-
-// Fixed, short runs: bench/run.ts alternates many such rounds with the C baseline.
-Deno.bench({
-  name: "slot_map",
-  group: "slot_map",
-  ignore,
-  n: 500,
-  fn() {
-    cycle();
-  },
-});

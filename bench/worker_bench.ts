@@ -1,12 +1,12 @@
 /**
  * Benchmark 6: guest memory from a Worker, and what the grace period costs.
  *
- * - `read8_worker_x10000` / `copy_out_1m_worker_x100`: a Worker holding a
- *   shared client runs 10,000 8-byte reads (100 1 MiB copies) per operation,
- *   started and awaited through an `Atomics` handshake, so the figure per
- *   access (bench/run.ts divides by the `_xN` suffix) includes a share of
- *   the handshake, which makes it an upper bound.
- * - `read8_main_x10000`: the same 10,000 reads on the main thread, for the
+ * - `read8_worker` / `copy_out_1m_worker`: a Worker holding a shared client
+ *   runs 10,000 8-byte reads (100 1 MiB copies) per call, started and
+ *   awaited through an `Atomics` handshake, so the figure per access (the
+ *   call's time divided by 10,000 or 100) includes a share of the
+ *   handshake, which makes it an upper bound.
+ * - `read8_main`: the same 10,000 reads on the main thread, for the
  *   Worker/main ratio.
  * - `region_change_shared_idle`: a PAM piece hidden and shown again
  *   (`setRamVisibility` Unmapped, then ReadWrite) with a Worker reader
@@ -15,17 +15,19 @@
  * - `region_change_shared_busy`: the same with a Worker hammering 8-byte
  *   reads on other memory: grace periods have to wait for its accesses.
  *
- * Run: deno bench --allow-ffi --allow-read --allow-write --allow-env bench/worker_bench.ts
+ * Run: deno run --allow-ffi --allow-read --allow-write --allow-env bench/worker_bench.ts
+ * (prints one JSON line per benchmark; see bench/bench_support.ts)
  *
  * @module
  */
 
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility } from "../mod.ts";
-import { MIB } from "./bench_support.ts";
+import { bench, MIB } from "./bench_support.ts";
 
 const PIECE = new MemoryRange(0xc0000n, 0xc4000n);
 
 /** Commands in the control words. */
+const IDLE = 0;
 const READ8 = 1;
 const COPY1M = 2;
 const HAMMER = 3;
@@ -48,13 +50,13 @@ self.onmessage = (e) => {
   const big = new Uint8Array(1 << 20);
   let sink = 0n;
   for (;;) {
-    Atomics.wait(ctl, 0, 0);
+    Atomics.wait(ctl, 0, ${IDLE});
     const cmd = Atomics.load(ctl, 0);
     if (cmd === ${STOP}) break;
     if (cmd === ${READ8}) for (let i = 0; i < 10000; i++) sink += memory.readU64(0x200000);
     if (cmd === ${COPY1M}) for (let i = 0; i < 100; i++) memory.read(0x200000, big);
     if (cmd === ${HAMMER}) while (Atomics.load(ctl, 0) === ${HAMMER}) sink += memory.readU64(0x300000);
-    Atomics.store(ctl, 0, 0);
+    Atomics.store(ctl, 0, ${IDLE});
     Atomics.store(ctl, 1, Atomics.load(ctl, 1) + 1);
     Atomics.notify(ctl, 1);
   }
@@ -105,65 +107,32 @@ const flipShared = flip(shared);
 const flipUnshared = flip(unshared);
 const flipBusy = flip(busyGuest);
 
-Deno.bench({
-  name: "read8_worker_x10000",
-  group: "worker",
-  n: 2000,
-  fn() {
-    reader.run(READ8);
-  },
-});
+const OPTIONS = { samples: 200, budgetMs: 300 };
+
+bench("read8_worker", () => reader.run(READ8), { ...OPTIONS, opsPerCall: 10000 });
 
 /** The same loop on the main thread, over the manager's own accessor. */
 const mainMemory = shared.client().guestMemory();
-export let sink = 0n;
+bench("read8_main", () => {
+  let sum = 0n;
+  for (let i = 0; i < 10000; i++) sum += mainMemory.readU64(0x200000);
+  return sum;
+}, { ...OPTIONS, opsPerCall: 10000 });
 
-Deno.bench({
-  name: "read8_main_x10000",
-  group: "worker",
-  n: 2000,
-  fn() {
-    for (let i = 0; i < 10000; i++) sink += mainMemory.readU64(0x200000);
-  },
+bench("copy_out_1m_worker", () => reader.run(COPY1M), {
+  batch: 1,
+  samples: 30,
+  budgetMs: 300,
+  opsPerCall: 100,
 });
 
-Deno.bench({
-  name: "copy_out_1m_worker_x100",
-  group: "worker",
-  n: 30,
-  fn() {
-    reader.run(COPY1M);
-  },
-});
+bench("region_change_unshared", flipUnshared, OPTIONS);
+bench("region_change_shared_idle", flipShared, OPTIONS);
+bench("region_change_shared_busy", flipBusy, OPTIONS);
 
-Deno.bench({
-  name: "region_change_unshared",
-  group: "grace",
-  n: 2000,
-  fn() {
-    flipUnshared();
-  },
-});
-
-Deno.bench({
-  name: "region_change_shared_idle",
-  group: "grace",
-  n: 2000,
-  fn() {
-    flipShared();
-  },
-});
-
-Deno.bench({
-  name: "region_change_shared_busy",
-  group: "grace",
-  n: 2000,
-  fn() {
-    flipBusy();
-  },
-});
-
-globalThis.addEventListener("unload", () => {
-  reader.start(STOP);
-  busy.start(STOP);
-});
+// The busy Worker goes back to waiting when its hammer loop ends, and a
+// Worker blocked in Atomics.wait keeps the process alive: exit outright
+// (the results are printed, synchronously, already).
+reader.start(STOP);
+busy.start(STOP);
+Deno.exit(0);
