@@ -269,6 +269,11 @@ const ROWS_AS_WRITTEN: readonly RowSpec[] = [
     "5. build+prefetch 1 GiB shared vs 1-thread mmap+populate",
     "prefetch_shared",
     "prefetch_shared",
+  ),
+  compare(
+    "5. build+prefetch() on all cores, 1 GiB shared vs 1-thread mmap+populate",
+    "prefetch_shared_parallel",
+    "prefetch_shared",
     minRatio(1.6),
   ),
   compare(
@@ -279,6 +284,11 @@ const ROWS_AS_WRITTEN: readonly RowSpec[] = [
   compare(
     "5. build+prefetch 1 GiB private vs 1-thread mmap+populate",
     "prefetch_private",
+    "prefetch_private",
+  ),
+  compare(
+    "5. build+prefetch() on all cores, 1 GiB private vs 1-thread mmap+populate",
+    "prefetch_private_parallel",
     "prefetch_private",
     minRatio(1.6),
   ),
