@@ -14,8 +14,9 @@ import type { KvmPartition } from "../kvm/kvm_partition.ts";
  * @example
  * ```ts
  * import type { ProbeSize } from "./guest_probe.ts";
+ * import assert from "node:assert/strict";
  * const size: ProbeSize = 4;
- * console.log(size);
+ * assert.equal(size, 4);
  * ```
  */
 export type ProbeSize = 1 | 2 | 4;
@@ -26,8 +27,9 @@ export type ProbeSize = 1 | 2 | 4;
  * @example
  * ```ts
  * import type { ProbeResult } from "./guest_probe.ts";
+ * import assert from "node:assert/strict";
  * const show = (r: ProbeResult) => r.kind === "value" ? `read ${r.value}` : r.kind;
- * console.log(show({ kind: "done" }));
+ * assert.equal(show({ kind: "value", value: 7 }), "read 7");
  * ```
  */
 export type ProbeResult =
@@ -65,8 +67,9 @@ export type ProbeResult =
  * @example
  * ```ts
  * import type { GuestProbeOptions } from "./guest_probe.ts";
+ * import assert from "node:assert/strict";
  * const options: GuestProbeOptions = { codeGpa: 0xfffff000n };
- * console.log(options.codeGpa);
+ * assert.equal(options.codeGpa, 0xfffff000n);
  * ```
  */
 export interface GuestProbeOptions {
@@ -109,12 +112,22 @@ const SHARE_KIND = "membacking.GuestProbe";
  * before the partition.
  *
  * @example
- * ```ts ignore
- * import { GuestProbe } from "./guest_probe.ts";
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, Vtl } from "../mod.ts";
+ * import { KvmPartition } from "../kvm.ts";
+ * import { GuestProbe } from "../testing.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(
+ *   MemoryLayout.fromGaps(16n << 20n, [new MemoryRange(0xe0000000n, 0x100000000n)]),
+ * );
+ * using partition = KvmPartition.create();
+ * using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
  * using probe = GuestProbe.create(partition);
- * probe.store(0x1000n, 4, 0xdeadbeef); // { kind: "done" }
- * probe.load(0x1000n, 4); // { kind: "value", value: 3735928559 }
- * probe.load(0xfee00000n, 4); // { kind: "mmio", gpa: 0xfee00000n, ... }
+ * assert.deepEqual(probe.store(0x1000n, 4, 0xdeadbeef), { kind: "done" });
+ * assert.deepEqual(probe.load(0x1000n, 4), { kind: "value", value: 0xdeadbeef });
+ * assert.equal(manager.client().guestMemory().readU32(0x1000n), 0xdeadbeef);
+ * assert.equal(probe.load(0xe0000000n, 4).kind, "mmio");
  * ```
  */
 export class GuestProbe implements Disposable {

@@ -47,10 +47,12 @@ const MAPPING_KEYS: RangeKeys<RecordedMapping> = { start: (m) => m.gpa, end: (m)
  * @example
  * ```ts
  * import { RecordingPartition } from "./recording_partition.ts";
+ * import assert from "node:assert/strict";
  * const partition = new RecordingPartition();
  * partition.mapRange(0x7f0000000000n, 0x1000n, 0x0n, true, true);
  * partition.unmapRange(0x0n, 0x100000n);
- * console.log(partition.mappings().length, partition.events.length); // 0 2
+ * assert.equal(partition.mappings().length, 0);
+ * assert.equal(partition.events.length, 2);
  * ```
  */
 export class RecordingPartition implements Partition {

@@ -26,8 +26,9 @@ const MAX_ROM = 0x1000000;
  * @example
  * ```ts
  * import type { BiosRomOptions } from "./bios_rom.ts";
+ * import assert from "node:assert/strict";
  * const options: BiosRomOptions = { name: "seabios" };
- * console.log(options.name);
+ * assert.equal(options.name, "seabios");
  * ```
  */
 export interface BiosRomOptions {
@@ -54,11 +55,25 @@ export interface BiosRomOptions {
  * ends at 4 GiB does).
  *
  * @example
- * ```ts ignore
- * import { BiosRom } from "@membacking/membacking/x86";
- * using rom = BiosRom.map(manager, Deno.readFileSync("/usr/share/seabios/bios.bin"));
- * console.log(`${rom.highRange}`); // 0xfffe0000-0x100000000
- * console.log(rom.lowRanges.map(String)); // 0xe0000-0xe4000 ... 0xf0000-0x100000
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility } from "../mod.ts";
+ * import { BiosRom } from "../x86.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+ *   MemoryLayout.fromGaps(2n << 20n, [new MemoryRange(0xe0000000n, 0x100000000n)]),
+ * );
+ * const image = new Uint8Array(0x20000).fill(0xea);
+ * using rom = BiosRom.map(manager, image);
+ * assert.equal(`${rom.highRange}`, "0xfffe0000-0x100000000");
+ * const memory = manager.client().guestMemory();
+ * assert.equal(memory.readU8(0xfffffff0n), 0xea);
+ * // Hiding the RAM of a PAM piece shows the ROM's low alias under it.
+ * manager.ramVisibilityControl().setRamVisibility(
+ *   new MemoryRange(0xf0000n, 0x100000n),
+ *   RamVisibility.Unmapped,
+ * );
+ * assert.equal(memory.readU8(0xffff0n), 0xea);
  * ```
  */
 export class BiosRom implements Disposable {

@@ -17,7 +17,8 @@ import { X86ChipsetError } from "./x86_chipset_error.ts";
  * @example
  * ```ts
  * import { PamMode } from "./i440fx_pam.ts";
- * console.log(PamMode.ReadOnly); // 1
+ * import assert from "node:assert/strict";
+ * assert.equal(PamMode.ReadOnly, 1);
  * ```
  */
 export const PamMode = {
@@ -83,7 +84,9 @@ const PIECES: readonly PamPiece[] = (() => {
  * @example
  * ```ts
  * import type { PamChange } from "./i440fx_pam.ts";
+ * import assert from "node:assert/strict";
  * const show = (c: PamChange) => `${c.range} ${c.mode} ${c.visibility}`;
+ * assert.equal(typeof show, "function");
  * ```
  */
 export interface PamChange {
@@ -116,11 +119,20 @@ export interface PamChange {
  * Unmapped: reads stay right, writes are lost (see {@linkcode PamMode}).
  *
  * @example
- * ```ts ignore
- * import { I440fxPam } from "@membacking/membacking/x86";
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout } from "../mod.ts";
+ * import { I440fxPam } from "../x86.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+ *   MemoryLayout.fromGaps(2n << 20n, []),
+ * );
  * const pam = I440fxPam.create(manager.ramVisibilityControl()); // all 13 pieces Unmapped
- * pam.configWrite(0x58, 4, 0x30000000); // PAM0 = 0x30: 0xf0000-0x100000 read-write
- * console.log(pam.configRead(0x59, 1)); // 48
+ * const memory = manager.client().guestMemory();
+ * assert.equal(memory.isMapped(0xf0000n, 4), false);
+ * pam.configWrite(0x58, 4, 0x00003000); // byte 0x59 (PAM0) = 0x30: 0xf0000-0x100000 read-write
+ * assert.equal(pam.configRead(0x59, 1), 0x30);
+ * assert.equal(memory.isMapped(0xf0000n, 4, true), true);
  * ```
  */
 export class I440fxPam {
