@@ -873,10 +873,10 @@ export class RegionManager implements Disposable {
     const walk = (list: readonly RegionNode[]) => {
       for (const node of list) {
         if (node.active) found.push(node);
-        else if (node.activeBelow > 0) walk(node.children);
+        else if (node.activeBelow > 0 && node.children !== undefined) walk(node.children.toArray());
       }
     };
-    walk(this.#tree.roots);
+    walk(this.#tree.roots.toArray());
     return found;
   }
 
