@@ -53,7 +53,10 @@ export { DmaMapperClient } from "./regions/dma_mapper_client.ts";
 export type { DmaTarget } from "./regions/dma_target.ts";
 export { DeviceMemoryMapper } from "./device_memory/device_memory_mapper.ts";
 export { DeviceMemoryControl } from "./device_memory/device_memory_control.ts";
-export { DeviceMemoryRegion } from "./device_memory/device_memory_region.ts";
+export {
+  type DeviceMappingOptions,
+  DeviceMemoryRegion,
+} from "./device_memory/device_memory_region.ts";
 
 export type { Partition } from "./partition/partition.ts";
 export type { Mappable } from "./mapping/mappable.ts";

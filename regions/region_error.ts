@@ -15,6 +15,9 @@ import { hex } from "../layout/_hex.ts";
  * - `mappingOutsideRegion`, `mappingOverlap`, `mappingUnalignedOffset`,
  *   `mappingPastBackingEnd`, `partialRemoval`: a mapping of a region or
  *   device memory region that the reference design asserts on
+ * - `shrinkableBacking`: a device memory mapping whose backing file is not
+ *   sealed against shrinking (`F_SEAL_SHRINK`), refused unless the caller
+ *   opts in with `allowShrinkable`
  * - `removed`: the region was removed
  * - `reentrant`: a partition or DMA target called back into the region
  *   manager from inside an operation
@@ -74,6 +77,11 @@ export class RegionError extends Error {
       readonly needed: bigint;
       readonly fileSize: bigint;
     }
+    | {
+      readonly kind: "shrinkableBacking";
+      readonly name: string;
+      readonly range: MemoryRange;
+    }
     | { readonly kind: "removed"; readonly name: string }
     | { readonly kind: "reentrant" };
 
@@ -118,6 +126,8 @@ function describe(d: RegionError["detail"]): string {
       return `mapping ${d.range} of memory region ${d.name} needs ${
         hex(d.needed)
       } bytes of its backing, which holds ${hex(d.fileSize)}`;
+    case "shrinkableBacking":
+      return `mapping ${d.range} of device memory region ${d.name} is backed by a file that is not sealed against shrinking, so its owner could truncate it and crash the process with SIGBUS: seal it with F_SEAL_SHRINK (SharedMemoryBacking.create does) or pass { allowShrinkable: true } to map`;
     case "removed":
       return `memory region ${d.name} has been removed`;
     case "reentrant":
