@@ -64,15 +64,30 @@ const FCNTL_NAMES: ReadonlyMap<number, string> = new Map(
 interface Armed {
   readonly name: string;
   readonly nth: number;
-  readonly errno: number;
+  readonly errno: number | ((name: string) => number);
   readonly except: ReadonlySet<string>;
+  readonly onFire: ((name: string) => void) | undefined;
   seen: number;
+}
+
+/** Options of {@linkcode arm}. */
+export interface ArmOptions {
+  /** With name `"*"`: the calls that are never failed (counted all the same). */
+  readonly except?: readonly string[];
+  /**
+   * Runs when the fault fires, before the failure is returned: to do what
+   * the kernel may do before it fails a call (a failed `MAP_FIXED` `mmap`
+   * may already have unmapped the old range).
+   */
+  readonly onFire?: (name: string) => void;
 }
 
 /** What happened between {@linkcode arm} (or {@linkcode startCounting}) and {@linkcode disarm}. */
 export interface FaultReport {
   /** The name of the call the fault was injected into, if it fired. */
   readonly fired: string | undefined;
+  /** The errno it failed with (0 when it did not fire). */
+  readonly errno: number;
   /** Every faultable call made, by name, in order. */
   readonly trace: readonly string[];
 }
@@ -80,6 +95,7 @@ export interface FaultReport {
 let armed: Armed | undefined;
 let counting = false;
 let fired: string | undefined;
+let firedErrno = 0;
 let trace: string[] = [];
 const ioctlNames = new Map<bigint, string>();
 let wrapped: LibcSymbols | undefined;
@@ -95,19 +111,20 @@ export function nameIoctls(names: Readonly<Record<string, bigint>>): void {
 
 /**
  * Arms one fault: the `nth` call (1-based, counted from now) named `name`
- * fails with `errno`; later calls go through. `name` `"*"` matches every
- * faultable call whose name is not in `except`. Calls are also traced as
+ * fails with `errno` (or with what `errno` returns for the name of the
+ * call that fails); later calls go through. `name` `"*"` matches every
+ * faultable call whose name is not in `options.except`. Calls are also traced as
  * {@linkcode startCounting} does. One fault at a time: arming again
  * replaces the previous one.
  */
 export function arm(
   name: string,
   nth: number,
-  errno: number,
-  except: readonly string[] = [],
+  errno: number | ((name: string) => number),
+  options: ArmOptions = {},
 ): void {
   if (!Number.isInteger(nth) || nth < 1) throw new RangeError(`nth must be 1 or more, not ${nth}`);
-  armed = { name, nth, errno, except: new Set(except), seen: 0 };
+  armed = { name, nth, errno, except: new Set(options.except), onFire: options.onFire, seen: 0 };
   fired = undefined;
   trace = [];
   swapLibc(wrapper());
@@ -124,7 +141,7 @@ export function startCounting(): void {
 
 /** Stops injecting and tracing (the real symbols again); what happened since arming. */
 export function disarm(): FaultReport {
-  const report: FaultReport = { fired, trace };
+  const report: FaultReport = { fired, errno: fired === undefined ? 0 : firedErrno, trace };
   armed = undefined;
   counting = false;
   fired = undefined;
@@ -153,6 +170,7 @@ function intercept(label: string): boolean {
   if (fault.name === "*" ? fault.except.has(label) : fault.name !== label) return false;
   if (++fault.seen !== fault.nth) return false;
   fired = label;
+  firedErrno = typeof fault.errno === "number" ? fault.errno : fault.errno(label);
   return true;
 }
 
@@ -215,8 +233,10 @@ function wrapper(): LibcSymbols {
     }
     const failure = failureValue(LIBC_SYMBOLS[symbol].result);
     table[symbol] = (...args: unknown[]): unknown => {
-      if (intercept(labelOf(symbol, args))) {
-        setErrno(symbols, armed!.errno);
+      const label = labelOf(symbol, args);
+      if (intercept(label)) {
+        armed!.onFire?.(label);
+        setErrno(symbols, firedErrno);
         return failure;
       }
       return call(...args);

@@ -230,22 +230,42 @@ export class RegionManager implements Disposable {
     this.#partitions.push(mapper);
   }
 
-  /** Detaches a partition, unmapping every active region from it. */
-  removePartition(mapper: PartitionMapper): void {
-    this.#exclusive(() => this.#removePartition(mapper));
+  /**
+   * Detaches a partition, unmapping every active region from it. When the
+   * partition fails to unmap one, what was unmapped is mapped again, the
+   * partition stays attached and the {@linkcode RegionError}
+   * (`partitionUnmap`) is thrown; with `strict` false (for disposal), the
+   * failure is a warning and the partition is detached anyway.
+   */
+  removePartition(mapper: PartitionMapper, strict = true): void {
+    this.#exclusive(() => this.#removePartition(mapper, strict));
   }
 
-  #removePartition(mapper: PartitionMapper): void {
+  #removePartition(mapper: PartitionMapper, strict: boolean): void {
     const index = this.#partitions.indexOf(mapper);
     if (index < 0) return;
-    this.#partitions.splice(index, 1);
-    for (const node of this.#activeSorted()) {
-      try {
-        mapper.unmapRegion(node.range);
-      } catch (cause) {
-        warn(`failed to unmap ${node.range} from partition`, cause);
+    const regions = this.#activeSorted();
+    let done = 0;
+    try {
+      for (; done < regions.length; done++) {
+        try {
+          mapper.unmapRegion(regions[done].range);
+        } catch (cause) {
+          if (strict) throw cause;
+          warn(`failed to unmap ${regions[done].range} from partition`, cause);
+        }
       }
+    } catch (cause) {
+      // Still attached, with every region mapped as before.
+      for (const node of regions.slice(0, done)) {
+        this.#mapPartitionsQuietly(node, [mapper], node.params!);
+      }
+      const node = regions[done];
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
     }
+    this.#partitions.splice(index, 1);
   }
 
   /**
@@ -340,7 +360,8 @@ export class RegionManager implements Disposable {
   }
 
   #dispose(): void {
-    for (const node of this.#activeSorted()) this.#deactivate(node);
+    // Going away whatever fails: a failure is only a warning.
+    for (const node of this.#activeSorted()) this.#deactivateQuietly(node);
     for (const node of this.#order) node.removed = true;
     this.#order = [];
     this.#regionCount = 0;
@@ -391,7 +412,13 @@ export class RegionManager implements Disposable {
     const old = node.params;
     // What the guest saw on the range: what this region now beats.
     const hidden = this.#tree.activeBelow(node);
-    for (const shown of hidden) this.#deactivate(shown);
+    let hiddenNow = 0;
+    try {
+      for (; hiddenNow < hidden.length; hiddenNow++) this.#deactivate(hidden[hiddenNow]);
+    } catch (error) {
+      for (let i = 0; i < hiddenNow; i++) this.#reactivate(hidden[i]);
+      throw error;
+    }
     node.params = copy;
     if (!wasMapped) this.#tree.addMappedBelow(node, 1);
     try {
@@ -473,8 +500,13 @@ export class RegionManager implements Disposable {
         mapping: (error.existing as RegionMapping).range,
       });
     }
-    if (removed.length === 0) return;
-    if (node.active) this.#unmapMappings(node, removed);
+    if (removed.length === 0 || !node.active) return;
+    try {
+      this.#unmapMappings(node, removed);
+    } catch (error) {
+      for (const mapping of removed) node.mappings.insert(mapping);
+      throw error;
+    }
   }
 
   #removeRegion(node: RegionNode): void {
@@ -582,7 +614,7 @@ export class RegionManager implements Disposable {
         shown.push(below);
       }
     } catch (error) {
-      for (const below of shown) this.#deactivate(below);
+      for (const below of shown) this.#deactivateQuietly(below);
       node.params = old;
       this.#tree.addMappedBelow(node, 1);
       this.#reactivate(node);
@@ -615,15 +647,21 @@ export class RegionManager implements Disposable {
         }
       }
     } catch (error) {
-      this.#unmapMappings(node, mappings.slice(0, done));
+      this.#unmapMappingsQuietly(node, mappings.slice(0, done));
       throw error;
     }
-    for (const mapper of this.#partitions) {
-      try {
+    const mapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
         mapper.mapRegion(node.range, params);
-      } catch (cause) {
-        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
+        mapped.push(mapper);
       }
+    } catch (cause) {
+      this.#unmapPartitionsQuietly(node, mapped);
+      this.#unmapMappingsQuietly(node, mappings);
+      throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
+        cause,
+      });
     }
     node.active = true;
     this.#tree.addActiveBelow(node, 1);
@@ -637,38 +675,95 @@ export class RegionManager implements Disposable {
    * host mappings keep the protection of their mappings).
    */
   #changeParams(node: RegionNode, params: MapParams): void {
-    const writableChanged = node.params!.writable !== params.writable;
+    const old = node.params!;
+    const writableChanged = old.writable !== params.writable;
     const mappings = node.mappings.toArray();
-    if (node.dmaTarget && writableChanged) {
+    const dma = node.dmaTarget && writableChanged;
+    const dmaMapAll = () => {
+      for (const mapping of mappings) {
+        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+      }
+    };
+    const setWritable = (writable: boolean) => {
+      for (const mapping of mappings) {
+        this.#va.setWritable(this.#absolute(node, mapping.range), mapping.writable && writable);
+      }
+    };
+    if (dma) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    for (const mapper of this.#partitions) {
+    const unmapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
+        mapper.unmapRegion(node.range);
+        unmapped.push(mapper);
+      }
+    } catch (cause) {
+      this.#mapPartitionsQuietly(node, unmapped, old);
+      if (dma) dmaMapAll();
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
+    node.params = params;
+    if (writableChanged) {
+      setWritable(params.writable);
+      if (node.dmaTarget) dmaMapAll();
+    }
+    const mapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
+        mapper.mapRegion(node.range, params);
+        mapped.push(mapper);
+      }
+    } catch (cause) {
+      // Back to the old params everywhere.
+      this.#unmapPartitionsQuietly(node, mapped);
+      if (dma) {
+        for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
+      }
+      node.params = old;
+      if (writableChanged) setWritable(old.writable);
+      if (dma) dmaMapAll();
+      this.#mapPartitionsQuietly(node, this.#partitions, old);
+      throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
+  }
+
+  /** Maps `node` into `mappers` with `params` for a rollback; failures are only warnings. */
+  #mapPartitionsQuietly(
+    node: RegionNode,
+    mappers: readonly PartitionMapper[],
+    params: MapParams,
+  ): void {
+    for (const mapper of mappers) {
+      try {
+        mapper.mapRegion(node.range, params);
+      } catch (cause) {
+        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
+      }
+    }
+  }
+
+  /** Unmaps `node` from `mappers` for a rollback; failures are only warnings. */
+  #unmapPartitionsQuietly(node: RegionNode, mappers: readonly PartitionMapper[]): void {
+    for (const mapper of mappers) {
       try {
         mapper.unmapRegion(node.range);
       } catch (cause) {
         warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
       }
     }
-    node.params = params;
-    if (writableChanged) {
-      for (const mapping of mappings) {
-        this.#va.setWritable(
-          this.#absolute(node, mapping.range),
-          mapping.writable && params.writable,
-        );
-      }
-      if (node.dmaTarget) {
-        for (const mapping of mappings) {
-          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
-        }
-      }
-    }
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.mapRegion(node.range, params);
-      } catch (cause) {
-        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
-      }
+  }
+
+  /** {@linkcode #unmapMappings} for a rollback: a failure now is only a warning. */
+  #unmapMappingsQuietly(node: RegionNode, mappings: readonly RegionMapping[]): void {
+    try {
+      this.#unmapMappings(node, mappings);
+    } catch (cause) {
+      warn(`failed to take memory region ${node.name} at ${node.range} out again`, cause);
     }
   }
 
@@ -681,7 +776,11 @@ export class RegionManager implements Disposable {
     }
   }
 
-  /** Takes `mappings` of the active `node` out: DMA targets first, then the VA. */
+  /**
+   * Takes `mappings` of the active `node` out: DMA targets first, then the
+   * VA. When the VA fails, the mappings taken out so far go back in, DMA
+   * targets hear of them again, and the error is rethrown.
+   */
   #unmapMappings(node: RegionNode, mappings: readonly RegionMapping[]): void {
     if (node.dmaTarget) {
       for (const mapping of mappings) {
@@ -689,7 +788,33 @@ export class RegionManager implements Disposable {
         for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
       }
     }
-    for (const mapping of mappings) this.#va.unmap(this.#absolute(node, mapping.range));
+    let done = 0;
+    try {
+      for (; done < mappings.length; done++) {
+        this.#va.unmap(this.#absolute(node, mappings[done].range));
+      }
+    } catch (error) {
+      const params = node.params!;
+      for (const mapping of mappings.slice(0, done)) {
+        try {
+          this.#va.mapShared(
+            this.#absolute(node, mapping.range),
+            mapping.backing,
+            mapping.fileOffset,
+            mapping.writable && params.writable,
+            hostWritable(mapping.writable, params.writable, mapping.backing),
+          );
+        } catch (cause) {
+          warn(`failed to map ${this.#absolute(node, mapping.range)} again`, cause);
+        }
+      }
+      if (node.dmaTarget) {
+        for (const mapping of mappings) {
+          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+        }
+      }
+      throw error;
+    }
   }
 
   /**
@@ -706,20 +831,53 @@ export class RegionManager implements Disposable {
     return true;
   }
 
+  /**
+   * Makes `node` invisible: DMA targets, partitions, then the host range.
+   * When the host range cannot be taken away (the VA is then as before),
+   * partitions and DMA targets get the region back and the error is
+   * rethrown: `node` is as active as before.
+   */
   #deactivate(node: RegionNode): void {
     if (node.dmaTarget) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.unmapRegion(node.range);
-      } catch (cause) {
-        warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
+    const dmaMapAll = () => {
+      if (!node.dmaTarget) return;
+      for (const mapping of node.mappings.toArray()) {
+        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
       }
+    };
+    const unmapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
+        mapper.unmapRegion(node.range);
+        unmapped.push(mapper);
+      }
+    } catch (cause) {
+      this.#mapPartitionsQuietly(node, unmapped, node.params!);
+      dmaMapAll();
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
     }
-    this.#va.unmap(node.range);
+    try {
+      this.#va.unmap(node.range);
+    } catch (error) {
+      this.#mapPartitionsQuietly(node, this.#partitions, node.params!);
+      dmaMapAll();
+      throw error;
+    }
     node.active = false;
     this.#tree.addActiveBelow(node, -1);
+  }
+
+  /** {@linkcode #deactivate} for a rollback: a failure now is only a warning. */
+  #deactivateQuietly(node: RegionNode): void {
+    try {
+      this.#deactivate(node);
+    } catch (cause) {
+      warn(`failed to take memory region ${node.name} at ${node.range} out again`, cause);
+    }
   }
 
   #dmaMap(entry: DmaEntry, node: RegionNode, mapping: RegionMapping): void {

@@ -395,6 +395,7 @@ Deno.test("disposal", async (t) => {
       assert.equal(managerInternals(manager).va.isReserved, false);
       assert.equal(openFdCount(), fds);
       assert.ok(warnings.length > 0);
+      assert.ok(warnings.every((w) => w.startsWith("failed to unmap 0x")), warnings.join("; "));
     } finally {
       setWarningHandler(previous);
     }
