@@ -188,6 +188,8 @@ export interface ScenarioHooks {
   extraState?(): unknown;
   /** Called once the fixture is made (to attach more partitions). */
   setup?(fixture: RegionFixture): void;
+  /** More checks after every step (a KVM partition's slots against the model). */
+  check?(fixture: RegionFixture, where: string): void;
 }
 
 /**
@@ -352,6 +354,7 @@ export function runScenario(
     for (const { id, handle } of regions) {
       assert.equal(handle.isActive, model.isActive(model.region(id)), `active flag, ${where}`);
     }
+    hooks?.check?.(f, where);
   };
 
   const range = (start: number, len: number) =>
