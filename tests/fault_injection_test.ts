@@ -514,6 +514,80 @@ Deno.test("fault-injection regressions (found by the test above)", async (t) => 
     },
   );
 
+  await t.step("interruptible calls are made again on EINTR; others report it", async () => {
+    const { madvise, mlock, mmap } = await import("../ffi/_mman.ts");
+    const { HostMapping } = await import("../ffi/_host_mapping.ts");
+    const { OwnedFd } = await import("../ffi/_owned_fd.ts");
+    const { Madv, Mman } = await import("../ffi/_constants.ts");
+    using page = HostMapping.anonymous(0x1000n, true);
+    using fd = OwnedFd.memfd("eintr", 0);
+    using kvm = KvmPartition.create();
+    const retried = (name: string, call: () => void) => {
+      arm(name, 1, Errno.EINTR);
+      try {
+        call();
+      } finally {
+        assert.deepEqual(disarm(), { fired: name, errno: Errno.EINTR, trace: [name, name] });
+      }
+    };
+    retried("madvise", () => madvise(page.address, 0x1000n, Madv.MADV_POPULATE_WRITE));
+    retried("mlock", () => mlock(page.address, 0x1000n));
+    retried("ftruncate", () => fd.truncate(0x2000n));
+    retried("fallocate", () => fd.allocate(0, 0n, 0x1000n));
+    retried(
+      "ioctl(KVM_SET_USER_MEMORY_REGION)",
+      () => kvm.mapRange(page.address, 0x1000n, 0n, true, true),
+    );
+    assert.equal(kvm.slots().length, 1);
+    arm("mmap", 1, Errno.EINTR);
+    try {
+      assert.throws(
+        () => mmap(0n, 0x1000n, Mman.PROT_READ, Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS, -1, 0n),
+        (e) => {
+          assert.ok(e instanceof SyscallError);
+          assert.equal(e.code, "EINTR");
+          assert.equal(e.message, "Interrupted system call");
+          return true;
+        },
+      );
+    } finally {
+      disarm();
+    }
+  });
+
+  await t.step("a reservation whose slack cannot be trimmed leaks no mapping", () => {
+    // Found: the over-reservation (alignment + length) stayed mapped.
+    const sixMiB = (line: string) => {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+      return m !== null && BigInt(`0x${m[2]}`) - BigInt(`0x${m[1]}`) === 0x600000n;
+    };
+    const count = () => readTextFile("/proc/self/maps").split("\n").filter(sixMiB).length;
+    const before = liveHostMappingCount();
+    let whileReserved = 0;
+    arm("munmap", 1, Errno.ENOMEM, { onFire: () => whileReserved = count() });
+    try {
+      assert.throws(() => VaMapper.reserve(0x400000n, 0x200000n), enomem("munmap"));
+    } finally {
+      disarm();
+    }
+    assert.equal(liveHostMappingCount(), before);
+    assert.equal(count(), whileReserved - 1, "the 6 MiB over-reservation is still mapped");
+  });
+
+  await t.step("a failed munmap keeps the mapping owned, to be unmapped again", async () => {
+    const { HostMapping } = await import("../ffi/_host_mapping.ts");
+    const mapping = HostMapping.anonymous(0x1000n, true);
+    arm("munmap", 1, Errno.ENOMEM);
+    try {
+      assert.throws(() => mapping.unmap(), enomem("munmap"));
+    } finally {
+      disarm();
+    }
+    assert.equal(mapping.isMapped, true);
+    mapping.unmap();
+    assert.equal(mapping.isMapped, false);
+  });
+
   await t.step("a failed MAP_FIXED mmap leaves the reservation PROT_NONE, not a hole", () => {
     // The kernel may unmap the old range before it fails a MAP_FIXED mmap.
     using va = VaMapper.reserve(0x100000n);
