@@ -300,6 +300,7 @@ export class VaMapper implements Disposable {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
+    const saved = this.#saveWithin(range);
     let changed = false;
     let downgraded = false;
     for (let from = start;;) {
@@ -333,7 +334,7 @@ export class VaMapper implements Disposable {
     }
     if (!changed) return;
     this.#changed();
-    if (downgraded) this.#graceOver();
+    if (downgraded) this.#graceOrRestore(saved);
   }
 
   /**
@@ -371,6 +372,7 @@ export class VaMapper implements Disposable {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
+    const saved = this.#saveWithin(range);
     // First the table: readers must stop seeing the ranges before they go.
     const cuts: MemoryRange[] = [];
     const removed: VaEntry[] = [];
@@ -399,7 +401,7 @@ export class VaMapper implements Disposable {
     }
     if (cuts.length === 0) return;
     this.#changed();
-    this.#graceOver();
+    this.#graceOrRestore(saved);
     // With a reader stalled inside an access, the memory stays accessible
     // to the host (fresh anonymous pages the guest never sees) so that the
     // stalled access cannot fault.
@@ -582,6 +584,7 @@ export class VaMapper implements Disposable {
     const start = Number(range.start);
     const end = Number(range.end);
     const taken: VaEntry[] = [];
+    const saved = this.#saveWithin(range);
     for (;;) {
       const cursor = list.firstWhere(endsAbove, start);
       const old = list.at(cursor);
@@ -602,8 +605,53 @@ export class VaMapper implements Disposable {
     }
     if (taken.length === 0) return taken;
     this.#changed();
-    this.#graceOver();
+    this.#graceOrRestore(saved);
     return taken;
+  }
+
+  /**
+   * The entries overlapping `range`, whole, while the table is shared (a
+   * grace period can fail only then): what {@linkcode #graceOrRestore}
+   * puts back.
+   */
+  #saveWithin(range: MemoryRange): VaEntry[] | undefined {
+    if (this.#shared === undefined) return undefined;
+    const list = this.#entries;
+    const end = Number(range.end);
+    const out: VaEntry[] = [];
+    for (let i = list.firstWhere(endsAbove, Number(range.start));; i = list.next(i)) {
+      const entry = list.at(i);
+      if (entry === undefined || entry.startNumber >= end) break;
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /**
+   * Waits for the readers' grace period; when that fails (membarrier
+   * refused), the table gets `saved` back (what it held where it just
+   * changed, whole) and the error is rethrown: the host memory was not
+   * touched yet, so everything is as before.
+   */
+  #graceOrRestore(saved: VaEntry[] | undefined): void {
+    try {
+      this.#graceOver();
+    } catch (error) {
+      if (saved !== undefined && saved.length > 0) {
+        const list = this.#entries;
+        const lo = saved[0].startNumber;
+        const hi = saved[saved.length - 1].endNumber;
+        for (;;) {
+          const cursor = list.firstWhere(endsAbove, lo);
+          const entry = list.at(cursor);
+          if (entry === undefined || entry.startNumber >= hi) break;
+          list.removeAt(cursor);
+        }
+        for (const entry of saved) this.#insert(entry);
+      }
+      this.#changed();
+      throw error;
+    }
   }
 
   /** The table changed: a new generation, published to readers if shared. */

@@ -707,7 +707,17 @@ export class RegionManager implements Disposable {
     }
     node.params = params;
     if (writableChanged) {
-      setWritable(params.writable);
+      try {
+        setWritable(params.writable);
+      } catch (error) {
+        // The readers' grace period failed: back to the old writability
+        // (giving write access back waits for nobody) and the old slots.
+        setWritable(old.writable);
+        node.params = old;
+        this.#mapPartitionsQuietly(node, this.#partitions, old);
+        if (dma) dmaMapAll();
+        throw error;
+      }
       if (node.dmaTarget) dmaMapAll();
     }
     const mapped: PartitionMapper[] = [];
