@@ -297,6 +297,7 @@ Deno.test({
         injector.attempt(run, snapshot, clearLogs, where),
       ...extra?.setup,
     });
+    const fresh = processState(false);
     await t.step("regions, mappings, DMA targets and device memory (recording partition)", () => {
       for (const scenario of ops(64, false, 16, 120, 1)) runScenario(scenario, 64, false, hooks());
     });
@@ -336,6 +337,8 @@ Deno.test({
       }
       assert.deepEqual(kvm.slots(), [], "slots left behind");
     });
+    kvm[Symbol.dispose]();
+    assert.deepEqual(processState(false), fresh, "descriptors or mappings leaked");
   },
 });
 

@@ -275,6 +275,10 @@ export function runScenario(
       `${MemoryRange.fromLength(m.gpa, m.size)} ${m.writable} ${m.executable} ${m.hostAddress}`
     ),
     dma: [target, ...(extraTarget === undefined ? [] : [extraTarget.target])].map((t) => t.state()),
+    // A balanced log: no target was told to map what it already had.
+    dmaAnomalies: targets.flatMap((t) =>
+      t.log.filter((l) => l.startsWith("map over") || l === "bad host address")
+    ),
     devices: devices.map((d) => ({
       mappings: d.real.region.mappings.map((m) => `${m.range} ${m.fileOffset} ${m.writable}`),
     })),
