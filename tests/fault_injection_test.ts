@@ -23,6 +23,7 @@ import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { Vtl } from "../manager/vtl.ts";
 import { PartitionMapper } from "../partition/_partition_mapper.ts";
 import { RecordingPartition } from "../testing/recording_partition.ts";
@@ -369,6 +370,22 @@ Deno.test({
         console.log(`    ${injector.faults - faults} faults`);
       });
     }
+    await t.step("SharedMemoryBacking: create, and a build on it", () => {
+      const before = processState(false);
+      const contents = new Uint8Array([1, 2, 3, 4]);
+      const backing = injector.attempt(
+        () => SharedMemoryBacking.create(16n * MiB, { name: "existing", contents }),
+        () => processState(false),
+      );
+      const manager = injector.attempt(
+        () => new GuestMemoryBuilder().existingBacking(backing).build(manyRanges(7)),
+        () => processState(false),
+      );
+      assert.equal(manager.client().guestMemory().readU32(0n), 0x04030201);
+      manager[Symbol.dispose]();
+      backing[Symbol.dispose]();
+      assert.deepEqual(processState(false), before, "the backing left something behind");
+    });
     const kvm = KvmPartition.create();
     for (const build of BUILDS.filter((b) => !b.huge)) {
       await t.step(`attach, RAM visibility, detach: ${build.name}`, () => {
