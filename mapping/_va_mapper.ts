@@ -142,6 +142,9 @@ const PRIVATE_HOME_KEYS: RangeKeys<PrivateHome> = {
   end: (home) => home.range.end,
 };
 
+/** What `#takeAway` returns when it took nothing (no allocation on the usual path). */
+const NO_ENTRIES: readonly VaEntry[] = [];
+
 /** `mmap` flags of private anonymous memory at a fixed address (the reservation itself, or private RAM). */
 const ANON_FIXED_FLAGS = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED |
   Mman.MAP_NORESERVE;
@@ -579,18 +582,18 @@ export class VaMapper implements Disposable {
    * readers' grace period: the caller is about to map over it. Returns
    * what it took out (the parts inside `range`).
    */
-  #takeAway(range: MemoryRange): VaEntry[] {
+  #takeAway(range: MemoryRange): readonly VaEntry[] {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
-    const taken: VaEntry[] = [];
+    let taken: VaEntry[] | undefined;
     const saved = this.#saveWithin(range);
     for (;;) {
       const cursor = list.firstWhere(endsAbove, start);
       const old = list.at(cursor);
       if (old === undefined || old.startNumber >= end) break;
       list.removeAt(cursor);
-      taken.push(
+      (taken ??= []).push(
         old.range.start < range.start || range.end < old.range.end ? old.slice(range) : old,
       );
       // Entries are ordered and disjoint: only the first overlapped one can
@@ -603,7 +606,7 @@ export class VaMapper implements Disposable {
         this.#insert(old.slice(new MemoryRange(range.end, old.range.end)));
       }
     }
-    if (taken.length === 0) return taken;
+    if (taken === undefined) return NO_ENTRIES;
     this.#changed();
     this.#graceOrRestore(saved);
     return taken;

@@ -650,14 +650,12 @@ export class RegionManager implements Disposable {
       this.#unmapMappingsQuietly(node, mappings.slice(0, done));
       throw error;
     }
-    const mapped: PartitionMapper[] = [];
+    const partitions = this.#partitions;
+    let mapped = 0;
     try {
-      for (const mapper of this.#partitions) {
-        mapper.mapRegion(node.range, params);
-        mapped.push(mapper);
-      }
+      for (; mapped < partitions.length; mapped++) partitions[mapped].mapRegion(node.range, params);
     } catch (cause) {
-      this.#unmapPartitionsQuietly(node, mapped);
+      this.#unmapPartitionsQuietly(node, partitions.slice(0, mapped));
       this.#unmapMappingsQuietly(node, mappings);
       throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
         cause,
@@ -851,21 +849,14 @@ export class RegionManager implements Disposable {
     if (node.dmaTarget) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    const dmaMapAll = () => {
-      if (!node.dmaTarget) return;
-      for (const mapping of node.mappings.toArray()) {
-        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
-      }
-    };
-    const unmapped: PartitionMapper[] = [];
+    // (Counted, not collected: no allocation on the way that succeeds.)
+    const partitions = this.#partitions;
+    let unmapped = 0;
     try {
-      for (const mapper of this.#partitions) {
-        mapper.unmapRegion(node.range);
-        unmapped.push(mapper);
-      }
+      for (; unmapped < partitions.length; unmapped++) partitions[unmapped].unmapRegion(node.range);
     } catch (cause) {
-      this.#mapPartitionsQuietly(node, unmapped, node.params!);
-      dmaMapAll();
+      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), node.params!);
+      this.#dmaMapAll(node);
       throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
         cause,
       });
@@ -873,12 +864,20 @@ export class RegionManager implements Disposable {
     try {
       this.#va.unmap(node.range);
     } catch (error) {
-      this.#mapPartitionsQuietly(node, this.#partitions, node.params!);
-      dmaMapAll();
+      this.#mapPartitionsQuietly(node, partitions, node.params!);
+      this.#dmaMapAll(node);
       throw error;
     }
     node.active = false;
     this.#tree.addActiveBelow(node, -1);
+  }
+
+  /** Tells every DMA target of each mapping of `node` (when it is a DMA region). */
+  #dmaMapAll(node: RegionNode): void {
+    if (!node.dmaTarget) return;
+    for (const mapping of node.mappings.toArray()) {
+      for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+    }
   }
 
   /** {@linkcode #deactivate} for a rollback: a failure now is only a warning. */
