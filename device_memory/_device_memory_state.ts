@@ -1,5 +1,5 @@
 import { warn } from "../diagnostics/warnings.ts";
-import { checkMappingBacking } from "../regions/_backing_check.ts";
+import { checkMappingBacking, checkShrinkSealed } from "../regions/_backing_check.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import { RegionError } from "../regions/region_error.ts";
@@ -46,7 +46,14 @@ export class DeviceMemoryState {
     return range;
   }
 
-  map(offset: bigint, backing: Mappable, fileOffset: bigint, length: bigint, writable: boolean) {
+  map(
+    offset: bigint,
+    backing: Mappable,
+    fileOffset: bigint,
+    length: bigint,
+    writable: boolean,
+    allowShrinkable = false,
+  ): void {
     const range = this.rangeAt(offset, length);
     if (range.isEmpty()) return;
     const existing = this.mappings.firstOverlapping(range.start, range.end);
@@ -60,6 +67,7 @@ export class DeviceMemoryState {
       });
     }
     checkMappingBacking(this.name, range, backing, fileOffset);
+    checkShrinkSealed(this.name, range, backing, allowShrinkable);
     this.handle?.addMapping(range, backing, fileOffset, writable);
     this.mappings.insert({ range, backing, fileOffset, writable });
   }

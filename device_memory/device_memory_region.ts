@@ -2,6 +2,9 @@ import type { MemoryRange } from "../layout/memory_range.ts";
 import type { Mappable } from "../mapping/mappable.ts";
 import type { DeviceMemoryState } from "./_device_memory_state.ts";
 
+/** Options of {@linkcode DeviceMemoryRegion.map}. */
+export type DeviceMappingOptions = Parameters<DeviceMemoryRegion["map"]>[5];
+
 let construct: (state: DeviceMemoryState) => DeviceMemoryRegion;
 
 /** Makes a {@linkcode DeviceMemoryRegion} (internal: its constructor is private). */
@@ -59,6 +62,13 @@ export class DeviceMemoryRegion {
    * Maps `length` bytes of `backing` from `fileOffset` at `offset`. A range
    * outside the region or overlapping a mapping is a `RegionError`;
    * unaligned values are a `RangeError`. Nothing changes on error.
+   *
+   * A regular file backing (a memfd included) must be sealed against
+   * shrinking (`F_SEAL_SHRINK`, as `SharedMemoryBacking.create` seals):
+   * truncated under its mapping it would make accesses die of SIGBUS.
+   * Without the seal the mapping is a `RegionError` (`shrinkableBacking`)
+   * unless `options.allowShrinkable` is set, by which the caller promises
+   * the file keeps its size while it is mapped.
    */
   map(
     offset: bigint,
@@ -66,8 +76,23 @@ export class DeviceMemoryRegion {
     fileOffset: bigint,
     length: bigint,
     writable: boolean,
+    options: {
+      /**
+       * Accept a regular file backing that is not sealed against shrinking
+       * (`F_SEAL_SHRINK`): the caller guarantees it keeps its size while
+       * mapped (truncated, it makes guest memory accesses die of SIGBUS).
+       */
+      readonly allowShrinkable?: boolean;
+    } = {},
   ): void {
-    this.#state.map(offset, backing, fileOffset, length, writable);
+    this.#state.map(
+      offset,
+      backing,
+      fileOffset,
+      length,
+      writable,
+      options.allowShrinkable ?? false,
+    );
   }
 
   /**

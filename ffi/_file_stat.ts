@@ -10,8 +10,9 @@
  */
 
 import { Fcntl } from "./_constants.ts";
+import { Errno } from "./_errno.ts";
 import { libc } from "./_libc.ts";
-import { check } from "./syscall_error.ts";
+import { check, lastError } from "./syscall_error.ts";
 
 const STAT_SIZE = 144;
 const ST_MODE_OFFSET = 24;
@@ -41,4 +42,18 @@ export function regularFileSize(fd: number): bigint | undefined {
 export function isWritableDescriptor(fd: number): boolean {
   const flags = check("fcntl(F_GETFL)", libc().fcntl(fd, Fcntl.F_GETFL, 0));
   return (flags & Fcntl.O_ACCMODE) !== Fcntl.O_RDONLY;
+}
+
+/**
+ * The seals of the file open as `fd` (`fcntl(F_GET_SEALS)`: `F_SEAL_*`
+ * bits), or `undefined` when its file system has no seals (`EINVAL`: only
+ * memfds and shmem/hugetlbfs files have them). Any other failure throws a
+ * SyscallError.
+ */
+export function fileSeals(fd: number): number | undefined {
+  const seals = libc().fcntl(fd, Fcntl.F_GET_SEALS, 0);
+  if (seals !== -1) return seals;
+  const error = lastError("fcntl(F_GET_SEALS)");
+  if (error.errno === Errno.EINVAL) return undefined;
+  throw error;
 }

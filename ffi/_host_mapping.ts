@@ -9,6 +9,15 @@ const registry = new FinalizationRegistry<[bigint, bigint]>(([addr, length]) => 
   libc().munmap(addr, length);
 });
 
+let live = 0;
+
+/**
+ * How many {@linkcode HostMapping}s are mapped now (for leak checks in tests).
+ */
+export function liveHostMappingCount(): number {
+  return live;
+}
+
 /**
  * An owned range of host virtual memory from `mmap`, unmapped by
  * `Symbol.dispose`.
@@ -30,6 +39,7 @@ export class HostMapping implements Disposable {
     this.#address = address;
     this.length = length;
     registry.register(this, [address, length], this);
+    live++;
   }
 
   /** A private anonymous read(/write) mapping of `length` bytes. */
@@ -59,8 +69,14 @@ export class HostMapping implements Disposable {
     const total = length + alignment;
     const raw = mmap(0n, total, Mman.PROT_NONE, flags, -1, 0n);
     const start = (raw + alignment - 1n) & ~(alignment - 1n);
-    if (start > raw) munmap(raw, start - raw);
-    if (raw + total > start + length) munmap(start + length, raw + total - (start + length));
+    try {
+      if (start > raw) munmap(raw, start - raw);
+      if (raw + total > start + length) munmap(start + length, raw + total - (start + length));
+    } catch (error) {
+      // Nothing may stay reserved: unmapping what is already gone is no error.
+      libc().munmap(raw, total);
+      throw error;
+    }
     return new HostMapping(start, length);
   }
 
@@ -97,17 +113,21 @@ export class HostMapping implements Disposable {
     const address = this.#address;
     this.#address = 0n;
     registry.unregister(this);
+    live--;
     const flags = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED | Mman.MAP_NORESERVE;
     mmap(address, this.length, Mman.PROT_READ | Mman.PROT_WRITE, flags, -1, 0n);
   }
 
-  /** `munmap`; idempotent. */
+  /**
+   * `munmap`; idempotent. When `munmap` fails, the mapping stays owned (and
+   * mapped): the error is thrown and unmapping can be tried again.
+   */
   unmap(): void {
     if (this.#address === 0n) return;
-    const address = this.#address;
+    munmap(this.#address, this.length);
     this.#address = 0n;
     registry.unregister(this);
-    munmap(address, this.length);
+    live--;
   }
 
   /** Unmaps the range. */

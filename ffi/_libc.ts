@@ -308,17 +308,41 @@ export const LIBC_SYMBOLS = {
 /** The typed symbols of the loaded libc. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
+/** What {@linkcode libc} returns: the real symbols, or a wrapper of them while faults are armed. */
 let loaded: LibcSymbols | undefined;
+/** The real symbols, once opened. */
+let real: LibcSymbols | undefined;
 let errnoView: Deno.UnsafePointerView | undefined;
 
-/** Opens libc once (lazily, so that importing the types needs no permission). */
+/**
+ * Opens libc once (lazily, so that importing the types needs no permission).
+ *
+ * While the test seam of `_fault_injection.ts` is armed this returns its
+ * wrapping table instead; the call sites see no difference and pay nothing
+ * when it is not.
+ */
 export function libc(): LibcSymbols {
   if (loaded !== undefined) return loaded;
+  loaded = realLibc();
+  return loaded;
+}
+
+/** The real libc symbols, never a wrapper (for the fault-injection seam). */
+export function realLibc(): LibcSymbols {
+  if (real !== undefined) return real;
   if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
     throw new MissingPermissionError("ffi", "to call libc (mmap, memfd_create, ioctl)");
   }
-  loaded = Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
-  return loaded;
+  real = Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  return real;
+}
+
+/**
+ * Makes {@linkcode libc} return `symbols` (a wrapper of the real table),
+ * or the real table again when `undefined`. Only for `_fault_injection.ts`.
+ */
+export function swapLibc(symbols: LibcSymbols | undefined): void {
+  loaded = symbols ?? realLibc();
 }
 
 /** Reads the calling thread's `errno` (call right after the failing libc call). */

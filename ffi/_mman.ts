@@ -8,7 +8,7 @@
 
 import { Mman } from "./_constants.ts";
 import { libc } from "./_libc.ts";
-import { check, lastError } from "./syscall_error.ts";
+import { check, checkRestarting, lastError } from "./syscall_error.ts";
 
 /** `mmap(addr, length, prot, flags, fd, offset)`; returns the mapped address. */
 export function mmap(
@@ -34,12 +34,15 @@ export function mprotect(addr: bigint, length: bigint, prot: number): void {
   check("mprotect", libc().mprotect(addr, length, prot));
 }
 
-/** `madvise(addr, length, advice)`. */
+/**
+ * `madvise(addr, length, advice)`, repeated when a signal interrupts it
+ * (`EINTR`: `MADV_POPULATE_READ`/`WRITE` stop when a signal is pending; the
+ * pages populated so far stay, and populating again is harmless).
+ */
 export function madvise(addr: bigint, length: bigint, advice: number): void {
-  check("madvise", libc().madvise(addr, length, advice));
+  checkRestarting("madvise", () => libc().madvise(addr, length, advice));
 }
 
-/** `mlock(addr, length)`. */
 /**
  * `madvise(addr, length, advice)` split into `pieces` parts of whole 2 MiB
  * units run at once on Deno's blocking thread pool (for `MADV_POPULATE_*`:
@@ -68,8 +71,12 @@ export async function madviseParallel(
   });
 }
 
+/**
+ * `mlock(addr, length)`, repeated on `EINTR` (locking faults the pages in,
+ * which a pending signal can cut short; locking again is harmless).
+ */
 export function mlock(addr: bigint, length: bigint): void {
-  check("mlock", libc().mlock(addr, length));
+  checkRestarting("mlock", () => libc().mlock(addr, length));
 }
 
 /** `munlock(addr, length)`. */

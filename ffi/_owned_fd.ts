@@ -60,9 +60,10 @@ export class OwnedFd implements Disposable {
     );
   }
 
-  /** `ftruncate(fd, length)`. */
+  /** `ftruncate(fd, length)`, repeated on `EINTR` (a signal arrived while it waited). */
   truncate(length: bigint): void {
-    check("ftruncate", libc().ftruncate(this.fd, length));
+    const fd = this.fd;
+    checkRestarting("ftruncate", () => libc().ftruncate(fd, length));
   }
 
   /**

@@ -317,7 +317,9 @@ export class GuestMemory {
    * byte-by-byte copying where two entries map the same file pages.
    */
   #pieceEnd(at: number, window: Window): number {
-    const entryEnd = this.#table.find(at)!.endNumber;
+    // In a Worker the shared table may have moved on since the check (the
+    // memory stays mapped until this access ends): then up to the window's end.
+    const entryEnd = this.#table.find(at)?.endNumber ?? window.end;
     return entryEnd < window.end ? entryEnd : window.end;
   }
 

@@ -135,6 +135,9 @@ export class KvmVm implements Disposable {
    * `KVM_SET_USER_MEMORY_REGION`: creates, moves, changes or (with
    * `memorySize` 0) deletes a memory slot.
    *
+   * A call interrupted by a signal (`EINTR`: KVM did not apply it) is
+   * made again.
+   *
    * @param region The slot, shaped like the kernel's struct.
    */
   setUserMemoryRegion(region: KvmUserspaceMemoryRegion): void {
@@ -149,6 +152,7 @@ export class KvmVm implements Disposable {
       this.unsafeFd,
       KvmIoctl.KVM_SET_USER_MEMORY_REGION,
       this.#region,
+      "retry",
     );
   }
 

@@ -67,7 +67,10 @@ export function allocateHugetlbRam(size: bigint, hugepageSize: bigint): OwnedFd 
   try {
     return newMemfd(GUEST_RAM_NAME, flags, (fd) => {
       fd.truncate(size);
-      HostMapping.shared(fd.fd, 0n, size, Mman.PROT_NONE).unmap();
+      // (`using`: a failed unmap is tried again on the way out, so no
+      // mapping of the file outlives a failed build.)
+      using reservation = HostMapping.shared(fd.fd, 0n, size, Mman.PROT_NONE);
+      reservation.unmap();
       fd.allocate(0, 0n, size);
       fd.addSeals(GUEST_RAM_SEALS);
     });

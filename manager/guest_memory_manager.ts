@@ -1,3 +1,4 @@
+import { warn } from "../diagnostics/warnings.ts";
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import type { OwnedFd } from "../ffi/_owned_fd.ts";
 import { hex } from "../layout/_hex.ts";
@@ -198,8 +199,10 @@ export class GuestMemoryManager implements Disposable {
       throw error;
     }
     const attachment = newPartitionAttachment(partition, vtl, () => {
+      // Detaching fails, changing nothing, when the partition cannot unmap
+      // a region; while the manager goes away it detaches anyway.
+      this.#removeMappers(mappers, !this.#disposed);
       this.#attachments.delete(attachment);
-      this.#removeMappers(mappers);
     });
     this.#attachments.add(attachment);
     return attachment;
@@ -313,8 +316,24 @@ export class GuestMemoryManager implements Disposable {
     for (const attachment of this.#attachments) stack.use(attachment);
   }
 
-  #removeMappers(mappers: readonly PartitionMapper[]): void {
-    for (const mapper of [...mappers].reverse()) this.#regionManager.removePartition(mapper);
+  #removeMappers(mappers: readonly PartitionMapper[], strict = true): void {
+    const removed: PartitionMapper[] = [];
+    try {
+      for (const mapper of [...mappers].reverse()) {
+        this.#regionManager.removePartition(mapper, strict);
+        removed.push(mapper);
+      }
+    } catch (error) {
+      // All or nothing: the mappers already detached come back.
+      for (const mapper of removed.reverse()) {
+        try {
+          this.#regionManager.addPartition(mapper);
+        } catch (cause) {
+          warn("failed to attach a partition again after a failed detach", cause);
+        }
+      }
+      throw error;
+    }
   }
 
   #checkLive(): void {

@@ -56,11 +56,16 @@ export class PartitionAttachment implements Disposable {
     return this.#detach !== undefined;
   }
 
-  /** Detaches the partition; idempotent. */
+  /**
+   * Detaches the partition; idempotent. When the partition fails to unmap
+   * a region, it stays attached as before and the error (a `RegionError`,
+   * `partitionUnmap`) is thrown.
+   */
   detach(): void {
     const detach = this.#detach;
+    if (detach === undefined) return;
+    detach();
     this.#detach = undefined;
-    detach?.();
   }
 
   /** Detaches the partition. */

@@ -50,6 +50,12 @@ export class VaEntry {
   readonly fileOffset: bigint;
   /** Host address of `range.start`. */
   readonly hostAddress: bigint;
+  /**
+   * Whether the host mapping itself is writable (`PROT_WRITE`): it can be
+   * while the table refuses host writes (a read-only region over a
+   * writable mapping).
+   */
+  readonly hostWritable: boolean;
   /** `range.start` as a number, for fast offset arithmetic (guest addresses < 2^53). */
   readonly startNumber: number;
   /** `range.end` as a number. */
@@ -67,9 +73,11 @@ export class VaEntry {
     fd: number,
     fileOffset: bigint,
     hostAddress: bigint,
+    hostWritable: boolean = writable,
   ) {
     this.range = range;
     this.writable = writable;
+    this.hostWritable = hostWritable;
     this.kind = kind;
     this.fd = fd;
     this.fileOffset = fileOffset;
@@ -113,6 +121,7 @@ export class VaEntry {
       this.fd,
       this.fileOffset + delta,
       this.hostAddress + delta,
+      this.hostWritable,
     );
   }
 }
@@ -127,6 +136,9 @@ const PRIVATE_HOME_KEYS: RangeKeys<PrivateHome> = {
   start: (home) => home.range.start,
   end: (home) => home.range.end,
 };
+
+/** What `#takeAway` returns when it took nothing (no allocation on the usual path). */
+const NO_ENTRIES: readonly VaEntry[] = [];
 
 /** `mmap` flags of private anonymous memory at a fixed address (the reservation itself, or private RAM). */
 const ANON_FIXED_FLAGS = Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_FIXED |
@@ -236,6 +248,12 @@ export class VaMapper implements Disposable {
   /**
    * Maps `length` bytes of `backing` from `fileOffset` at `range` (shared,
    * `MAP_FIXED`), replacing whatever was there.
+   *
+   * When the `mmap` fails, what was there comes back: a failed `MAP_FIXED`
+   * may already have unmapped the old range, so it is mapped afresh
+   * (`PROT_NONE` for the reservation, the old shared mappings again,
+   * private RAM as zeroed pages, as after any shared mapping over it), and
+   * the table is as before. The error is rethrown.
    */
   mapShared(
     range: MemoryRange,
@@ -246,17 +264,24 @@ export class VaMapper implements Disposable {
   ): void {
     this.#checkInside(range);
     if (range.isEmpty()) return;
-    this.#takeAway(range);
+    const old = this.#takeAway(range);
     const host = this.base + range.start;
-    mmap(
-      host,
-      range.len,
-      protFor(hostWritable),
-      Mman.MAP_SHARED | Mman.MAP_FIXED,
-      backing.fd,
-      fileOffset,
+    try {
+      mmap(
+        host,
+        range.len,
+        protFor(hostWritable),
+        Mman.MAP_SHARED | Mman.MAP_FIXED,
+        backing.fd,
+        fileOffset,
+      );
+    } catch (error) {
+      this.#putBack(range, old, true);
+      throw error;
+    }
+    this.#insert(
+      new VaEntry(range, writable, "shared", backing.fd, fileOffset, host, hostWritable),
     );
-    this.#insert(new VaEntry(range, writable, "shared", backing.fd, fileOffset, host));
     this.#changed();
   }
 
@@ -273,6 +298,7 @@ export class VaMapper implements Disposable {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
+    const saved = this.#saveWithin(range);
     let changed = false;
     let downgraded = false;
     for (let from = start;;) {
@@ -291,14 +317,22 @@ export class VaMapper implements Disposable {
       }
       const part = entry.slice(cut);
       this.#insert(
-        new VaEntry(part.range, writable, "shared", part.fd, part.fileOffset, part.hostAddress),
+        new VaEntry(
+          part.range,
+          writable,
+          "shared",
+          part.fd,
+          part.fileOffset,
+          part.hostAddress,
+          part.hostWritable,
+        ),
       );
       changed = true;
       downgraded ||= entry.writable;
     }
     if (!changed) return;
     this.#changed();
-    if (downgraded) this.#graceOver();
+    if (downgraded) this.#graceOrRestore(saved);
   }
 
   /**
@@ -361,8 +395,10 @@ export class VaMapper implements Disposable {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
+    const saved = this.#saveWithin(range);
     // First the table: readers must stop seeing the ranges before they go.
     const cuts: MemoryRange[] = [];
+    const removed: VaEntry[] = [];
     // Walk the overlapped entries by address, each search starting where
     // the previous entry ended: private entries stay where they are and
     // removing a shared one does not disturb the walk.
@@ -377,6 +413,7 @@ export class VaMapper implements Disposable {
       const cut = inside ? entry.range : entry.range.intersection(range);
       list.removeAt(cursor);
       cuts.push(cut);
+      removed.push(inside ? entry : entry.slice(cut));
       if (inside) continue;
       if (entry.range.start < cut.start) {
         this.#insert(entry.slice(new MemoryRange(entry.range.start, cut.start)));
@@ -387,14 +424,26 @@ export class VaMapper implements Disposable {
     }
     if (cuts.length === 0) return;
     this.#changed();
-    this.#graceOver();
+    this.#graceOrRestore(saved);
     // With a reader stalled inside an access, the memory stays accessible
     // to the host (fresh anonymous pages the guest never sees) so that the
     // stalled access cannot fault.
     const prot = this.#shared?.anyStalled ? protFor(true) : Mman.PROT_NONE;
-    for (const cut of cuts) {
-      mmap(this.base + cut.start, cut.len, prot, ANON_FIXED_FLAGS, -1, 0n);
-      if (this.#privateHomes.length > 0 && this.#restorePrivate(cut)) this.#changed();
+    let done = 0;
+    try {
+      for (; done < cuts.length; done++) {
+        const cut = cuts[done];
+        mmap(this.base + cut.start, cut.len, prot, ANON_FIXED_FLAGS, -1, 0n);
+      }
+      for (const cut of cuts) {
+        if (this.#privateHomes.length > 0 && this.#restorePrivate(cut)) this.#changed();
+      }
+    } catch (error) {
+      // Nothing is taken away after all: the ranges made inaccessible get
+      // their shared mappings again, the others never lost them, and the
+      // table shows them all as before.
+      for (let i = 0; i < cuts.length; i++) this.#putBack(cuts[i], [removed[i]], i < done);
+      throw error;
     }
   }
 
@@ -503,21 +552,71 @@ export class VaMapper implements Disposable {
   }
 
   /**
+   * Undoes a failed change of `range`: whatever the table now holds inside
+   * it goes, `entries` (what it held before, inside `range`) come back and,
+   * when `remap`, their host memory is mapped again first (the reservation
+   * `PROT_NONE` under it all). A failure now is only a warning: the range
+   * is left inaccessible and out of the table, which is safe.
+   */
+  #putBack(range: MemoryRange, entries: readonly VaEntry[], remap: boolean): void {
+    this.#takeAway(range);
+    const host = this.base + range.start;
+    if (remap) {
+      try {
+        mmap(host, range.len, Mman.PROT_NONE, ANON_FIXED_FLAGS, -1, 0n);
+      } catch (cause) {
+        warn(`failed to make ${range} of the guest address reservation inaccessible again`, cause);
+        this.#changed();
+        return;
+      }
+    }
+    for (const entry of entries) {
+      if (remap) {
+        try {
+          if (entry.kind === "shared") {
+            mmap(
+              entry.hostAddress,
+              entry.range.len,
+              protFor(entry.hostWritable),
+              Mman.MAP_SHARED | Mman.MAP_FIXED,
+              entry.fd,
+              entry.fileOffset,
+            );
+          } else {
+            mmap(entry.hostAddress, entry.range.len, protFor(true), ANON_FIXED_FLAGS, -1, 0n);
+            const home = this.#privateHomes.overlapping(entry.range.start, entry.range.end)[0];
+            nameAnonymous(entry.hostAddress, entry.range.len, home?.name);
+          }
+        } catch (cause) {
+          warn(`failed to map ${entry.range} of the guest address reservation again`, cause);
+          continue;
+        }
+      }
+      this.#insert(entry);
+    }
+    this.#changed();
+  }
+
+  /**
    * Takes whatever the table holds inside `range` out of it (trimming
    * entries that stick out) and, if anything was there, waits for the
-   * readers' grace period: the caller is about to map over it.
+   * readers' grace period: the caller is about to map over it. Returns
+   * what it took out (the parts inside `range`).
    */
-  #takeAway(range: MemoryRange): void {
+  #takeAway(range: MemoryRange): readonly VaEntry[] {
     const list = this.#entries;
     const start = Number(range.start);
     const end = Number(range.end);
-    let removed = false;
+    let taken: VaEntry[] | undefined;
+    const saved = this.#saveWithin(range);
     for (;;) {
       const cursor = list.firstWhere(endsAbove, start);
       const old = list.at(cursor);
       if (old === undefined || old.startNumber >= end) break;
       list.removeAt(cursor);
-      removed = true;
+      (taken ??= []).push(
+        old.range.start < range.start || range.end < old.range.end ? old.slice(range) : old,
+      );
       // Entries are ordered and disjoint: only the first overlapped one can
       // stick out on the left, only the last one on the right (and the
       // pieces left over lie outside `range`, so the loop never finds them).
@@ -528,9 +627,55 @@ export class VaMapper implements Disposable {
         this.#insert(old.slice(new MemoryRange(range.end, old.range.end)));
       }
     }
-    if (!removed) return;
+    if (taken === undefined) return NO_ENTRIES;
     this.#changed();
-    this.#graceOver();
+    this.#graceOrRestore(saved);
+    return taken;
+  }
+
+  /**
+   * The entries overlapping `range`, whole, while the table is shared (a
+   * grace period can fail only then): what {@linkcode #graceOrRestore}
+   * puts back.
+   */
+  #saveWithin(range: MemoryRange): VaEntry[] | undefined {
+    if (this.#shared === undefined) return undefined;
+    const list = this.#entries;
+    const end = Number(range.end);
+    const out: VaEntry[] = [];
+    for (let i = list.firstWhere(endsAbove, Number(range.start));; i = list.next(i)) {
+      const entry = list.at(i);
+      if (entry === undefined || entry.startNumber >= end) break;
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /**
+   * Waits for the readers' grace period; when that fails (membarrier
+   * refused), the table gets `saved` back (what it held where it just
+   * changed, whole) and the error is rethrown: the host memory was not
+   * touched yet, so everything is as before.
+   */
+  #graceOrRestore(saved: VaEntry[] | undefined): void {
+    try {
+      this.#graceOver();
+    } catch (error) {
+      if (saved !== undefined && saved.length > 0) {
+        const list = this.#entries;
+        const lo = saved[0].startNumber;
+        const hi = saved[saved.length - 1].endNumber;
+        for (;;) {
+          const cursor = list.firstWhere(endsAbove, lo);
+          const entry = list.at(cursor);
+          if (entry === undefined || entry.startNumber >= hi) break;
+          list.removeAt(cursor);
+        }
+        for (const entry of saved) this.#insert(entry);
+      }
+      this.#changed();
+      throw error;
+    }
   }
 
   /** The table changed: a new generation, published to readers if shared. */

@@ -57,7 +57,11 @@ export class PartitionMapper {
       try {
         this.partition.pinRange?.(gpa, range.len);
       } catch (cause) {
-        this.partition.unmapRange(gpa, range.len);
+        try {
+          this.partition.unmapRange(gpa, range.len);
+        } catch (unmapCause) {
+          warn(`failed to unmap ${range} from partition after failing to pin it`, unmapCause);
+        }
         throw new PartitionMapperError("pin", cause);
       }
     }

@@ -234,23 +234,43 @@ export class RegionManager implements Disposable {
     this.#partitions.push(mapper);
   }
 
-  /** Detaches a partition, unmapping every active region from it. */
-  removePartition(mapper: PartitionMapper): void {
-    this.#exclusive(() => this.#removePartition(mapper));
+  /**
+   * Detaches a partition, unmapping every active region from it. When the
+   * partition fails to unmap one, what was unmapped is mapped again, the
+   * partition stays attached and the {@linkcode RegionError}
+   * (`partitionUnmap`) is thrown; with `strict` false (for disposal), the
+   * failure is a warning and the partition is detached anyway.
+   */
+  removePartition(mapper: PartitionMapper, strict = true): void {
+    this.#exclusive(() => this.#removePartition(mapper, strict));
   }
 
-  #removePartition(mapper: PartitionMapper): void {
+  #removePartition(mapper: PartitionMapper, strict: boolean): void {
     this.#flush();
     const index = this.#partitions.indexOf(mapper);
     if (index < 0) return;
-    this.#partitions.splice(index, 1);
-    for (const node of this.#activeSorted()) {
-      try {
-        mapper.unmapRegion(node.range);
-      } catch (cause) {
-        warn(`failed to unmap ${node.range} from partition`, cause);
+    const regions = this.#activeSorted();
+    let done = 0;
+    try {
+      for (; done < regions.length; done++) {
+        try {
+          mapper.unmapRegion(regions[done].range);
+        } catch (cause) {
+          if (strict) throw cause;
+          warn(`failed to unmap ${regions[done].range} from partition`, cause);
+        }
       }
+    } catch (cause) {
+      // Still attached, with every region mapped as before.
+      for (const node of regions.slice(0, done)) {
+        this.#mapPartitionsQuietly(node, [mapper], node.params!);
+      }
+      const node = regions[done];
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
     }
+    this.#partitions.splice(index, 1);
   }
 
   /**
@@ -348,8 +368,13 @@ export class RegionManager implements Disposable {
 
   #dispose(): void {
     this.#batchDepth = 0;
-    this.#flush();
-    for (const node of this.#activeSorted()) this.#deactivate(node);
+    try {
+      this.#flush();
+    } catch (cause) {
+      warn("a transaction's changes failed while the region manager was disposed", cause);
+    }
+    // Going away whatever fails: a failure is only a warning.
+    for (const node of this.#activeSorted()) this.#deactivateQuietly(node);
     for (const node of this.#order) node.removed = true;
     this.#order = [];
     this.#regionCount = 0;
@@ -376,7 +401,7 @@ export class RegionManager implements Disposable {
       if (!wasMapped) this.#tree.addMappedBelow(node, 1);
       return;
     }
-    if (node.active && this.#canChangeInPlace(node, node.params!, copy)) {
+    if (node.active && this.#canChangeInPlace(node, copy)) {
       // Visible now and visible after: the host keeps seeing the same
       // memory, so only partitions, DMA targets and the table change.
       this.#changeParams(node, copy);
@@ -400,7 +425,13 @@ export class RegionManager implements Disposable {
     const old = node.params;
     // What the guest saw on the range: what this region now beats.
     const hidden = this.#tree.activeBelow(node);
-    for (const shown of hidden) this.#deactivate(shown);
+    let hiddenNow = 0;
+    try {
+      for (; hiddenNow < hidden.length; hiddenNow++) this.#deactivate(hidden[hiddenNow]);
+    } catch (error) {
+      for (let i = 0; i < hiddenNow; i++) this.#reactivate(hidden[i]);
+      throw error;
+    }
     node.params = copy;
     if (!wasMapped) this.#tree.addMappedBelow(node, 1);
     try {
@@ -486,8 +517,13 @@ export class RegionManager implements Disposable {
         mapping: (error.existing as RegionMapping).range,
       });
     }
-    if (removed.length === 0) return;
-    if (node.active) this.#unmapMappings(node, removed);
+    if (removed.length === 0 || !node.active) return;
+    try {
+      this.#unmapMappings(node, removed);
+    } catch (error) {
+      for (const mapping of removed) node.mappings.insert(mapping);
+      throw error;
+    }
   }
 
   #removeRegion(node: RegionNode): void {
@@ -602,7 +638,7 @@ export class RegionManager implements Disposable {
         shown.push(below);
       }
     } catch (error) {
-      for (const below of shown) this.#deactivate(below);
+      for (const below of shown) this.#deactivateQuietly(below);
       node.params = old;
       this.#tree.addMappedBelow(node, 1);
       this.#reactivate(node);
@@ -642,10 +678,20 @@ export class RegionManager implements Disposable {
         }
       }
     } catch (error) {
-      this.#unmapMappings(node, mappings.slice(0, done));
+      this.#unmapMappingsQuietly(node, mappings.slice(0, done));
       throw error;
     }
-    this.#mapIntoPartitions(node, params);
+    const partitions = this.#partitions;
+    let mapped = 0;
+    try {
+      for (; mapped < partitions.length; mapped++) partitions[mapped].mapRegion(node.range, params);
+    } catch (cause) {
+      this.#unmapPartitionsQuietly(node, partitions.slice(0, mapped));
+      this.#unmapMappingsQuietly(node, mappings);
+      throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
   }
 
   /**
@@ -656,37 +702,111 @@ export class RegionManager implements Disposable {
    * host mappings keep the protection of their mappings).
    */
   #changeParams(node: RegionNode, params: MapParams): void {
-    const from = node.params!;
-    if (this.#batchDepth > 0) this.#defer(node);
-    node.params = params;
-    if (this.#batchDepth === 0) this.#reparamInHost(node, from, params);
-  }
-
-  /**
-   * What changing an active `node` from `from` to its current params does
-   * outside the tree (`node.params` is already the new params).
-   */
-  #reparamInHost(node: RegionNode, from: MapParams, params: MapParams): void {
-    const writableChanged = from.writable !== params.writable;
+    if (this.#batchDepth > 0) {
+      this.#defer(node);
+      node.params = params;
+      return;
+    }
+    const old = node.params!;
+    const writableChanged = old.writable !== params.writable;
     const mappings = node.mappings.toArray();
-    if (node.dmaTarget && writableChanged) {
+    const dma = node.dmaTarget && writableChanged;
+    const dmaMapAll = () => {
+      for (const mapping of mappings) {
+        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+      }
+    };
+    const setWritable = (writable: boolean) => {
+      for (const mapping of mappings) {
+        this.#va.setWritable(this.#absolute(node, mapping.range), mapping.writable && writable);
+      }
+    };
+    if (dma) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    this.#unmapFromPartitions(node);
-    if (writableChanged) {
-      for (const mapping of mappings) {
-        this.#va.setWritable(
-          this.#absolute(node, mapping.range),
-          mapping.writable && params.writable,
-        );
+    const unmapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
+        mapper.unmapRegion(node.range);
+        unmapped.push(mapper);
       }
-      if (node.dmaTarget) {
-        for (const mapping of mappings) {
-          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
-        }
+    } catch (cause) {
+      this.#mapPartitionsQuietly(node, unmapped, old);
+      if (dma) dmaMapAll();
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
+    node.params = params;
+    if (writableChanged) {
+      try {
+        setWritable(params.writable);
+      } catch (error) {
+        // The readers' grace period failed: back to the old writability
+        // (giving write access back waits for nobody) and the old slots.
+        setWritable(old.writable);
+        node.params = old;
+        this.#mapPartitionsQuietly(node, this.#partitions, old);
+        if (dma) dmaMapAll();
+        throw error;
+      }
+      if (node.dmaTarget) dmaMapAll();
+    }
+    const mapped: PartitionMapper[] = [];
+    try {
+      for (const mapper of this.#partitions) {
+        mapper.mapRegion(node.range, params);
+        mapped.push(mapper);
+      }
+    } catch (cause) {
+      // Back to the old params everywhere.
+      this.#unmapPartitionsQuietly(node, mapped);
+      if (dma) {
+        for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
+      }
+      node.params = old;
+      if (writableChanged) setWritable(old.writable);
+      if (dma) dmaMapAll();
+      this.#mapPartitionsQuietly(node, this.#partitions, old);
+      throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
+  }
+
+  /** Maps `node` into `mappers` with `params` for a rollback; failures are only warnings. */
+  #mapPartitionsQuietly(
+    node: RegionNode,
+    mappers: readonly PartitionMapper[],
+    params: MapParams,
+  ): void {
+    for (const mapper of mappers) {
+      try {
+        mapper.mapRegion(node.range, params);
+      } catch (cause) {
+        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
       }
     }
-    this.#mapIntoPartitions(node, params);
+  }
+
+  /** Unmaps `node` from `mappers` for a rollback; failures are only warnings. */
+  #unmapPartitionsQuietly(node: RegionNode, mappers: readonly PartitionMapper[]): void {
+    for (const mapper of mappers) {
+      try {
+        mapper.unmapRegion(node.range);
+      } catch (cause) {
+        warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
+      }
+    }
+  }
+
+  /** {@linkcode #unmapMappings} for a rollback: a failure now is only a warning. */
+  #unmapMappingsQuietly(node: RegionNode, mappings: readonly RegionMapping[]): void {
+    try {
+      this.#unmapMappings(node, mappings);
+    } catch (cause) {
+      warn(`failed to take memory region ${node.name} at ${node.range} out again`, cause);
+    }
   }
 
   /** Activates `node` again after a failed change; a failure now is only a warning. */
@@ -698,7 +818,11 @@ export class RegionManager implements Disposable {
     }
   }
 
-  /** Takes `mappings` of the active `node` out: DMA targets first, then the VA. */
+  /**
+   * Takes `mappings` of the active `node` out: DMA targets first, then the
+   * VA. When the VA fails, the mappings taken out so far go back in, DMA
+   * targets hear of them again, and the error is rethrown.
+   */
   #unmapMappings(node: RegionNode, mappings: readonly RegionMapping[]): void {
     if (node.dmaTarget) {
       for (const mapping of mappings) {
@@ -706,7 +830,33 @@ export class RegionManager implements Disposable {
         for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, absolute);
       }
     }
-    for (const mapping of mappings) this.#va.unmap(this.#absolute(node, mapping.range));
+    let done = 0;
+    try {
+      for (; done < mappings.length; done++) {
+        this.#va.unmap(this.#absolute(node, mappings[done].range));
+      }
+    } catch (error) {
+      const params = node.params!;
+      for (const mapping of mappings.slice(0, done)) {
+        try {
+          this.#va.mapShared(
+            this.#absolute(node, mapping.range),
+            mapping.backing,
+            mapping.fileOffset,
+            mapping.writable && params.writable,
+            hostWritable(mapping.writable, params.writable, mapping.backing),
+          );
+        } catch (cause) {
+          warn(`failed to map ${this.#absolute(node, mapping.range)} again`, cause);
+        }
+      }
+      if (node.dmaTarget) {
+        for (const mapping of mappings) {
+          for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+        }
+      }
+      throw error;
+    }
   }
 
   /**
@@ -715,14 +865,20 @@ export class RegionManager implements Disposable {
    * can; giving it needs every writable mapping's descriptor to be open for
    * writing (it was then mapped writable in the first place).
    */
-  #canChangeInPlace(node: RegionNode, from: MapParams, params: MapParams): boolean {
-    if (!params.writable || from.writable) return true;
+  #canChangeInPlace(node: RegionNode, params: MapParams): boolean {
+    if (!params.writable || node.params!.writable) return true;
     for (const mapping of node.mappings.toArray()) {
       if (mapping.writable && !writableBacking(mapping.backing)) return false;
     }
     return true;
   }
 
+  /**
+   * Makes `node` invisible: DMA targets, partitions, then the host range.
+   * When the host range cannot be taken away (the VA is then as before),
+   * partitions and DMA targets get the region back and the error is
+   * rethrown: `node` is as active as before.
+   */
   #deactivate(node: RegionNode): void {
     if (this.#batchDepth > 0) this.#defer(node);
     else this.#hideInHost(node);
@@ -730,35 +886,47 @@ export class RegionManager implements Disposable {
     this.#tree.addActiveBelow(node, -1);
   }
 
-  /** Unmaps `node` from every partition (a partition's failure is a warning, as spec section 5 says). */
-  #unmapFromPartitions(node: RegionNode): void {
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.unmapRegion(node.range);
-      } catch (cause) {
-        warn(`failed to unmap memory region ${node.name} at ${node.range} from partition`, cause);
-      }
-    }
-  }
-
-  /** Maps `node` into every partition with `params` (a failure is a warning). */
-  #mapIntoPartitions(node: RegionNode, params: MapParams): void {
-    for (const mapper of this.#partitions) {
-      try {
-        mapper.mapRegion(node.range, params);
-      } catch (cause) {
-        warn(`failed to map memory region ${node.name} at ${node.range} into partition`, cause);
-      }
-    }
-  }
-
-  /** What deactivating `node` does outside the tree: DMA targets, partitions, then the VA. */
+  /** What deactivating `node` does outside the tree (undone on failure). */
   #hideInHost(node: RegionNode): void {
     if (node.dmaTarget) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    this.#unmapFromPartitions(node);
-    this.#va.unmap(node.range);
+    // (Counted, not collected: no allocation on the way that succeeds.)
+    const partitions = this.#partitions;
+    let unmapped = 0;
+    try {
+      for (; unmapped < partitions.length; unmapped++) partitions[unmapped].unmapRegion(node.range);
+    } catch (cause) {
+      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), node.params!);
+      this.#dmaMapAll(node);
+      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
+        cause,
+      });
+    }
+    try {
+      this.#va.unmap(node.range);
+    } catch (error) {
+      this.#mapPartitionsQuietly(node, partitions, node.params!);
+      this.#dmaMapAll(node);
+      throw error;
+    }
+  }
+
+  /** Tells every DMA target of each mapping of `node` (when it is a DMA region). */
+  #dmaMapAll(node: RegionNode): void {
+    if (!node.dmaTarget) return;
+    for (const mapping of node.mappings.toArray()) {
+      for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
+    }
+  }
+
+  /** {@linkcode #deactivate} for a rollback: a failure now is only a warning. */
+  #deactivateQuietly(node: RegionNode): void {
+    try {
+      this.#deactivate(node);
+    } catch (cause) {
+      warn(`failed to take memory region ${node.name} at ${node.range} out again`, cause);
+    }
   }
 
   // --- transactions ---
@@ -793,7 +961,13 @@ export class RegionManager implements Disposable {
     this.#pending.push(node);
   }
 
-  /** Applies the pending changes of a transaction: hidden regions first, then changed, then shown. */
+  /**
+   * Applies the pending changes of a transaction: hidden regions first, then
+   * changed ones, then shown ones, so that partitions never get overlapping
+   * ranges. Each region goes from what the host showed before the
+   * transaction to what it shows now; a failure is collected and the rest
+   * still applied.
+   */
   #flush(): void {
     const pending = this.#pending;
     if (pending.length === 0) return;
@@ -806,24 +980,41 @@ export class RegionManager implements Disposable {
         errors.push(error);
       }
     };
-    const was = (n: RegionNode) => n.applied!;
+    /** Runs `fn` with `node.params` as they were applied (rollbacks in it read them). */
+    const asApplied = (node: RegionNode, fn: () => void) => {
+      const now = node.params;
+      node.params = node.applied!.params;
+      try {
+        fn();
+      } finally {
+        node.params = now;
+      }
+    };
     for (const node of pending) {
-      if (was(node).active && !node.active) apply(() => this.#hideInHost(node));
-    }
-    for (const node of pending) {
-      const before = was(node);
-      if (!before.active || !node.active || sameParams(before.params, node.params!)) continue;
-      if (this.#canChangeInPlace(node, before.params!, node.params!)) {
-        apply(() => this.#reparamInHost(node, before.params!, node.params!));
-      } else {
-        apply(() => {
-          this.#hideInHost(node);
-          this.#showInHost(node, node.params!);
-        });
+      if (node.applied!.active && !node.active) {
+        apply(() => asApplied(node, () => this.#hideInHost(node)));
       }
     }
     for (const node of pending) {
-      if (!was(node).active && node.active) apply(() => this.#showInHost(node, node.params!));
+      const before = node.applied!;
+      const now = node.params;
+      if (!before.active || !node.active || sameParams(before.params, now!)) continue;
+      apply(() => {
+        node.params = before.params;
+        if (this.#canChangeInPlace(node, now!)) {
+          this.#changeParams(node, now!); // sets node.params to `now`, or back on failure
+          return;
+        }
+        try {
+          this.#hideInHost(node);
+        } finally {
+          node.params = now;
+        }
+        this.#showInHost(node, now!);
+      });
+    }
+    for (const node of pending) {
+      if (!node.applied!.active && node.active) apply(() => this.#showInHost(node, node.params!));
     }
     for (const node of pending) node.applied = undefined;
     for (const error of errors.slice(1)) warn("a transaction's change failed too", error);

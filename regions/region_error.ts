@@ -18,6 +18,14 @@ import { hex } from "../layout/_hex.ts";
  * - `mappingOutsideRegion`, `mappingOverlap`, `mappingUnalignedOffset`,
  *   `mappingPastBackingEnd`, `partialRemoval`: a mapping of a region or
  *   device memory region that the reference design asserts on
+ * - `shrinkableBacking`: a device memory mapping whose backing file is not
+ *   sealed against shrinking (`F_SEAL_SHRINK`), refused unless the caller
+ *   opts in with `allowShrinkable`
+ * - `partitionMap`, `partitionUnmap`: `failed to map memory region {name} at
+ *   {range} into a partition` / `failed to unmap memory region {name} at
+ *   {range} from a partition`, the partition's error as `cause`; the
+ *   operation was undone (partitions, DMA targets and the host mappings are
+ *   as before)
  * - `removed`: the region was removed
  * - `reentrant`: a partition or DMA target called back into the region
  *   manager from inside an operation
@@ -103,6 +111,16 @@ export class RegionError extends Error {
       readonly needed: bigint;
       readonly fileSize: bigint;
     }
+    | {
+      readonly kind: "shrinkableBacking";
+      readonly name: string;
+      readonly range: MemoryRange;
+    }
+    | {
+      readonly kind: "partitionMap" | "partitionUnmap";
+      readonly name: string;
+      readonly range: MemoryRange;
+    }
     | { readonly kind: "removed"; readonly name: string }
     | { readonly kind: "reentrant" };
 
@@ -110,9 +128,10 @@ export class RegionError extends Error {
    * Creates the error for `detail`.
    *
    * @param detail The case and its values.
+   * @param options The cause (the partition's error, for `partitionMap` and `partitionUnmap`).
    */
-  constructor(detail: RegionError["detail"]) {
-    super(describe(detail));
+  constructor(detail: RegionError["detail"], options?: ErrorOptions) {
+    super(describe(detail), options);
     this.name = "RegionError";
     this.kind = detail.kind;
     this.detail = detail;
@@ -169,6 +188,12 @@ function describe(d: RegionError["detail"]): string {
       return `mapping ${d.range} of memory region ${d.name} needs ${
         hex(d.needed)
       } bytes of its backing, which holds ${hex(d.fileSize)}`;
+    case "shrinkableBacking":
+      return `mapping ${d.range} of device memory region ${d.name} is backed by a file that is not sealed against shrinking, so its owner could truncate it and crash the process with SIGBUS: seal it with F_SEAL_SHRINK (SharedMemoryBacking.create does) or pass { allowShrinkable: true } to map`;
+    case "partitionMap":
+      return `failed to map memory region ${d.name} at ${d.range} into a partition`;
+    case "partitionUnmap":
+      return `failed to unmap memory region ${d.name} at ${d.range} from a partition`;
     case "removed":
       return `memory region ${d.name} has been removed`;
     case "reentrant":

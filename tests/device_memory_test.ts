@@ -8,7 +8,14 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import { Vtl } from "../manager/vtl.ts";
 import { RegionError } from "../regions/region_error.ts";
 import { RecordingPartition } from "../testing/recording_partition.ts";
-import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
+import {
+  r,
+  RecordingDmaTarget,
+  RegionFixture,
+  RWX,
+  RX,
+  shrinkSealedMemfd,
+} from "./support/region_fixture.ts";
 import { newDeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
 
 const describe = (f: RegionFixture) =>
@@ -159,8 +166,7 @@ Deno.test("device memory failures change nothing", async (t) => {
     const partition = new RecordingPartition();
     using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
     const memory = manager.client().guestMemory();
-    using vram = OwnedFd.memfd("vram", Memfd.MFD_CLOEXEC);
-    vram.truncate(0x4000n);
+    using vram = shrinkSealedMemfd("vram", 0x4000n);
     using readOnly = readOnlyReopen(vram);
     const { control, region } = manager.deviceMemoryMapper().newRegion(0x4000n, "bar");
     region.map(0n, vram, 0n, 0x1000n, true);
@@ -335,5 +341,80 @@ Deno.test("device memory failures change nothing", async (t) => {
     ]);
     assert.equal(`${first.control.guestRange}`, "0x10000-0x12000");
     assert.deepEqual(f.partitionMap(), ["0x10000-0x12000 ro"]);
+  });
+});
+
+Deno.test("device memory backings must not be able to shrink under their mappings", async (t) => {
+  const expected = (name: string, range: string) =>
+    `mapping ${range} of device memory region ${name} is backed by a file that is not sealed against shrinking, so its owner could truncate it and crash the process with SIGBUS: seal it with F_SEAL_SHRINK (SharedMemoryBacking.create does) or pass { allowShrinkable: true } to map`;
+  const refused = (fn: () => void, name: string, range: string) =>
+    assert.throws(fn, (e) => {
+      assert.ok(e instanceof RegionError);
+      assert.equal(e.kind, "shrinkableBacking");
+      assert.equal(e.detail.kind === "shrinkableBacking" && `${e.detail.range}`, range);
+      assert.equal(e.message, expected(name, range));
+      return true;
+    });
+
+  await t.step("a memfd without F_SEAL_SHRINK is refused and nothing changes", () => {
+    using f = new RegionFixture();
+    using unsealed = OwnedFd.memfd("unsealed", 0);
+    unsealed.truncate(0x4000n);
+    const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x4000n, "fb");
+    control.mapToGuest(0x20000n, true);
+    f.takePartitionEvents();
+    refused(() => region.map(0x1000n, unsealed, 0n, 0x2000n, true), "fb", "0x1000-0x3000");
+    assert.deepEqual(region.mappings, []);
+    assert.deepEqual(f.va.entries(), []);
+    assert.deepEqual(f.takePartitionEvents(), []);
+  });
+
+  await t.step("a memfd with other seals but not F_SEAL_SHRINK is refused", () => {
+    using f = new RegionFixture();
+    using grow = OwnedFd.memfd("grow-sealed", Memfd.MFD_ALLOW_SEALING);
+    grow.truncate(0x1000n);
+    grow.addSeals(Fcntl.F_SEAL_GROW);
+    const { region } = newDeviceMemoryMapper(f.manager).newRegion(0x1000n, "rom");
+    refused(() => region.map(0n, grow, 0n, 0x1000n, false), "rom", "0x0-0x1000");
+  });
+
+  await t.step("a sealed memfd is accepted", () => {
+    using f = new RegionFixture();
+    using sealed = shrinkSealedMemfd("sealed", 0x4000n);
+    const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x4000n, "fb");
+    region.map(0n, sealed, 0n, 0x4000n, true);
+    control.mapToGuest(0x20000n, true);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x20000-0x24000"]);
+    // The seal is what makes it safe: the owner cannot shrink it any more.
+    assert.throws(
+      () => sealed.truncate(0x1000n),
+      (e) => e instanceof SyscallError && e.code === "EPERM",
+    );
+  });
+
+  await t.step("a regular file (no seals) is refused unless the caller opts in", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/backing`;
+      await Deno.writeFile(path, new Uint8Array(0x2000));
+      using f = new RegionFixture();
+      using file = OwnedFd.open(path, Fcntl.O_RDWR);
+      const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x2000n, "disk");
+      refused(() => region.map(0n, file, 0n, 0x2000n, true), "disk", "0x0-0x2000");
+      region.map(0n, file, 0n, 0x2000n, true, { allowShrinkable: true });
+      control.mapToGuest(0x40000n, true);
+      assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x40000-0x42000"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  await t.step("a character device has no size to lose and is accepted", () => {
+    using f = new RegionFixture();
+    using zero = OwnedFd.open("/dev/zero", Fcntl.O_RDWR);
+    const { control, region } = newDeviceMemoryMapper(f.manager).newRegion(0x1000n, "zero");
+    region.map(0n, zero, 0n, 0x1000n, false);
+    control.mapToGuest(0x30000n, false);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x30000-0x31000"]);
   });
 });

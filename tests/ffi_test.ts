@@ -382,3 +382,73 @@ async function runWithoutFfi(
     Deno.removeSync(dir, { recursive: true });
   }
 }
+
+Deno.test("the fault-injection seam", async (t) => {
+  const seam = await import("../ffi/_fault_injection.ts");
+  const { libc, realLibc } = await import("../ffi/_libc.ts");
+  const { Errno } = await import("../ffi/_errno.ts");
+  const { OwnedFd } = await import("../ffi/_owned_fd.ts");
+  const { Fcntl, Memfd } = await import("../ffi/_constants.ts");
+
+  await t.step("off, libc() is the real symbol table: no wrapper, no branch", () => {
+    assert.equal(seam.isActive(), false);
+    assert.equal(libc(), realLibc());
+    seam.startCounting();
+    assert.notEqual(libc(), realLibc());
+    seam.disarm();
+    assert.equal(libc(), realLibc());
+  });
+
+  await t.step("calls are counted per name, fcntl by command", () => {
+    seam.startCounting();
+    using fd = OwnedFd.memfd("seam", Memfd.MFD_ALLOW_SEALING);
+    fd.truncate(0x1000n);
+    fd.addSeals(Fcntl.F_SEAL_SHRINK);
+    fd.truncate(0x2000n);
+    assert.deepEqual(
+      [...seam.callCounts()],
+      [["memfd_create", 1], ["ftruncate", 2], ["fcntl(F_ADD_SEALS)", 1]],
+    );
+    assert.deepEqual(seam.disarm(), {
+      fired: undefined,
+      errno: 0,
+      trace: ["memfd_create", "ftruncate", "fcntl(F_ADD_SEALS)", "ftruncate"],
+    });
+  });
+
+  await t.step(
+    "the nth call of a name fails with the errno, once; the kernel never sees it",
+    () => {
+      using fd = OwnedFd.memfd("seam", 0);
+      seam.arm("ftruncate", 2, Errno.EPERM);
+      try {
+        fd.truncate(0x1000n);
+        assert.throws(() => fd.truncate(0x3000n), {
+          name: "SyscallError",
+          message: "Operation not permitted",
+          syscall: "ftruncate",
+          code: "EPERM",
+        });
+        fd.truncate(0x2000n);
+      } finally {
+        assert.deepEqual(seam.disarm(), {
+          fired: "ftruncate",
+          errno: Errno.EPERM,
+          trace: ["ftruncate", "ftruncate", "ftruncate"],
+        });
+      }
+      assert.equal(fd.size(), 0x2000n);
+    },
+  );
+
+  await t.step("ioctl requests are named once registered", () => {
+    seam.nameIoctls({ SEAM_TEST_REQUEST: 0x1234n });
+    using fd = OwnedFd.memfd("seam", 0);
+    seam.arm("ioctl(SEAM_TEST_REQUEST)", 1, Errno.EFAULT);
+    try {
+      assert.equal(libc().ioctl_int(fd.fd, 0x1234n, 0n), -1);
+    } finally {
+      assert.equal(seam.disarm().fired, "ioctl(SEAM_TEST_REQUEST)");
+    }
+  });
+});

@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
-import { Memfd } from "../ffi/_constants.ts";
-import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { GuestMemory } from "../guest_memory/guest_memory.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
@@ -9,6 +7,7 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { largeMappingCount, openFdCount } from "./support/requirements.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { shrinkSealedMemfd } from "./support/region_fixture.ts";
 
 const MiB = 1n << 20n;
 const VGA = new MemoryRange(0xa0000n, 0xc0000n);
@@ -160,8 +159,7 @@ Deno.test("GuestMemory across RAM visibility changes", async (t) => {
   });
 
   await t.step("device memory under a hidden RAM region shows through", () => {
-    using vram = OwnedFd.memfd("vram", Memfd.MFD_CLOEXEC);
-    vram.truncate(0x20000n);
+    using vram = shrinkSealedMemfd("vram", 0x20000n);
     const device = manager.deviceMemoryMapper().newRegion(0x20000n, "vga");
     device.region.map(0n, vram, 0n, 0x20000n, true);
     device.control.mapToGuest(VGA.start, true);

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { GuestMemoryBuilder } from "../builder.ts";
 import { Mman } from "../ffi/_constants.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
-import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { Vtl } from "../manager/vtl.ts";
@@ -12,6 +11,7 @@ import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { shrinkSealedMemfd } from "./support/region_fixture.ts";
 
 const MiB = 1n << 20n;
 const RAM_SIZE = 16n * MiB;
@@ -113,8 +113,7 @@ Deno.test({
     });
 
     await t.step("device memory shows through where RAM above it is unmapped", () => {
-      using vram = OwnedFd.memfd("vram", 0);
-      vram.truncate(VGA.len);
+      using vram = shrinkSealedMemfd("vram", VGA.len);
       using view = HostMapping.shared(vram.fd, 0n, VGA.len, Mman.PROT_READ | Mman.PROT_WRITE);
       view.bytes().set([0xd1, 0xd2, 0xd3, 0xd4], 0x10);
       memory.writeU32(VGA.start + 0x10n, 0x0a0b0c0d);

@@ -26,7 +26,7 @@ import fc from "fast-check";
 import { GuestMemoryBuilder } from "../builder.ts";
 import { Mman } from "../ffi/_constants.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
-import { OwnedFd } from "../ffi/_owned_fd.ts";
+import type { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MemoryLayout } from "../layout/memory_layout.ts";
 import { MemoryRange } from "../layout/memory_range.ts";
 import { Vtl } from "../manager/vtl.ts";
@@ -39,6 +39,7 @@ import { DeviceMemoryModel } from "./support/device_memory_model.ts";
 import { ModelError, RegionModel } from "./support/region_model.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { shrinkSealedMemfd } from "./support/region_fixture.ts";
 
 const PAGE = 0x1000n;
 const RAM_SIZE = 4n << 20n;
@@ -444,8 +445,7 @@ function openBackings(stack: DisposableStack): { files: OwnedFd[]; views: HostMa
   const files: OwnedFd[] = [];
   const views: HostMapping[] = [];
   for (const name of ["oracle-file0", "oracle-file1"]) {
-    const file = stack.use(OwnedFd.memfd(name, 0));
-    file.truncate(DEVICE_FILE_SIZE);
+    const file = stack.use(shrinkSealedMemfd(name, DEVICE_FILE_SIZE));
     files.push(file);
     views.push(
       stack.use(

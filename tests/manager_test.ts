@@ -16,6 +16,7 @@ import type { Partition } from "../partition/partition.ts";
 import { PartitionMapperError } from "../partition/_partition_mapper_error.ts";
 import { RecordingPartition } from "../testing/recording_partition.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
+import { RegionError } from "../regions/region_error.ts";
 import { vaProtections } from "./support/proc_maps.ts";
 import { openFdCount } from "./support/requirements.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
@@ -395,6 +396,7 @@ Deno.test("disposal", async (t) => {
       assert.equal(managerInternals(manager).va.isReserved, false);
       assert.equal(openFdCount(), fds);
       assert.ok(warnings.length > 0);
+      assert.ok(warnings.every((w) => w.startsWith("failed to unmap 0x")), warnings.join("; "));
     } finally {
       setWarningHandler(previous);
     }
@@ -404,4 +406,42 @@ Deno.test("disposal", async (t) => {
     using manager = new GuestMemoryBuilder().build(LAYOUT);
     assert.ok(manager instanceof GuestMemoryManager);
   });
+});
+
+Deno.test("a detach the partition refuses leaves it attached, with every slot", () => {
+  // Found by the fault-injection test: a failed unmap was only a warning,
+  // and the partition kept slots over memory the manager had moved on from.
+  using manager = new GuestMemoryBuilder().vtl0AliasMap(1n << 30n).build(
+    MemoryLayout.fromGaps(4n << 20n, []),
+  );
+  const recording = new RecordingPartition();
+  let refuse = 0;
+  const partition: Partition = {
+    mapRange: (host, size, gpa, w, x) => recording.mapRange(host, size, gpa, w, x),
+    unmapRange: (gpa, size) => {
+      if (gpa >= 1n << 30n && refuse > 0) {
+        refuse--;
+        throw new Error("busy");
+      }
+      recording.unmapRange(gpa, size);
+    },
+  };
+  const attachment = manager.attachPartition(Vtl.Vtl2, partition);
+  const slots = () => recording.mappings().map((m) => `${MemoryRange.fromLength(m.gpa, m.size)}`);
+  const before = slots();
+  assert.deepEqual(before, ["0x0-0x400000", "0x40000000-0x40400000"]);
+  refuse = 1;
+  assert.throws(() => attachment.detach(), (e) => {
+    assert.ok(e instanceof RegionError);
+    assert.equal(e.kind, "partitionUnmap");
+    assert.equal(e.message, "failed to unmap memory region ram at 0x0-0x400000 from a partition");
+    assert.equal((e.cause as Error).message, "busy");
+    return true;
+  });
+  // The direct mapper, detached before the alias failed, was attached again.
+  assert.equal(attachment.isAttached, true);
+  assert.deepEqual(slots(), before);
+  attachment.detach();
+  assert.equal(attachment.isAttached, false);
+  assert.deepEqual(slots(), []);
 });

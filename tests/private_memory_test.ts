@@ -10,6 +10,7 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
 import { vaProtections } from "./support/proc_maps.ts";
 import { managerInternals } from "../manager/guest_memory_manager.ts";
+import { shrinkSealedMemfd } from "./support/region_fixture.ts";
 
 const MiB = 1n << 20n;
 
@@ -197,7 +198,6 @@ Deno.test("private memory mode", async (t) => {
 });
 
 Deno.test("private RAM comes back after device memory over it is unmapped", async () => {
-  const { OwnedFd } = await import("../ffi/_owned_fd.ts");
   const { RamVisibility } = await import("../regions/ram_visibility_control.ts");
   const ram = new MemoryRange(0n, 16n * MiB);
   using manager = new GuestMemoryBuilder().privateMemory(true).build(
@@ -206,8 +206,7 @@ Deno.test("private RAM comes back after device memory over it is unmapped", asyn
   const memory = manager.client().guestMemory();
   memory.writeU32(0x200000, 0x600dcafe);
 
-  using framebuffer = OwnedFd.memfd("framebuffer", 0);
-  framebuffer.truncate(0x1000n);
+  using framebuffer = shrinkSealedMemfd("framebuffer", 0x1000n);
   const { control, region } = manager.deviceMemoryMapper().newRegion(0x1000n, "fb");
   using _control = control;
   region.map(0n, framebuffer, 0n, 0x1000n, true);

@@ -9,7 +9,7 @@ import { RegionError } from "../regions/region_error.ts";
 import type { RegionHandle } from "../regions/_region_handle.ts";
 import { RegionManager } from "../regions/_region_manager.ts";
 import { protectionAt, vaProtections } from "./support/proc_maps.ts";
-import { r, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
+import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
 import { newDeviceMemoryMapper } from "../device_memory/device_memory_mapper.ts";
 
 Deno.test("region admission", async (t) => {
@@ -441,8 +441,8 @@ Deno.test("region partitions", async (t) => {
     assert.deepEqual(log, ["map 0", "unmap 0"]);
   });
 
-  await t.step("live partition failures only warn", () => {
-    using f = new RegionFixture(0x100000n, { partition: false });
+  await t.step("a partition that fails to map makes the map fail, changing nothing", () => {
+    using f = new RegionFixture(0x100000n);
     const failing: Partition = {
       mapRange: () => {
         throw new Error("no slot");
@@ -450,18 +450,66 @@ Deno.test("region partitions", async (t) => {
       unmapRange: () => {},
     };
     f.manager.addPartition(new PartitionMapper(failing, f.va, 0n, false));
+    const target = new RecordingDmaTarget();
+    using _dma = f.manager.addDmaTarget(target, false);
     const warnings: Warning[] = [];
     const previous = setWarningHandler((w) => warnings.push(w));
     try {
       const a = f.manager.newRegion("a", r(0x0, 0x1000), 255, true);
-      a.map(RWX);
-      assert.equal(a.isActive, true);
+      a.addMapping(r(0, 0x1000), f.backing, 0n, true);
+      assert.throws(() => a.map(RWX), (e) => {
+        assert.ok(e instanceof RegionError);
+        assert.equal(e.kind, "partitionMap");
+        assert.equal(e.message, "failed to map memory region a at 0x0-0x1000 into a partition");
+        assert.equal((e.cause as Error).message, "failed to map range to partition");
+        assert.equal(((e.cause as Error).cause as Error).message, "no slot");
+        return true;
+      });
+      assert.equal(a.isActive, false);
+      assert.deepEqual(f.va.entries(), []);
+      // The recording partition got it and lost it again; the DMA target too.
+      assert.deepEqual(f.takePartitionEvents(), ["map 0x0-0x1000 rw", "unmap 0x0-0x1000"]);
+      assert.deepEqual(target.take(), ["map 0x0-0x1000", "unmap 0x0-0x1000"]);
     } finally {
       setWarningHandler(previous);
     }
-    assert.deepEqual(warnings.map((w) => w.message), [
-      "failed to map memory region a at 0x0-0x1000 into partition",
-    ]);
+    assert.deepEqual(warnings, []);
+  });
+
+  await t.step("a partition that fails to unmap makes the unmap fail, changing nothing", () => {
+    using f = new RegionFixture(0x100000n);
+    let refuse = false;
+    const recording = new RecordingPartition();
+    const stuck: Partition = {
+      mapRange: (host, size, gpa, w, x) => recording.mapRange(host, size, gpa, w, x),
+      unmapRange: (gpa, size) => {
+        if (refuse) throw new Error("busy");
+        recording.unmapRange(gpa, size);
+      },
+    };
+    const mapper = new PartitionMapper(stuck, f.va, 0n, false);
+    f.manager.addPartition(mapper);
+    const a = f.manager.newRegion("a", r(0x0, 0x1000), 255, true);
+    a.addMapping(r(0, 0x1000), f.backing, 0n, true);
+    a.map(RWX);
+    f.takePartitionEvents();
+    refuse = true;
+    const expected = {
+      name: "RegionError",
+      kind: "partitionUnmap",
+      message: "failed to unmap memory region a at 0x0-0x1000 from a partition",
+    };
+    assert.throws(() => a.unmap(), expected);
+    assert.equal(a.isActive, true);
+    assert.deepEqual(f.va.entries().map((e) => `${e.range}`), ["0x0-0x1000"]);
+    // The fixture's partition lost the region and got it back.
+    assert.deepEqual(f.takePartitionEvents(), ["unmap 0x0-0x1000", "map 0x0-0x1000 rw"]);
+    assert.deepEqual(recording.mappings().map((m) => m.gpa), [0n]);
+    // Detaching it fails the same way, and it stays attached.
+    assert.throws(() => f.manager.removePartition(mapper), expected);
+    refuse = false;
+    a.unmap();
+    assert.deepEqual(recording.mappings(), []);
   });
 
   await t.step("the alias offset shifts partition addresses", () => {
@@ -603,10 +651,18 @@ Deno.test("callbacks cannot start another region operation", async (t) => {
         },
         unmapRange: (gpa, size) => recording.unmapRange(gpa, size),
       };
-      manager.addPartition(new PartitionMapper(meddling, va, 0n, false));
-      outer.map({ writable: true, executable: true, prefetch: false });
-      assert.equal(warnings.length, 1);
-      assert.ok(isReentrant((warnings[0].cause as Error).cause), String(warnings[0].cause));
+      const mapper = new PartitionMapper(meddling, va, 0n, false);
+      manager.addPartition(mapper);
+      const params = { writable: true, executable: true, prefetch: false };
+      assert.throws(() => outer.map(params), (e) => {
+        assert.ok(e instanceof RegionError && e.kind === "partitionMap");
+        assert.ok(isReentrant((e.cause as Error).cause), String(e.cause));
+        return true;
+      });
+      assert.equal(warnings.length, 0);
+      assert.equal(outer.isActive, false);
+      manager.removePartition(mapper);
+      outer.map(params);
       assert.equal(outer.isActive, true);
     });
 

@@ -2,6 +2,7 @@
  * Test fixtures for region manager tests: a VA reservation, a memfd
  * backing, a recording partition and a recording DMA target.
  */
+import { Fcntl, Memfd } from "../../ffi/_constants.ts";
 import { OwnedFd } from "../../ffi/_owned_fd.ts";
 import { MemoryRange } from "../../layout/memory_range.ts";
 import type { Mappable } from "../../mapping/mappable.ts";
@@ -11,6 +12,22 @@ import type { MapParams } from "../../regions/_map_params.ts";
 import { RecordingPartition } from "../../testing/recording_partition.ts";
 import type { DmaTarget } from "../../regions/dma_target.ts";
 import { RegionManager } from "../../regions/_region_manager.ts";
+
+/**
+ * A memfd of `size` bytes sealed against shrinking (`F_SEAL_SHRINK`, it may
+ * still grow), as device memory backings must be.
+ */
+export function shrinkSealedMemfd(name: string, size: bigint): OwnedFd {
+  const fd = OwnedFd.memfd(name, Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING);
+  try {
+    fd.truncate(size);
+    fd.addSeals(Fcntl.F_SEAL_SHRINK);
+  } catch (error) {
+    fd.close();
+    throw error;
+  }
+  return fd;
+}
 
 /** Writable + executable, no prefetch. */
 export const RWX: MapParams = { writable: true, executable: true, prefetch: false };
@@ -62,8 +79,7 @@ export class RegionFixture implements Disposable {
 
   constructor(size: bigint = 0x100000n, options: { partition?: boolean } = {}) {
     this.va = VaMapper.reserve(size);
-    this.backing = OwnedFd.memfd("region-test", 0);
-    this.backing.truncate(size);
+    this.backing = shrinkSealedMemfd("region-test", size);
     this.manager = new RegionManager(this.va);
     this.partition = new RecordingPartition();
     this.mapper = new PartitionMapper(this.partition, this.va, 0n, false);

@@ -6,6 +6,14 @@
  * `SIGUSR1` listener installed and a shell sending it `SIGUSR1` every
  * millisecond, then prints a {@linkcode StormResult} as JSON.
  *
+ * `signal_storm.ts <mode> <rounds>` runs the other interruptible calls
+ * under the same storm, each round with a KVM partition attached:
+ * `prefetch` (64 MiB built with `prefetchRam`: `KVM_PRE_FAULT_MEMORY` or
+ * `MADV_POPULATE_WRITE` at attach), `pin` (`pinMappings`: `mlock` at
+ * attach) and `slots` (x86 legacy RAM: 42 RAM visibility flips, each a
+ * `KVM_SET_USER_MEMORY_REGION` or two). Warnings count as failures (a
+ * failed prefetch is only a warning).
+ *
  * Why a process of its own: the kernel hands a signal sent to a process to
  * its main thread whenever that thread can take it, and `deno test` runs
  * tests on another thread, so there the builds would never be interrupted.
@@ -17,11 +25,16 @@
  * 4 MiB failed 0-2 times here, 100 builds of 64 MiB 99-100 times.
  */
 import { GuestMemoryBuilder } from "../../builder.ts";
+import { setWarningHandler } from "../../diagnostics/warnings.ts";
+import { KvmPartition } from "../../kvm/kvm_partition.ts";
 import { MemoryLayout } from "../../layout/memory_layout.ts";
+import { MemoryRange } from "../../layout/memory_range.ts";
+import { Vtl } from "../../manager/vtl.ts";
+import { RamVisibility } from "../../regions/ram_visibility_control.ts";
 
 /** What a storm run reports. */
 export interface StormResult {
-  /** Guests built (and disposed). */
+  /** Rounds that succeeded (guests built and disposed). */
   readonly built: number;
   /** Each failed build as `<error>: <cause>`. */
   readonly failures: string[];
@@ -37,7 +50,53 @@ function delay(ms: number): Promise<void> {
 }
 
 /** Runs `builds` builds of `pages` hugepages under the storm. */
-export async function buildsUnderSignalStorm(builds: number, pages: number): Promise<StormResult> {
+export function buildsUnderSignalStorm(builds: number, pages: number): Promise<StormResult> {
+  const layout = MemoryLayout.fromGaps(BigInt(pages) * HP, []);
+  return underSignalStorm(builds, (i) => {
+    using manager = new GuestMemoryBuilder().hugepages().build(layout);
+    manager.client().guestMemory().writeU32(0x1000n, i);
+  });
+}
+
+/** The rounds of the other modes (see the module documentation). */
+export const STORM_MODES: Readonly<Record<string, (round: number) => void>> = {
+  prefetch: (round) => {
+    using manager = new GuestMemoryBuilder().prefetchRam(true).build(
+      MemoryLayout.fromGaps(64n << 20n, []),
+    );
+    using partition = KvmPartition.create();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    manager.client().guestMemory().writeU32(0x1000n, round);
+  },
+  pin: (round) => {
+    using manager = new GuestMemoryBuilder().pinMappings(true).build(
+      MemoryLayout.fromGaps(64n << 20n, []),
+    );
+    using partition = KvmPartition.create();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    manager.client().guestMemory().writeU32(0x1000n, round);
+  },
+  slots: () => {
+    using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+      MemoryLayout.fromGaps(8n << 20n, []),
+    );
+    using partition = KvmPartition.create();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    const control = manager.ramVisibilityControl();
+    for (let piece = 0xc0000n; piece < 0xf0000n; piece += 0x4000n) {
+      const range = new MemoryRange(piece, piece + 0x4000n);
+      control.setRamVisibility(range, RamVisibility.ReadOnly);
+      control.setRamVisibility(range, RamVisibility.Unmapped);
+      control.setRamVisibility(range, RamVisibility.ReadWrite);
+    }
+  },
+};
+
+/** Runs `rounds` rounds of `round` under the storm; failures and warnings are reported. */
+export async function underSignalStorm(
+  rounds: number,
+  round: (i: number) => void,
+): Promise<StormResult> {
   let signals = 0;
   const count = () => signals++;
   Deno.addSignalListener("SIGUSR1", count);
@@ -56,17 +115,20 @@ export async function buildsUnderSignalStorm(builds: number, pages: number): Pro
   let signalTurns = 0;
   try {
     await delay(50);
-    const layout = MemoryLayout.fromGaps(BigInt(pages) * HP, []);
     const start = signals;
-    for (let i = 0; i < builds; i++) {
-      try {
-        using manager = new GuestMemoryBuilder().hugepages().build(layout);
-        manager.client().guestMemory().writeU32(0x1000n, i);
-        built++;
-      } catch (error) {
-        failures.push(`${error}: ${(error as Error).cause}`);
+    const previous = setWarningHandler((w) => failures.push(`warning ${w.message}: ${w.cause}`));
+    try {
+      for (let i = 0; i < rounds; i++) {
+        try {
+          round(i);
+          built++;
+        } catch (error) {
+          failures.push(`${error}: ${(error as Error).cause}`);
+        }
+        await delay(0); // lets the listener count
       }
-      await delay(0); // lets the listener count
+    } finally {
+      setWarningHandler(previous);
     }
     signalTurns = signals - start;
   } finally {
@@ -83,9 +145,9 @@ export async function buildsUnderSignalStorm(builds: number, pages: number): Pro
 }
 
 if (import.meta.main) {
-  const result = await buildsUnderSignalStorm(
-    Number(Deno.args[0] ?? "100"),
-    Number(Deno.args[1] ?? "32"),
-  );
+  const mode = STORM_MODES[Deno.args[0]];
+  const result = mode === undefined
+    ? await buildsUnderSignalStorm(Number(Deno.args[0] ?? "100"), Number(Deno.args[1] ?? "32"))
+    : await underSignalStorm(Number(Deno.args[1] ?? "20"), mode);
   console.log(JSON.stringify(result));
 }
