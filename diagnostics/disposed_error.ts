@@ -24,7 +24,8 @@ export class DisposedError extends Error {
       | "kvm vcpu"
       | "guest probe"
       | "file descriptor"
-      | "host mapping";
+      | "host mapping"
+      | "guest RAM snapshot";
   };
 
   /**

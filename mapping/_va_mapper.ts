@@ -14,6 +14,7 @@ import {
   SharedTableWriter,
 } from "./_shared_table.ts";
 import { lowerBound } from "../collections/_lower_bound.ts";
+import { HostDirtyLog } from "./_host_dirty_log.ts";
 import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
 
 /**
@@ -174,9 +175,12 @@ export class VaMapper implements Disposable {
   #generation = 0;
   /** The table as Workers see it, once shared. */
   #shared: SharedTableWriter | undefined;
+  /** Pages written through `GuestMemory` on any thread while tracking is on. */
+  readonly dirtyLog: HostDirtyLog;
 
   private constructor(reservation: HostMapping) {
     this.#reservation = reservation;
+    this.dirtyLog = HostDirtyLog.create(reservation.length);
   }
 
   /**
@@ -389,6 +393,15 @@ export class VaMapper implements Disposable {
       this.#publish();
     }
     return this.#shared.buffer;
+  }
+
+  /**
+   * Waits (bounded, as for any change) until every Worker access that was
+   * under way when this was called has ended; returns at once when the
+   * table was never shared or no reader exists.
+   */
+  synchronizeReaders(): void {
+    this.#graceOver();
   }
 
   /**

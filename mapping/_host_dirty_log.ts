@@ -1,0 +1,96 @@
+/**
+ * The host-side dirty log of one reservation: one bit per 4 KiB page of
+ * guest physical address space, set by `GuestMemory` after each write while
+ * tracking is on, from the main thread and from Workers alike (so it lives
+ * in a `SharedArrayBuffer` that `GuestMemoryClient.share()` hands out).
+ *
+ * Layout: an `Int32` "tracking on" flag (padded to 8 bytes), then the
+ * bitmap as `Uint32` words (bit i of word w is page 32w + i).
+ *
+ * Writers set bits after the write itself has landed (so a collector that
+ * clears a bit never loses a write that is still to come), with
+ * `Atomics.or` only when the bit is not already set; the collector takes
+ * words with `Atomics.exchange`.
+ *
+ * @module
+ */
+
+import type { PageBitmap } from "../collections/_page_bitmap.ts";
+
+const HEADER_BYTES = 8;
+
+/** Views of a host dirty log buffer (the same on every thread). */
+export class HostDirtyLog {
+  /** The shared buffer (header and bitmap). */
+  readonly buffer: SharedArrayBuffer;
+  /** `flag[0]` is 1 while tracking is on. */
+  readonly flag: Int32Array<SharedArrayBuffer>;
+  /** The bitmap. */
+  readonly words: Uint32Array<SharedArrayBuffer>;
+
+  /** Views over `buffer` (from {@linkcode HostDirtyLog.create} on any thread). */
+  constructor(buffer: SharedArrayBuffer) {
+    this.buffer = buffer;
+    this.flag = new Int32Array(buffer, 0, 1);
+    this.words = new Uint32Array(buffer, HEADER_BYTES);
+  }
+
+  /** A new, empty log for `size` bytes of guest address space (tracking off). */
+  static create(size: bigint): HostDirtyLog {
+    const pages = Number((size + 4095n) >> 12n);
+    return new HostDirtyLog(new SharedArrayBuffer(HEADER_BYTES + Math.ceil(pages / 32) * 4));
+  }
+
+  /** Whether `buffer` has the shape of a log (for `GuestMemoryClient.fromShare`). */
+  static isLogBuffer(buffer: unknown): buffer is SharedArrayBuffer {
+    return buffer instanceof SharedArrayBuffer && buffer.byteLength >= HEADER_BYTES &&
+      (buffer.byteLength - HEADER_BYTES) % 4 === 0;
+  }
+
+  /** Whether tracking is on. */
+  get tracking(): boolean {
+    return Atomics.load(this.flag, 0) !== 0;
+  }
+
+  /** Turns tracking on or off. */
+  setTracking(on: boolean): void {
+    Atomics.store(this.flag, 0, on ? 1 : 0);
+  }
+
+  /** Marks the pages of `[address, address + length)` (length > 0). */
+  mark(address: number, length: number): void {
+    markPages(this.words, address, length);
+  }
+
+  /** Moves every set bit into `into` (keyed by page number) and clears it here. */
+  drainInto(into: PageBitmap): void {
+    const words = this.words;
+    const one = new Uint32Array(1);
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] === 0) continue;
+      one[0] = Atomics.exchange(words, i, 0);
+      into.orWords(i * 32, one, 32);
+    }
+  }
+
+  /** Clears every bit. */
+  clear(): void {
+    const words = this.words;
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) Atomics.store(words, i, 0);
+  }
+}
+
+/** Sets the bits of the pages of `[address, address + length)` (length > 0) in `words`. */
+export function markPages(
+  words: Uint32Array<SharedArrayBuffer>,
+  address: number,
+  length: number,
+): void {
+  const first = Math.floor(address / 4096);
+  const last = Math.floor((address + length - 1) / 4096);
+  for (let page = first; page <= last; page++) {
+    const w = Math.floor(page / 32);
+    const m = 1 << (page % 32);
+    if ((words[w] & m) === 0) Atomics.or(words, w, m);
+  }
+}
