@@ -66,6 +66,11 @@ const FILES: readonly BenchFile[] = [
   { file: "region_manager_bench.ts", c: [], scaling: true, maxRounds: 3 },
   { file: "worker_bench.ts", c: [], maxRounds: 5 },
   {
+    file: "snapshot_bench.ts",
+    c: [["dirty_log_read_1g", 200, 3], ["restore_dirty_1000", 200, 3], ["snapshot_1g", 1, 3]],
+    maxRounds: 3,
+  },
+  {
     file: "prefetch_bench.ts",
     c: ["prefetch_shared", "prefetch_shared_kvm", "prefetch_private", "prefetch_private_kvm"],
     prefetch: true,
@@ -157,6 +162,29 @@ const ROWS: readonly RowSpec[] = [
     ours: "region_change_shared_busy",
     c: "region_change_unshared",
     ffi: true,
+  },
+  {
+    label: "7. dirty-log read, 1 GiB slot (nothing dirty)",
+    ours: "dirty_log_read_1g",
+    c: "dirty_log_read_1g",
+  },
+  {
+    label: "7. incremental restore, 1,000 of 1 GiB vs C memcpy",
+    ours: "restore_dirty_1000",
+    c: "restore_dirty_1000",
+    target: { kind: "ratio", min: 1 / 1.5 },
+  },
+  {
+    label: "7. incremental restore vs full restore of 1 GiB",
+    ours: "restore_dirty_1000",
+    c: "restore_full_1g",
+    ffi: true,
+    target: { kind: "ratio", min: 20 },
+  },
+  {
+    label: "7. full snapshot of 1 GiB vs C copy_file_range",
+    ours: "snapshot_1g",
+    c: "snapshot_1g",
   },
   {
     label: "5. build+prefetch 1 GiB shared vs mmap+populate",

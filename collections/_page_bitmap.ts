@@ -76,6 +76,12 @@ export class PageBitmap {
     }
   }
 
+  /** ORs `bits` into 32-bit word `wordIndex` (pages `32 * wordIndex` and up). */
+  orWord(wordIndex: number, bits: number): void {
+    const chunk = this.#chunk(Math.floor(wordIndex / WORDS_PER_CHUNK));
+    chunk[wordIndex % WORDS_PER_CHUNK] |= bits;
+  }
+
   /** Adds every page of `other`. */
   orBitmap(other: PageBitmap): void {
     for (const [index, chunk] of other.#chunks) {

@@ -514,10 +514,10 @@ export class KvmPartition implements Partition, Disposable {
     }
     try {
       this.#vm.getDirtyLog({ slot: s.slot, dirtyBitmap: bitmap });
-      const words = new BigUint64Array(bitmap.buffer);
+      const words = new Int32Array(bitmap.buffer);
       let any = false;
       for (let i = 0; i < words.length; i++) {
-        if (words[i] !== 0n) {
+        if (words[i] !== 0) {
           any = true;
           break;
         }

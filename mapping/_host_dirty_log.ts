@@ -65,11 +65,9 @@ export class HostDirtyLog {
   /** Moves every set bit into `into` (keyed by page number) and clears it here. */
   drainInto(into: PageBitmap): void {
     const words = this.words;
-    const one = new Uint32Array(1);
     for (let i = 0; i < words.length; i++) {
       if (words[i] === 0) continue;
-      one[0] = Atomics.exchange(words, i, 0);
-      into.orWords(i * 32, one, 32);
+      into.orWord(i, Atomics.exchange(words, i, 0));
     }
   }
 

@@ -1,7 +1,7 @@
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
 import { copyFileRange } from "../ffi/_copy_file_range.ts";
-import { hostCopyNumbers } from "../ffi/_host_memory.ts";
+import { hostBytes, hostCopyNumbers } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
@@ -122,8 +122,11 @@ function visibilityOf(params: { readonly writable: boolean } | undefined): RamVi
  */
 export class GuestRamSnapshot implements Disposable {
   #fd: OwnedFd;
-  /** A read-only view of the snapshot, mapped on first restore. */
+  /** A read-only view of the snapshot, mapped on first restore, and windows over it. */
   #view: HostMapping | undefined;
+  #source: WindowViews | undefined;
+  /** Windows over the last restored manager's reservation. */
+  #dest: WindowViews | undefined;
   /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
   #point: number | undefined;
   /** Bytes of RAM. */
@@ -361,6 +364,8 @@ export class GuestRamSnapshot implements Disposable {
   [Symbol.dispose](): void {
     const view = this.#view;
     this.#view = undefined;
+    this.#source = undefined;
+    this.#dest = undefined;
     view?.unmap();
     this.#fd.close();
   }
@@ -395,31 +400,95 @@ export class GuestRamSnapshot implements Disposable {
 
   /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */
   #writer(parts: GuestMemoryManagerParts): RamWriter {
-    this.#view ??= HostMapping.shared(this.#fd.fd, 0n, this.size, Mman.PROT_READ);
-    return new RamWriter(parts, this.pieces, Number(this.#view.address));
+    if (this.#view === undefined) {
+      this.#view = HostMapping.shared(this.#fd.fd, 0n, this.size, Mman.PROT_READ);
+      this.#source = new WindowViews(Number(this.#view.address), Number(this.size));
+    }
+    const base = Number(parts.va.base);
+    if (this.#dest?.address !== base) this.#dest = new WindowViews(base, Number(parts.va.size));
+    return new RamWriter(parts, this.pieces, this.#source!, this.#dest!);
+  }
+}
+
+/** Views are made over windows of this size (as `GuestMemory` does), never over all of RAM. */
+const WINDOW = 1 << 21;
+/** At most this many windows are kept per side (16 GiB of views); past that the cache starts again. */
+const MAX_WINDOWS = 8192;
+
+/** Byte views of 2 MiB windows of a host range starting at `address`, made on first use. */
+class WindowViews {
+  readonly address: number;
+  readonly #length: number;
+  readonly #views = new Map<number, Uint8Array<ArrayBuffer>>();
+
+  constructor(address: number, length: number) {
+    this.address = address;
+    this.#length = length;
+  }
+
+  /** The view of window `index`. */
+  at(index: number): Uint8Array<ArrayBuffer> {
+    let view = this.#views.get(index);
+    if (view === undefined) {
+      const start = index * WINDOW;
+      const len = Math.min(WINDOW, this.#length - start);
+      view = hostBytes(BigInt(this.address + start), BigInt(len));
+      if (this.#views.size >= MAX_WINDOWS) this.#views.clear();
+      this.#views.set(index, view);
+    }
+    return view;
+  }
+}
+
+/** Copies `length` bytes from offset `from` of `source` to offset `to` of `dest`, window by window. */
+function copyViews(
+  dest: WindowViews,
+  to: number,
+  source: WindowViews,
+  from: number,
+  length: number,
+) {
+  while (length > 0) {
+    const d = to % WINDOW;
+    const s = from % WINDOW;
+    const n = Math.min(length, WINDOW - d, WINDOW - s);
+    const src = source.at((from - s) / WINDOW);
+    dest.at((to - d) / WINDOW).set(n === src.length && s === 0 ? src : src.subarray(s, s + n), d);
+    to += n;
+    from += n;
+    length -= n;
   }
 }
 
 /**
- * Copies guest ranges from a snapshot view into RAM: straight into the host
- * reservation where RAM is mapped writable there (one `memcpy` per run),
- * else through a temporary shared mapping of the RAM file (hidden or
- * read-only pieces).
+ * Copies guest ranges from the snapshot into RAM: straight into the host
+ * reservation where RAM is mapped writable there (a typed-array copy per
+ * run, which is `memcpy`), else through a temporary shared mapping of the
+ * RAM file (hidden or read-only pieces).
  */
 class RamWriter {
   readonly #parts: GuestMemoryManagerParts;
-  readonly #pieces: readonly SnapshotRamPiece[];
-  readonly #view: number;
-  readonly #base: number;
+  readonly #source: WindowViews;
+  readonly #dest: WindowViews;
+  readonly #starts: number[];
+  readonly #ends: number[];
+  readonly #offsets: number[];
   /** Per piece: whether one writable RAM entry of the reservation covers it. */
   readonly #direct: boolean[];
   #piece = 0;
 
-  constructor(parts: GuestMemoryManagerParts, pieces: readonly SnapshotRamPiece[], view: number) {
+  constructor(
+    parts: GuestMemoryManagerParts,
+    pieces: readonly SnapshotRamPiece[],
+    source: WindowViews,
+    dest: WindowViews,
+  ) {
     this.#parts = parts;
-    this.#pieces = pieces;
-    this.#view = view;
-    this.#base = Number(parts.va.base);
+    this.#source = source;
+    this.#dest = dest;
+    this.#starts = pieces.map((p) => Number(p.range.start));
+    this.#ends = pieces.map((p) => Number(p.range.end));
+    this.#offsets = pieces.map((p) => Number(p.fileOffset));
     this.#direct = pieces.map((p) => this.#covers(p));
   }
 
@@ -435,17 +504,14 @@ class RamWriter {
 
   /** Copies guest `[gpa, gpa + length)` (inside one piece, page aligned) back. */
   copy(gpa: number, length: number): void {
-    const pieces = this.#pieces;
     let i = this.#piece;
-    let piece = pieces[i];
-    if (!(gpa >= Number(piece.range.start) && gpa < Number(piece.range.end))) {
-      i = pieces.findIndex((p) => gpa >= Number(p.range.start) && gpa < Number(p.range.end));
-      piece = pieces[i];
+    if (!(gpa >= this.#starts[i] && gpa < this.#ends[i])) {
+      i = this.#starts.findIndex((start, k) => gpa >= start && gpa < this.#ends[k]);
       this.#piece = i;
     }
-    const offset = Number(piece.fileOffset) + gpa - Number(piece.range.start);
+    const offset = this.#offsets[i] + gpa - this.#starts[i];
     if (this.#direct[i]) {
-      hostCopyNumbers(this.#base + gpa, this.#view + offset, length);
+      copyViews(this.#dest, gpa, this.#source, offset, length);
       return;
     }
     const backing = this.#parts.backing;
@@ -462,7 +528,7 @@ class RamWriter {
       BigInt(to - from),
       Mman.PROT_READ | Mman.PROT_WRITE,
     );
-    hostCopyNumbers(Number(map.address) + offset - from, this.#view + offset, length);
+    hostCopyNumbers(Number(map.address) + offset - from, this.#source.address + offset, length);
   }
 }
 
