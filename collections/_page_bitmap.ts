@@ -76,6 +76,11 @@ export class PageBitmap {
     }
   }
 
+  /** The words of chunk `index` (pages `index * PAGES_PER_CHUNK` and up), made on first use. */
+  chunkWords(index: number): Uint32Array {
+    return this.#chunk(index);
+  }
+
   /** ORs `bits` into 32-bit word `wordIndex` (pages `32 * wordIndex` and up). */
   orWord(wordIndex: number, bits: number): void {
     const chunk = this.#chunk(Math.floor(wordIndex / WORDS_PER_CHUNK));

@@ -156,7 +156,9 @@ export const KvmCap = {
  * @example
  * ```ts
  * import { KvmDirtyLogFlag } from "./kvm_constants.ts";
- * console.log(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE); // 1
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, 1);
  * ```
  */
 export const KvmDirtyLogFlag = {

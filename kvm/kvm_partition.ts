@@ -540,9 +540,12 @@ export class KvmPartition implements Partition, Disposable {
     }
   }
 
-  /** Moves the bits of logged slot `s` into the kept bitmap. */
-  #keepLog(s: KvmUserspaceMemoryRegion): void {
-    const bitmap = this.#readLog(s, true);
+  /**
+   * Moves the bits of logged slot `s` into the kept bitmap (clearing them
+   * in KVM unless the slot is about to be deleted anyway).
+   */
+  #keepLog(s: KvmUserspaceMemoryRegion, clear = true): void {
+    const bitmap = this.#readLog(s, clear);
     if (bitmap === undefined) return;
     this.#kept.orWords(
       Number(s.guestPhysAddr / PAGE_SIZE),
@@ -622,7 +625,9 @@ export class KvmPartition implements Partition, Disposable {
    * with size 0). A logged slot's dirty bits are kept first.
    */
   #delete(s: KvmUserspaceMemoryRegion): void {
-    if ((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) !== 0 && !this.#disposed) this.#keepLog(s);
+    if ((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) !== 0 && !this.#disposed) {
+      this.#keepLog(s, false);
+    }
     try {
       this.#vm.setUserMemoryRegion({ ...s, memorySize: 0n });
     } catch (cause) {

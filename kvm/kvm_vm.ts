@@ -81,8 +81,11 @@ export interface KvmPitConfig {
  * @example
  * ```ts
  * import type { KvmDirtyLog } from "./kvm_vm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // A 64-page slot: one __u64 of bitmap.
  * const log: KvmDirtyLog = { slot: 0, dirtyBitmap: new Uint8Array(new ArrayBuffer(8)) };
- * console.log(log.dirtyBitmap.length); // 8
+ * assert.equal(log.dirtyBitmap.length, 8);
  * ```
  */
 export interface KvmDirtyLog {
@@ -100,10 +103,12 @@ export interface KvmDirtyLog {
  * @example
  * ```ts
  * import type { KvmClearDirtyLog } from "./kvm_vm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const clear: KvmClearDirtyLog = {
  *   slot: 0, numPages: 64, firstPage: 0n, dirtyBitmap: new Uint8Array(new ArrayBuffer(8)).fill(0xff),
  * };
- * console.log(clear.numPages); // 64
+ * assert.equal(clear.numPages, 64);
  * ```
  */
 export interface KvmClearDirtyLog {
@@ -122,9 +127,16 @@ export interface KvmClearDirtyLog {
  *
  * @example
  * ```ts
+ * import { KvmCap, KvmDirtyLogFlag } from "./kvm_constants.ts";
  * import type { KvmEnableCap } from "./kvm_vm.ts";
- * const manualProtect: KvmEnableCap = { cap: 168, flags: 0, args: [1n] };
- * console.log(manualProtect.cap); // 168
+ * import assert from "node:assert/strict";
+ *
+ * const manualProtect: KvmEnableCap = {
+ *   cap: KvmCap.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+ *   flags: 0,
+ *   args: [BigInt(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)],
+ * };
+ * assert.equal(manualProtect.cap, 168);
  * ```
  */
 export interface KvmEnableCap {

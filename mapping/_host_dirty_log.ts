@@ -15,7 +15,9 @@
  * @module
  */
 
-import type { PageBitmap } from "../collections/_page_bitmap.ts";
+import { type PageBitmap, PAGES_PER_CHUNK } from "../collections/_page_bitmap.ts";
+
+const WORDS_PER_CHUNK = PAGES_PER_CHUNK / 32;
 
 const HEADER_BYTES = 8;
 
@@ -27,6 +29,12 @@ export class HostDirtyLog {
   readonly flag: Int32Array<SharedArrayBuffer>;
   /** The bitmap. */
   readonly words: Uint32Array<SharedArrayBuffer>;
+
+  /**
+   * Whether the buffer went to other threads (`GuestMemoryClient.share()`):
+   * until then only this thread marks pages, and draining needs no atomics.
+   */
+  #shared = false;
 
   /** Views over `buffer` (from {@linkcode HostDirtyLog.create} on any thread). */
   constructor(buffer: SharedArrayBuffer) {
@@ -47,6 +55,11 @@ export class HostDirtyLog {
       (buffer.byteLength - HEADER_BYTES) % 4 === 0;
   }
 
+  /** Notes that the buffer is handed to other threads (from then on draining is atomic). */
+  markShared(): void {
+    this.#shared = true;
+  }
+
   /** Whether tracking is on. */
   get tracking(): boolean {
     return Atomics.load(this.flag, 0) !== 0;
@@ -65,9 +78,19 @@ export class HostDirtyLog {
   /** Moves every set bit into `into` (keyed by page number) and clears it here. */
   drainInto(into: PageBitmap): void {
     const words = this.words;
-    for (let i = 0; i < words.length; i++) {
-      if (words[i] === 0) continue;
-      into.orWord(i, Atomics.exchange(words, i, 0));
+    for (let base = 0; base < words.length; base += WORDS_PER_CHUNK) {
+      const end = Math.min(words.length, base + WORDS_PER_CHUNK);
+      let chunk: Uint32Array | undefined;
+      for (let i = base; i < end; i++) {
+        if (words[i] === 0) continue;
+        chunk ??= into.chunkWords(base / WORDS_PER_CHUNK);
+        if (this.#shared) {
+          chunk[i - base] |= Atomics.exchange(words, i, 0);
+        } else {
+          chunk[i - base] |= words[i];
+          words[i] = 0;
+        }
+      }
     }
   }
 

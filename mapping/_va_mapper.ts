@@ -391,6 +391,7 @@ export class VaMapper implements Disposable {
     if (this.#shared === undefined) {
       this.#shared = new SharedTableWriter();
       this.#publish();
+      this.dirtyLog.markShared();
     }
     return this.#shared.buffer;
   }

@@ -19,9 +19,16 @@ import { SnapshotError } from "./snapshot_error.ts";
  *
  * @example
  * ```ts
+ * import { MemoryRange, RamVisibility } from "../mod.ts";
  * import type { SnapshotRamPiece } from "./guest_ram_snapshot.ts";
- * const row = (p: SnapshotRamPiece) => `${p.range} ${p.visibility} @${p.fileOffset}`;
- * console.log(row);
+ * import assert from "node:assert/strict";
+ *
+ * const piece: SnapshotRamPiece = {
+ *   range: new MemoryRange(0xc0000n, 0xc4000n),
+ *   fileOffset: 0xc0000n,
+ *   visibility: RamVisibility.ReadOnly,
+ * };
+ * assert.equal(`${piece.range} ${piece.visibility}`, "0xc0000-0xc4000 read-only");
  * ```
  */
 export interface SnapshotRamPiece {
@@ -39,9 +46,19 @@ export interface SnapshotRamPiece {
  *
  * @example
  * ```ts
+ * import { MemoryRange } from "../mod.ts";
  * import type { SnapshotDeviceRegion } from "./guest_ram_snapshot.ts";
- * const row = (r: SnapshotDeviceRegion) => `${r.name} ${r.range} ${r.writable ? "rw" : "ro"}`;
- * console.log(row);
+ * import assert from "node:assert/strict";
+ *
+ * const vga: SnapshotDeviceRegion = {
+ *   name: "vga",
+ *   range: new MemoryRange(0xa0000n, 0xc0000n),
+ *   priority: 0,
+ *   mapped: true,
+ *   writable: true,
+ *   visible: false,
+ * };
+ * assert.equal(`${vga.name} ${vga.range}`, "vga 0xa0000-0xc0000");
  * ```
  */
 export interface SnapshotDeviceRegion {
@@ -59,7 +76,18 @@ export interface SnapshotDeviceRegion {
   readonly visible: boolean;
 }
 
-/** How guest RAM was backed when the snapshot was taken. */
+/**
+ * How guest RAM was backed when the snapshot was taken.
+ *
+ * @example
+ * ```ts
+ * import type { SnapshotMemoryMode } from "./guest_ram_snapshot.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const mode: SnapshotMemoryMode = "private";
+ * assert.equal(mode, "private");
+ * ```
+ */
 export type SnapshotMemoryMode = "shared" | "hugetlb" | "private";
 
 const SNAPSHOT_SEALS = Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_WRITE |

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility, Vtl } from "../mod.ts";
 import { GuestProbe } from "../testing.ts";
-import { initialRamWord, type ProbeJob, type ProbeReport } from "./support/probe_worker.ts";
+import {
+  initialRamWord,
+  type ProbeJob,
+  type ProbeReady,
+  type ProbeReport,
+} from "./support/probe_worker.ts";
 import { skipWithoutKvm } from "./support/requirements.ts";
 
 const PIECES: MemoryRange[] = [];
@@ -28,13 +33,21 @@ Deno.test({
 
     const milliseconds = 2500;
     const workers: Worker[] = [];
+    const started: Promise<void>[] = [];
     const reports = [probe0, probe1].map((probe, id) => {
       const worker = new Worker(new URL("./support/probe_worker.ts", import.meta.url), {
         type: "module",
       });
       workers.push(worker);
+      let ready: () => void = () => {};
+      started.push(new Promise<void>((resolve) => ready = resolve));
       const done = new Promise<ProbeReport>((resolve, reject) => {
-        worker.onmessage = (e: MessageEvent<ProbeReport>) => resolve(e.data);
+        // The worker says when it starts probing (a Worker can take longer
+        // to start than the flips last on a loaded host), then reports.
+        worker.onmessage = (e: MessageEvent<ProbeReport | ProbeReady>) => {
+          if ("ready" in e.data) ready();
+          else resolve(e.data);
+        };
         worker.onerror = (e) => reject(new Error(`worker ${id}: ${e.message}`));
       });
       worker.postMessage(
@@ -51,10 +64,11 @@ Deno.test({
     // Flip every piece RW -> RO -> Unmapped -> RW while the guests run; while
     // a piece is read-only no guest store may change it.
     const control = manager.ramVisibilityControl();
-    const end = performance.now() + milliseconds - 300;
+    await Promise.all(started);
+    await new Promise((r) => setTimeout(r, 100));
+    const end = performance.now() + milliseconds - 400;
     let flips = 0;
     const violations: string[] = [];
-    await new Promise((r) => setTimeout(r, 100));
     while (performance.now() < end) {
       for (const piece of PIECES) {
         control.setRamVisibility(piece, RamVisibility.ReadOnly);

@@ -39,9 +39,15 @@ export function initialRamWord(gpa: number): number {
   return (0x5a000000 | (gpa >>> 2)) >>> 0;
 }
 
+/** What a worker posts first, once it has its probe and starts probing. */
+export interface ProbeReady {
+  readonly ready: number;
+}
+
 self.onmessage = (event: MessageEvent<ProbeJob>) => {
   const job = event.data;
   using probe = GuestProbe.fromShare(job.probe);
+  self.postMessage({ ready: job.id } satisfies ProbeReady);
   const end = performance.now() + job.milliseconds;
   let loads = 0;
   let stores = 0;
