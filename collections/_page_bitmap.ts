@@ -156,12 +156,17 @@ export class PageBitmap {
   forEachChunk(visit: (firstPage: number, words: Uint32Array, pages: number) => void): void {
     const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
     for (const index of indexes) {
-      visit(index * PAGES_PER_CHUNK, this.#chunks.get(index)!, PAGES_PER_CHUNK);
+      const words = this.#chunks.get(index)!;
+      if (words.some((w) => w !== 0)) visit(index * PAGES_PER_CHUNK, words, PAGES_PER_CHUNK);
     }
   }
 
-  /** Empties the set. */
+  /**
+   * Empties the set. The chunks are zeroed and kept (at most 32 KiB per GiB
+   * of guest memory seen): making them again costs an off-heap allocation
+   * each, which showed in incremental restores.
+   */
   clear(): void {
-    this.#chunks.clear();
+    for (const chunk of this.#chunks.values()) chunk.fill(0);
   }
 }

@@ -438,37 +438,48 @@ export class GuestRamSnapshot implements Disposable {
   }
 }
 
-/** Views are made over windows of this size (as `GuestMemory` does), never over all of RAM. */
+/**
+ * Views of a host range larger than this are made over 2 MiB windows (as
+ * `GuestMemory` does: one view over a huge range makes V8 collect garbage
+ * for "external memory pressure"); smaller ones get one view, which saves
+ * a lookup per copied run.
+ */
+const SINGLE_VIEW_MAX = 16 * 2 ** 30;
 const WINDOW = 1 << 21;
-/** At most this many windows are kept per side (16 GiB of views); past that the cache starts again. */
+/** At most this many windows are kept (16 GiB of views); past that the cache starts again. */
 const MAX_WINDOWS = 8192;
 
-/** Byte views of 2 MiB windows of a host range starting at `address`, made on first use. */
+/** Byte views of a host range starting at `address`, made on first use. */
 class WindowViews {
   readonly address: number;
+  /** Bytes per view: the whole range, or 2 MiB. */
+  readonly window: number;
   readonly #length: number;
-  readonly #views = new Map<number, Uint8Array<ArrayBuffer>>();
+  #views: Uint8Array<ArrayBuffer>[] = [];
+  #count = 0;
 
   constructor(address: number, length: number) {
     this.address = address;
     this.#length = length;
+    this.window = length <= SINGLE_VIEW_MAX ? Math.max(length, 1) : WINDOW;
   }
 
   /** The view of window `index`. */
   at(index: number): Uint8Array<ArrayBuffer> {
-    let view = this.#views.get(index);
-    if (view === undefined) {
-      const start = index * WINDOW;
-      const len = Math.min(WINDOW, this.#length - start);
-      view = hostBytes(BigInt(this.address + start), BigInt(len));
-      if (this.#views.size >= MAX_WINDOWS) this.#views.clear();
-      this.#views.set(index, view);
+    const view = this.#views[index];
+    if (view !== undefined) return view;
+    const start = index * this.window;
+    const len = Math.min(this.window, this.#length - start);
+    if (this.#count >= MAX_WINDOWS) {
+      this.#views = [];
+      this.#count = 0;
     }
-    return view;
+    this.#count++;
+    return this.#views[index] = hostBytes(BigInt(this.address + start), BigInt(len));
   }
 }
 
-/** Copies `length` bytes from offset `from` of `source` to offset `to` of `dest`, window by window. */
+/** Copies `length` bytes from offset `from` of `source` to offset `to` of `dest`, view by view. */
 function copyViews(
   dest: WindowViews,
   to: number,
@@ -476,12 +487,13 @@ function copyViews(
   from: number,
   length: number,
 ) {
+  const dw = dest.window;
+  const sw = source.window;
   while (length > 0) {
-    const d = to % WINDOW;
-    const s = from % WINDOW;
-    const n = Math.min(length, WINDOW - d, WINDOW - s);
-    const src = source.at((from - s) / WINDOW);
-    dest.at((to - d) / WINDOW).set(n === src.length && s === 0 ? src : src.subarray(s, s + n), d);
+    const d = to % dw;
+    const s = from % sw;
+    const n = Math.min(length, dw - d, sw - s);
+    dest.at((to - d) / dw).set(source.at((from - s) / sw).subarray(s, s + n), d);
     to += n;
     from += n;
     length -= n;
