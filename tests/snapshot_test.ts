@@ -184,3 +184,31 @@ Deno.test("a failed write marks nothing", () => {
   assert.throws(() => memory.write(VGA.start - 4n, new Uint8Array(8)));
   assert.deepEqual(tracker.dirtyPages(), []);
 });
+
+Deno.test("writes from a Worker are tracked and restored", async () => {
+  using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(8n * MiB, []));
+  const memory = manager.client().guestMemory();
+  const tracker = manager.dirtyTracker();
+  const share = manager.client().share();
+  tracker.start();
+  using snapshot = GuestRamSnapshot.take(manager);
+  const addresses = [0x1004, 0x20ffc, 0x7ff000, 0x400000];
+  const worker = new Worker(new URL("./support/dirty_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const done = new Promise<void>((resolve, reject) => {
+      worker.onmessage = () => resolve();
+      worker.onerror = (e) => reject(new Error(e.message));
+    });
+    worker.postMessage({ client: share, addresses });
+    await done;
+  } finally {
+    worker.terminate();
+  }
+  memory.writeU8(0x30000, 1); // and one from the main thread
+  assert.deepEqual(tracker.dirtyPages(), [0x1000n, 0x20000n, 0x30000n, 0x400000n, 0x7ff000n]);
+  assert.equal(snapshot.restoreDirty(manager), 5);
+  assert.equal(memory.readU32(0x400000), 0);
+  tracker.stop();
+});
