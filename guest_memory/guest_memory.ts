@@ -187,7 +187,7 @@ export class GuestMemory {
   #closed = false;
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
-  /** `[0]` is non-zero while dirty tracking is on (shared with every accessor). */
+  /** `[0]` is non-zero while dirty tracking is on; `[1]`: see `markPages` (shared with every accessor). */
   readonly #dirtyOn: Int32Array<SharedArrayBuffer>;
   readonly #dirtyWords: Uint32Array<SharedArrayBuffer>;
 
@@ -210,7 +210,7 @@ export class GuestMemory {
 
   /** Marks the pages of a write that has landed (tracking is on; `length` > 0). */
   #markDirty(gpa: bigint | number, length: number): void {
-    markPages(this.#dirtyWords, Number(gpa), length);
+    markPages(this.#dirtyOn, this.#dirtyWords, Number(gpa), length);
   }
 
   /** Bytes of guest physical address space covered (the reservation size). */

@@ -4,8 +4,10 @@
  * tracking is on, from the main thread and from Workers alike (so it lives
  * in a `SharedArrayBuffer` that `GuestMemoryClient.share()` hands out).
  *
- * Layout: an `Int32` "tracking on" flag (padded to 8 bytes), then the
- * bitmap as `Uint32` words (bit i of word w is page 32w + i).
+ * Layout: an `Int32` "tracking on" flag, an `Int32` "something marked"
+ * flag (set after a bit that was clear is set, cleared by the collector
+ * before it scans, so a collector with nothing to find skips the scan),
+ * then the bitmap as `Uint32` words (bit i of word w is page 32w + i).
  *
  * Writers set bits after the write itself has landed (so a collector that
  * clears a bit never loses a write that is still to come), with
@@ -25,7 +27,7 @@ const HEADER_BYTES = 8;
 export class HostDirtyLog {
   /** The shared buffer (header and bitmap). */
   readonly buffer: SharedArrayBuffer;
-  /** `flag[0]` is 1 while tracking is on. */
+  /** `flag[0]` is 1 while tracking is on; `flag[1]` once a bit was set since the last drain. */
   readonly flag: Int32Array<SharedArrayBuffer>;
   /** The bitmap. */
   readonly words: Uint32Array<SharedArrayBuffer>;
@@ -39,7 +41,7 @@ export class HostDirtyLog {
   /** Views over `buffer` (from {@linkcode HostDirtyLog.create} on any thread). */
   constructor(buffer: SharedArrayBuffer) {
     this.buffer = buffer;
-    this.flag = new Int32Array(buffer, 0, 1);
+    this.flag = new Int32Array(buffer, 0, 2);
     this.words = new Uint32Array(buffer, HEADER_BYTES);
   }
 
@@ -72,11 +74,17 @@ export class HostDirtyLog {
 
   /** Marks the pages of `[address, address + length)` (length > 0). */
   mark(address: number, length: number): void {
-    markPages(this.words, address, length);
+    markPages(this.flag, this.words, address, length);
   }
 
   /** Moves every set bit into `into` (keyed by page number) and clears it here. */
   drainInto(into: PageBitmap): void {
+    if (this.#shared) {
+      if (Atomics.exchange(this.flag, 1, 0) === 0) return;
+    } else {
+      if (this.flag[1] === 0) return;
+      this.flag[1] = 0;
+    }
     const words = this.words;
     for (let base = 0; base < words.length; base += WORDS_PER_CHUNK) {
       const end = Math.min(words.length, base + WORDS_PER_CHUNK);
@@ -96,22 +104,32 @@ export class HostDirtyLog {
 
   /** Clears every bit. */
   clear(): void {
+    Atomics.store(this.flag, 1, 0);
     const words = this.words;
     for (let i = 0; i < words.length; i++) if (words[i] !== 0) Atomics.store(words, i, 0);
   }
 }
 
-/** Sets the bits of the pages of `[address, address + length)` (length > 0) in `words`. */
+/**
+ * Sets the bits of the pages of `[address, address + length)` (length > 0)
+ * in `words`, then the "something marked" flag (`flag[1]`) if a bit was new.
+ */
 export function markPages(
+  flag: Int32Array<SharedArrayBuffer>,
   words: Uint32Array<SharedArrayBuffer>,
   address: number,
   length: number,
 ): void {
   const first = Math.floor(address / 4096);
   const last = Math.floor((address + length - 1) / 4096);
+  let marked = false;
   for (let page = first; page <= last; page++) {
     const w = Math.floor(page / 32);
     const m = 1 << (page % 32);
-    if ((words[w] & m) === 0) Atomics.or(words, w, m);
+    if ((words[w] & m) === 0) {
+      Atomics.or(words, w, m);
+      marked = true;
+    }
   }
+  if (marked && Atomics.load(flag, 1) === 0) Atomics.store(flag, 1, 1);
 }
