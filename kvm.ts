@@ -19,6 +19,9 @@ export { KvmPartition, type KvmPartitionOptions, type KvmSlotInfo } from "./kvm/
 export { KvmPartitionError } from "./kvm/kvm_partition_error.ts";
 export { KvmSystem } from "./kvm/kvm_system.ts";
 export {
+  type KvmClearDirtyLog,
+  type KvmDirtyLog,
+  type KvmEnableCap,
   type KvmIrqLevel,
   type KvmPitConfig,
   type KvmUserspaceMemoryRegion,
@@ -46,6 +49,7 @@ export {
 export {
   KVM_PIT_SPEAKER_DUMMY,
   KvmCap,
+  KvmDirtyLogFlag,
   KvmExit,
   kvmExitName,
   KvmInternalError,

@@ -606,6 +606,118 @@ static void scale_teardown(void *p) {
     free(s);
 }
 
+/*
+ * 5. Dirty logging and snapshots of 1 GiB (bench/snapshot_bench.ts).
+ * `dirty_log_read_1g`: KVM_GET_DIRTY_LOG of a 1 GiB slot made with
+ * KVM_MEM_LOG_DIRTY_PAGES (manual protect enabled) and a scan of the bitmap
+ * (KVM_CLEAR_DIRTY_LOG for what it finds). `restore_dirty_1000`: memcpy of
+ * 1,000 pages, `(i * 104729 + 7) mod 2^18` sorted, from a mapped snapshot
+ * into mapped RAM. `snapshot_1g`: a new memfd, copy_file_range of 1 GiB,
+ * seals, close.
+ */
+#define SNAP_SIZE (1 * GIB)
+#define SNAP_PAGES (SNAP_SIZE / (4 * KIB))
+#define SNAP_DIRTY 1000
+#ifndef KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+#define KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 168
+#endif
+
+struct snap_state {
+    struct kvm kvm;
+    int ram_fd, snap_fd;
+    uint8_t *ram, *snap;
+    uint64_t *bitmap;
+    uint64_t pages[SNAP_DIRTY];
+};
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void copy_all(int from, int to, uint64_t len) {
+    loff_t in = 0, out = 0;
+    while (len > 0) {
+        ssize_t n = copy_file_range(from, &in, to, &out, len, 0);
+        if (n <= 0) die("copy_file_range");
+        len -= (uint64_t)n;
+    }
+}
+
+static void *snap_setup(void) {
+    struct snap_state *s = calloc(1, sizeof *s);
+    s->kvm.sys = s->kvm.vm = s->kvm.vcpu = -1;
+    s->ram_fd = new_memfd(SNAP_SIZE);
+    s->ram = mmap(NULL, SNAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, s->ram_fd, 0);
+    if (s->ram == MAP_FAILED) die("mmap ram");
+    memset(s->ram, 0x5a, SNAP_SIZE);
+    s->snap_fd = new_memfd(SNAP_SIZE);
+    copy_all(s->ram_fd, s->snap_fd, SNAP_SIZE);
+    s->snap = mmap(NULL, SNAP_SIZE, PROT_READ, MAP_SHARED, s->snap_fd, 0);
+    if (s->snap == MAP_FAILED) die("mmap snapshot");
+    for (uint64_t i = 0; i < SNAP_DIRTY; i++) s->pages[i] = (i * 104729 + 7) % SNAP_PAGES;
+    qsort(s->pages, SNAP_DIRTY, sizeof s->pages[0], cmp_u64);
+    s->bitmap = calloc(SNAP_PAGES / 64, sizeof(uint64_t));
+    return s;
+}
+
+static void *snap_kvm_setup(void) {
+    struct snap_state *s = snap_setup();
+    s->kvm = kvm_open();
+    struct kvm_enable_cap cap = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .args = {1}};
+    if (ioctl(s->kvm.vm, KVM_ENABLE_CAP, &cap) < 0) die("KVM_ENABLE_CAP");
+    set_slot(s->kvm.vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0, SNAP_SIZE, s->ram);
+    return s;
+}
+
+static void dirty_log_read_op(void *p) {
+    struct snap_state *s = p;
+    struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = s->bitmap};
+    if (ioctl(s->kvm.vm, KVM_GET_DIRTY_LOG, &log) < 0) die("KVM_GET_DIRTY_LOG");
+    uint64_t any = 0;
+    for (uint64_t i = 0; i < SNAP_PAGES / 64; i++) any |= s->bitmap[i];
+    if (any) {
+        struct kvm_clear_dirty_log clear = {
+            .slot = 0, .num_pages = SNAP_PAGES, .first_page = 0, .dirty_bitmap = s->bitmap};
+        if (ioctl(s->kvm.vm, KVM_CLEAR_DIRTY_LOG, &clear) < 0) die("KVM_CLEAR_DIRTY_LOG");
+    }
+    sink += any;
+}
+
+static void restore_dirty_op(void *p) {
+    struct snap_state *s = p;
+    for (int i = 0; i < SNAP_DIRTY; i++) {
+        uint64_t off = s->pages[i] * 4 * KIB;
+        memcpy(s->ram + off, s->snap + off, 4 * KIB);
+    }
+    __asm__ volatile("" : : "r"(s->ram) : "memory");
+}
+
+static void snapshot_op(void *p) {
+    struct snap_state *s = p;
+    int fd = memfd_create("guest-ram-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) die("memfd_create");
+    if (ftruncate(fd, (off_t)SNAP_SIZE) < 0) die("ftruncate");
+    copy_all(s->ram_fd, fd, SNAP_SIZE);
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        die("F_ADD_SEALS");
+    close(fd);
+}
+
+static void snap_teardown(void *p) {
+    struct snap_state *s = p;
+    if (s->kvm.vm >= 0) {
+        set_slot(s->kvm.vm, 0, 0, 0, 0, s->ram);
+        kvm_close(&s->kvm);
+    }
+    munmap(s->snap, SNAP_SIZE);
+    munmap(s->ram, SNAP_SIZE);
+    close(s->snap_fd);
+    close(s->ram_fd);
+    free(s->bitmap);
+    free(s);
+}
+
 static void *no_setup(void) { return NULL; }
 static void no_teardown(void *p) { (void)p; }
 
@@ -632,6 +744,9 @@ static const struct bench benches[] = {
      prefetch_kvm_teardown, 0},
     {"prefetch_private_kvm", "1 GiB", 1, 3, prefetch_kvm_setup, prefetch_private_kvm_op,
      prefetch_kvm_teardown, 0},
+    {"dirty_log_read_1g", "1 GiB slot", 1, 100, snap_kvm_setup, dirty_log_read_op, snap_teardown, 0},
+    {"restore_dirty_1000", "1,000 pages", 1, 30, snap_setup, restore_dirty_op, snap_teardown, 0},
+    {"snapshot_1g", "1 GiB", 1, 3, snap_setup, snapshot_op, snap_teardown, 0},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 

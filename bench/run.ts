@@ -74,6 +74,11 @@ const FILES: readonly BenchFile[] = [
   { file: "kvm_attach_bench.ts", c: [["kvm_attach_detach_10000", 1, 5]], maxRounds: 5 },
   { file: "worker_bench.ts", c: [], maxRounds: 9 },
   {
+    file: "snapshot_bench.ts",
+    c: [["dirty_log_read_1g", 1, 100], ["restore_dirty_1000", 1, 30], ["snapshot_1g", 1, 3]],
+    maxRounds: 3,
+  },
+  {
     file: "prefetch_bench.ts",
     c: ["prefetch_shared", "prefetch_shared_kvm", "prefetch_private", "prefetch_private_kvm"],
     prefetch: true,
@@ -297,6 +302,25 @@ const ROWS_AS_WRITTEN: readonly RowSpec[] = [
     "prefetch_private",
     "prefetch_private_kvm",
   ),
+  compare(
+    "10. dirty-log read, 1 GiB slot (nothing dirty)",
+    "dirty_log_read_1g",
+    "dirty_log_read_1g",
+  ),
+  compare(
+    "10. incremental restore, 1,000 pages of 1 GiB vs C memcpy",
+    "restore_dirty_1000",
+    "restore_dirty_1000",
+    minRatio(1 / 1.5),
+  ),
+  compare(
+    "10. incremental restore vs full restore of 1 GiB (ours)",
+    "restore_dirty_1000",
+    "restore_full_1g",
+    minRatio(20),
+    "ours",
+  ),
+  compare("10. full snapshot of 1 GiB vs C copy_file_range", "snapshot_1g", "snapshot_1g"),
 ];
 
 const section = (row: RowSpec) => Number(/^(\d+)\./.exec(row.label)?.[1] ?? 99);

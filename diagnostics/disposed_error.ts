@@ -26,7 +26,8 @@ export class DisposedError extends Error {
       | "kvm vcpu"
       | "guest probe"
       | "file descriptor"
-      | "host mapping";
+      | "host mapping"
+      | "guest RAM snapshot";
   };
 
   /**

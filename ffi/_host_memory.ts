@@ -26,3 +26,21 @@ export function hostCopy(dest: bigint, src: bigint, length: bigint): void {
   if (length === 0n) return;
   libc().memcpy(dest, src, length);
 }
+
+/**
+ * The host address of the first byte of `bytes`, for a kernel struct that
+ * holds a pointer (`kvm_dirty_log.dirty_bitmap`). The array must be backed
+ * by its own `ArrayBuffer` (`new Uint8Array(new ArrayBuffer(n))`, never on
+ * V8's heap) and stay alive while the kernel may use the address.
+ */
+export function bufferAddress(bytes: Uint8Array<ArrayBuffer>): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+}
+
+/**
+ * `memcpy(dest, src, n)` with the addresses as numbers (exact: host
+ * addresses are below 2^47), for loops of many small copies.
+ */
+export function hostCopyNumbers(dest: number, src: number, length: number): void {
+  libc().memcpy(BigInt(dest), BigInt(src), BigInt(length));
+}

@@ -294,6 +294,20 @@ export const LIBC_SYMBOLS = {
     ],
     result: "pointer",
   },
+  /**
+   * `ssize_t copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, unsigned int flags);`
+   */
+  copy_file_range: {
+    parameters: [
+      "i32", // int fd_in
+      "buffer", // off_t *off_in (advanced by the kernel)
+      "i32", // int fd_out
+      "buffer", // off_t *off_out (advanced by the kernel)
+      "usize", // size_t len
+      "u32", // unsigned int flags (0)
+    ],
+    result: "isize",
+  },
   /** `void *memcpy(void *dest, const void *src, size_t n);` */
   memcpy: {
     parameters: [

@@ -1,4 +1,5 @@
 import { hostBytes } from "../ffi/_host_memory.ts";
+import { markPages } from "../mapping/_host_dirty_log.ts";
 import type { SharedTableReader } from "../mapping/_shared_table.ts";
 import type { VaMapper } from "../mapping/_va_mapper.ts";
 import { type GuestMemoryTable, WorkerTable } from "../mapping/_worker_table.ts";
@@ -120,8 +121,9 @@ export function newSharedGuestMemory(
   base: bigint,
   size: bigint,
   name: string,
+  dirty: SharedArrayBuffer | undefined,
 ): GuestMemory {
-  const table = new WorkerTable(buffer, base, size, name);
+  const table = new WorkerTable(buffer, base, size, name, dirty);
   return construct(table, table.reader);
 }
 
@@ -186,6 +188,9 @@ export class GuestMemory {
   #closed = false;
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
+  /** `[0]` is non-zero while dirty tracking is on; `[1]`: see `markPages` (shared with every accessor). */
+  readonly #dirtyOn: Int32Array<SharedArrayBuffer>;
+  readonly #dirtyWords: Uint32Array<SharedArrayBuffer>;
 
   static {
     construct = (table, reader) => new GuestMemory(table, reader);
@@ -200,6 +205,13 @@ export class GuestMemory {
     this.#sizeNumber = Number(table.size);
     this.#base = table.base;
     this.#reader = reader;
+    this.#dirtyOn = table.dirtyLog.flag;
+    this.#dirtyWords = table.dirtyLog.words;
+  }
+
+  /** Marks the pages of a write that has landed (tracking is on; `length` > 0). */
+  #markDirty(gpa: bigint | number, length: number): void {
+    markPages(this.#dirtyOn, this.#dirtyWords, Number(gpa), length);
   }
 
   /** Bytes of guest physical address space covered (the reservation size). */
@@ -403,6 +415,7 @@ export class GuestMemory {
       } else if (length > 0) {
         this.#scatter(Number(gpa), src, length);
       }
+      if (this.#dirtyOn[0] !== 0 && length > 0) this.#markDirty(gpa, length);
     } finally {
       reader?.exit();
     }
@@ -435,16 +448,17 @@ export class GuestMemory {
       const offset = this.#check(addr, len, true);
       if (offset >= 0) {
         this.#fastWindow!.bytes.fill(value, offset, offset + Number(len));
-        return;
+      } else {
+        const start = Number(addr);
+        const end = start + Number(len);
+        for (let at = start; at < end;) {
+          const window = this.#windowAt(at);
+          const to = Math.min(end, this.#pieceEnd(at, window));
+          window.bytes.fill(value, at - window.start, to - window.start);
+          at = to;
+        }
       }
-      const start = Number(addr);
-      const end = start + Number(len);
-      for (let at = start; at < end;) {
-        const window = this.#windowAt(at);
-        const to = Math.min(end, this.#pieceEnd(at, window));
-        window.bytes.fill(value, at - window.start, to - window.start);
-        at = to;
-      }
+      if (this.#dirtyOn[0] !== 0 && len > 0n) this.#markDirty(addr, Number(len));
     } finally {
       reader?.exit();
     }
@@ -509,6 +523,7 @@ export class GuestMemory {
       checkU8(value);
       const offset = this.#locate(gpa, 1, true);
       this.#fastWindow!.bytes[offset] = value;
+      if (this.#dirtyOn[0] !== 0) this.#markDirty(gpa, 1);
     } finally {
       reader?.exit();
     }
@@ -527,6 +542,7 @@ export class GuestMemory {
         this.#scratchView.setUint16(0, value, true);
         this.#scatterScratch(gpa, 2);
       }
+      if (this.#dirtyOn[0] !== 0) this.#markDirty(gpa, 2);
     } finally {
       reader?.exit();
     }
@@ -545,6 +561,7 @@ export class GuestMemory {
         this.#scratchView.setUint32(0, value, true);
         this.#scatterScratch(gpa, 4);
       }
+      if (this.#dirtyOn[0] !== 0) this.#markDirty(gpa, 4);
     } finally {
       reader?.exit();
     }
@@ -563,6 +580,7 @@ export class GuestMemory {
         this.#scratchView.setBigUint64(0, value, true);
         this.#scatterScratch(gpa, 8);
       }
+      if (this.#dirtyOn[0] !== 0) this.#markDirty(gpa, 8);
     } finally {
       reader?.exit();
     }
@@ -595,12 +613,14 @@ export class GuestMemory {
       checkU32(expected);
       checkU32(replacement);
       const offset = this.#locateAtomic(gpa, 4);
-      return Atomics.compareExchange(
+      const old = Atomics.compareExchange(
         this.#words32(),
         offset / 4,
         expected,
         replacement,
       );
+      if (this.#dirtyOn[0] !== 0 && old === expected) this.#markDirty(gpa, 4);
+      return old;
     } finally {
       reader?.exit();
     }
@@ -618,12 +638,14 @@ export class GuestMemory {
       checkU64(expected);
       checkU64(replacement);
       const offset = this.#locateAtomic(gpa, 8);
-      return Atomics.compareExchange(
+      const old = Atomics.compareExchange(
         this.#words64(),
         offset / 8,
         expected,
         replacement,
       );
+      if (this.#dirtyOn[0] !== 0 && old === expected) this.#markDirty(gpa, 8);
+      return old;
     } finally {
       reader?.exit();
     }

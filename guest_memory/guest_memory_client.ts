@@ -1,6 +1,7 @@
 import type { VaMapper } from "../mapping/_va_mapper.ts";
 import type { GuestMemory } from "./guest_memory.ts";
 import { newGuestMemory, newSharedGuestMemory } from "./guest_memory.ts";
+import { HostDirtyLog } from "../mapping/_host_dirty_log.ts";
 
 /** The `kind` of a shared client (what `GuestMemoryClient.share()` returns). */
 const SHARE_KIND = "membacking.GuestMemoryClient";
@@ -13,6 +14,7 @@ type Source =
     readonly base: bigint;
     readonly size: bigint;
     readonly name: string;
+    readonly dirty: SharedArrayBuffer | undefined;
   };
 
 let construct: (source: Source) => GuestMemoryClient;
@@ -80,11 +82,15 @@ export class GuestMemoryClient {
     ) {
       throw new TypeError("not a shared guest memory client (from GuestMemoryClient.share())");
     }
+    if (s.dirty !== undefined && !HostDirtyLog.isLogBuffer(s.dirty)) {
+      throw new TypeError("not a shared guest memory client (from GuestMemoryClient.share())");
+    }
     return new GuestMemoryClient({
       table: s.table,
       base: s.base,
       size: s.size,
       name: options.name ?? "worker",
+      dirty: s.dirty,
     });
   }
 
@@ -98,9 +104,13 @@ export class GuestMemoryClient {
   guestMemory(): GuestMemory {
     if (this.#memory === undefined) {
       const source = this.#source;
-      this.#memory = "va" in source
-        ? newGuestMemory(source.va)
-        : newSharedGuestMemory(source.table, source.base, source.size, source.name);
+      this.#memory = "va" in source ? newGuestMemory(source.va) : newSharedGuestMemory(
+        source.table,
+        source.base,
+        source.size,
+        source.name,
+        source.dirty,
+      );
     }
     return this.#memory;
   }
@@ -109,7 +119,8 @@ export class GuestMemoryClient {
    * This client as a plain object for `postMessage`. From the first call
    * on, every change that takes memory away from the guest waits (at most
    * a bounded time) until no Worker is still inside an access that could
-   * touch it.
+   * touch it. `dirty` is the host dirty log: the Worker's writes are marked
+   * in it while dirty tracking is on (see `./snapshot`).
    *
    * @returns The object to post to a Worker.
    */
@@ -118,6 +129,7 @@ export class GuestMemoryClient {
     readonly table: SharedArrayBuffer;
     readonly base: bigint;
     readonly size: bigint;
+    readonly dirty: SharedArrayBuffer | undefined;
   } {
     const source = this.#source;
     if ("va" in source) {
@@ -126,8 +138,15 @@ export class GuestMemoryClient {
         table: source.va.share(),
         base: source.va.base,
         size: source.va.size,
+        dirty: source.va.dirtyLog.buffer,
       };
     }
-    return { kind: SHARE_KIND, table: source.table, base: source.base, size: source.size };
+    return {
+      kind: SHARE_KIND,
+      table: source.table,
+      base: source.base,
+      size: source.size,
+      dirty: source.dirty,
+    };
   }
 }

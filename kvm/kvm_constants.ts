@@ -44,6 +44,18 @@ export const KvmStructSize = {
   msrs: 8,
   /** `struct kvm_msr_entry` (`arch/x86/include/uapi/asm/kvm.h`). */
   msrEntry: 16,
+  /** `struct kvm_dirty_log` (`include/uapi/linux/kvm.h`): `{ __u32 slot; __u32 padding1; __u64 dirty_bitmap; }`. */
+  dirtyLog: 16,
+  /**
+   * `struct kvm_clear_dirty_log` (`include/uapi/linux/kvm.h`):
+   * `{ __u32 slot; __u32 num_pages; __u64 first_page; __u64 dirty_bitmap; }`.
+   */
+  clearDirtyLog: 24,
+  /**
+   * `struct kvm_enable_cap` (`include/uapi/linux/kvm.h`):
+   * `{ __u32 cap; __u32 flags; __u64 args[4]; __u8 pad[64]; }`.
+   */
+  enableCap: 104,
 } as const;
 
 /**
@@ -61,12 +73,18 @@ export const KvmIoctl = {
   KVM_GET_SUPPORTED_CPUID: ioc(IOC_READ | IOC_WRITE, 0x05, KvmStructSize.cpuid2),
   /** `_IO(KVMIO, 0x04)`: system; returns the size of the vCPU's `kvm_run` mapping. */
   KVM_GET_VCPU_MMAP_SIZE: ioc(IOC_NONE, 0x04, 0),
+  /** `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`: VM; copies a slot's dirty bitmap (and clears it unless manual protect is on). */
+  KVM_GET_DIRTY_LOG: ioc(IOC_WRITE, 0x42, KvmStructSize.dirtyLog),
   /** `_IO(KVMIO, 0x41)`: VM; returns a new vCPU fd. */
   KVM_CREATE_VCPU: ioc(IOC_NONE, 0x41, 0),
   /** `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`: VM. */
   KVM_SET_USER_MEMORY_REGION: ioc(IOC_WRITE, 0x46, KvmStructSize.userspaceMemoryRegion),
   /** `_IO(KVMIO, 0x47)`: VM (x86); address of a 3-page region for the real-mode TSS. */
   KVM_SET_TSS_ADDR: ioc(IOC_NONE, 0x47, 0),
+  /** `_IOW(KVMIO, 0xa3, struct kvm_enable_cap)`: VM (or vCPU); turns a capability on. */
+  KVM_ENABLE_CAP: ioc(IOC_WRITE, 0xa3, KvmStructSize.enableCap),
+  /** `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`: VM; clears (and write-protects again) dirty pages of a slot. */
+  KVM_CLEAR_DIRTY_LOG: ioc(IOC_READ | IOC_WRITE, 0xc0, KvmStructSize.clearDirtyLog),
   /** `_IO(KVMIO, 0x60)`: VM; creates the in-kernel PIC, IOAPIC and local APICs. */
   KVM_CREATE_IRQCHIP: ioc(IOC_NONE, 0x60, 0),
   /** `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: VM; raises or lowers an interrupt line. */
@@ -124,6 +142,30 @@ export const KvmCap = {
   KVM_CAP_IMMEDIATE_EXIT: 136,
   /** `KVM_PRE_FAULT_MEMORY` is available. */
   KVM_CAP_PRE_FAULT_MEMORY: 236,
+  /**
+   * `KVM_CLEAR_DIRTY_LOG` exists and, once enabled with `KVM_ENABLE_CAP`,
+   * `KVM_GET_DIRTY_LOG` stops clearing (and write-protecting) the log: the
+   * VMM clears what it has handled. The value lists the `KVM_DIRTY_LOG_*` flags allowed.
+   */
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: 168,
+} as const;
+
+/**
+ * `args[0]` flags of `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmDirtyLogFlag } from "./kvm_constants.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, 1);
+ * ```
+ */
+export const KvmDirtyLogFlag = {
+  /** `1 << 0`: `KVM_GET_DIRTY_LOG` only reads; `KVM_CLEAR_DIRTY_LOG` clears. */
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: 1 << 0,
+  /** `1 << 1`: a slot's bitmap starts all ones when logging is turned on (not used here). */
+  KVM_DIRTY_LOG_INITIALLY_SET: 1 << 1,
 } as const;
 
 /**
@@ -256,6 +298,27 @@ export const UserspaceMemoryRegionLayout = {
   guestPhysAddr: 8, // __u64
   memorySize: 16, // __u64 (0 deletes the slot)
   userspaceAddr: 24, // __u64
+} as const;
+
+/** Offsets in `struct kvm_dirty_log` (`include/uapi/linux/kvm.h`). */
+export const DirtyLogLayout = {
+  slot: 0, // __u32
+  dirtyBitmap: 8, // __u64 (a pointer: one bit per page, in __u64 words)
+} as const;
+
+/** Offsets in `struct kvm_clear_dirty_log` (`include/uapi/linux/kvm.h`). */
+export const ClearDirtyLogLayout = {
+  slot: 0, // __u32
+  numPages: 4, // __u32
+  firstPage: 8, // __u64 (a multiple of 64)
+  dirtyBitmap: 16, // __u64 (a pointer; bit i is page first_page + i)
+} as const;
+
+/** Offsets in `struct kvm_enable_cap` (`include/uapi/linux/kvm.h`). */
+export const EnableCapLayout = {
+  cap: 0, // __u32
+  flags: 4, // __u32
+  args: 8, // __u64[4]
 } as const;
 
 /**

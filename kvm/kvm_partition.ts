@@ -1,4 +1,5 @@
 import { MinHeap } from "../collections/_min_heap.ts";
+import { PageBitmap } from "../collections/_page_bitmap.ts";
 import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
@@ -6,7 +7,7 @@ import { Madv } from "../ffi/_constants.ts";
 import { madvise, mlock, munlock } from "../ffi/_mman.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Partition } from "../partition/partition.ts";
-import { KvmCap, KvmMemFlag } from "./kvm_constants.ts";
+import { KvmCap, KvmDirtyLogFlag, KvmMemFlag } from "./kvm_constants.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
 import { KvmSystem } from "./kvm_system.ts";
 import type { KvmVcpu } from "./kvm_vcpu.ts";
@@ -104,6 +105,17 @@ export class KvmPartition implements Partition, Disposable {
   #nextNumber = 0;
   readonly #vcpus = new Map<number, KvmVcpu>();
   #disposed = false;
+  /** Whether writable slots carry `KVM_MEM_LOG_DIRTY_PAGES`. */
+  #logging = false;
+  /** Whether manual protect is on (decided when logging first starts). */
+  #manualProtect: boolean | undefined;
+  /**
+   * Dirty bits kept by guest page, not yet reported: of slots deleted (or
+   * re-created) while logging, and of every slot when logging stopped.
+   */
+  readonly #kept = new PageBitmap();
+  /** A bitmap buffer per slot number, reused (its own ArrayBuffer: the kernel writes it). */
+  readonly #bitmaps = new Map<number, Uint8Array<ArrayBuffer>>();
 
   private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number) {
     this.#system = system;
@@ -259,7 +271,9 @@ export class KvmPartition implements Partition, Disposable {
     }
     const region: KvmUserspaceMemoryRegion = {
       slot: this.#free.pop() ?? this.#nextNumber++,
-      flags: writable ? 0 : KvmMemFlag.KVM_MEM_READONLY,
+      flags: writable
+        ? (this.#logging ? KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES : 0)
+        : KvmMemFlag.KVM_MEM_READONLY,
       guestPhysAddr: gpa,
       memorySize: size,
       userspaceAddr: hostAddress,
@@ -355,6 +369,109 @@ export class KvmPartition implements Partition, Disposable {
     }
   }
 
+  /** Whether dirty page logging is on ({@linkcode KvmPartition.startDirtyLogging}). */
+  get isDirtyLogging(): boolean {
+    return this.#logging;
+  }
+
+  /**
+   * Whether the dirty log is read with manual protect
+   * (`KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`: `KVM_GET_DIRTY_LOG` then
+   * `KVM_CLEAR_DIRTY_LOG`), once logging has started; `undefined` before.
+   */
+  get manualDirtyLogProtect(): boolean | undefined {
+    return this.#manualProtect;
+  }
+
+  /**
+   * Turns dirty page logging on: every writable slot gets
+   * `KVM_MEM_LOG_DIRTY_PAGES` in place (same slot number, same range: KVM
+   * changes only the flags), and so does every writable slot made from now
+   * on. Read-only slots are left alone (the guest cannot write them). On the
+   * first call, manual protect is enabled where KVM has it. No-op when on.
+   *
+   * @throws {KvmPartitionError} `dirtyLog` with the ioctl's SyscallError as
+   *   cause; the slots changed so far are changed back.
+   * @example
+   * ```ts ignore
+   * using partition = KvmPartition.create();
+   * partition.startDirtyLogging();
+   * // ... the guest runs ...
+   * partition.takeDirtyLog((gpa, words, pages) => console.log(gpa, words, pages));
+   * ```
+   */
+  startDirtyLogging(): void {
+    this.#checkOpen();
+    if (this.#logging) return;
+    if (this.#manualProtect === undefined) {
+      const allowed = this.#vm.checkExtension(KvmCap.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+      const enable = KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+      let manual = false;
+      if ((allowed & enable) !== 0) {
+        try {
+          this.#vm.enableCap({
+            cap: KvmCap.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            flags: 0,
+            args: [BigInt(enable)],
+          });
+          manual = true;
+        } catch (cause) {
+          throw new KvmPartitionError({ kind: "dirtyLog", slot: -1, start: 0n, end: 0n }, {
+            cause,
+          });
+        }
+      }
+      this.#manualProtect = manual;
+    }
+    this.#setLogFlag(true);
+    this.#logging = true;
+  }
+
+  /**
+   * Turns dirty page logging off. What the guest wrote until now is kept
+   * (read from every slot first) and reported by the next
+   * {@linkcode KvmPartition.takeDirtyLog}. No-op when off.
+   *
+   * @throws {KvmPartitionError} `dirtyLog` when a log cannot be read or a
+   *   slot changed (logging then stays on).
+   */
+  stopDirtyLogging(): void {
+    this.#checkOpen();
+    if (!this.#logging) return;
+    this.#keepLogs();
+    this.#setLogFlag(false);
+    this.#logging = false;
+  }
+
+  /**
+   * Reports the pages the guest wrote since the previous call (or since
+   * logging started) and forgets them: reads each logged slot's bitmap
+   * (`KVM_GET_DIRTY_LOG`; with manual protect, then `KVM_CLEAR_DIRTY_LOG`
+   * for the pages found, which write-protects them again), plus the bits
+   * kept from slots deleted or re-created while logging (a PAM flip, a
+   * move) and from the last stop. `visit(gpa, words, pages)`: bit i of the
+   * little-endian words is the page at `gpa + 4096 i`, for `pages` pages;
+   * `words` is reused after the call returns.
+   *
+   * @param visit Called once per slot with dirty pages and per kept chunk.
+   * @throws {KvmPartitionError} `dirtyLog` with the ioctl's SyscallError as cause.
+   */
+  takeDirtyLog(visit: (gpa: bigint, words: Uint32Array, pages: number) => void): void {
+    this.#checkOpen();
+    if (this.#logging) {
+      for (const s of this.#slots.toArray()) {
+        if ((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) === 0) continue;
+        const bitmap = this.#readLog(s, true);
+        if (bitmap === undefined) continue;
+        visit(s.guestPhysAddr, new Uint32Array(bitmap.buffer), Number(s.memorySize / PAGE_SIZE));
+      }
+    }
+    this.#kept.forEachChunk((firstPage, words, pages) => {
+      visit(BigInt(firstPage) * PAGE_SIZE, words, pages);
+    });
+    this.#kept.clear();
+  }
+
   /** Deletes all slots, closes the vCPUs, the VM and `/dev/kvm`; idempotent. */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
@@ -382,6 +499,102 @@ export class KvmPartition implements Partition, Disposable {
     if (errors.length > 1) throw new AggregateError(errors, "failed to dispose kvm partition");
   }
 
+  /**
+   * The dirty bitmap of logged slot `s`, or `undefined` when no bit is
+   * set; with `clear` and manual protect, the bits found are cleared in
+   * KVM too (without manual protect, reading clears).
+   */
+  #readLog(s: KvmUserspaceMemoryRegion, clear: boolean): Uint8Array<ArrayBuffer> | undefined {
+    const pages = Number(s.memorySize / PAGE_SIZE);
+    const bytes = Math.ceil(pages / 64) * 8;
+    let bitmap = this.#bitmaps.get(s.slot);
+    if (bitmap === undefined || bitmap.length !== bytes) {
+      bitmap = new Uint8Array(new ArrayBuffer(bytes));
+      this.#bitmaps.set(s.slot, bitmap);
+    }
+    try {
+      this.#vm.getDirtyLog({ slot: s.slot, dirtyBitmap: bitmap });
+      const words = new Int32Array(bitmap.buffer);
+      let any = false;
+      for (let i = 0; i < words.length; i++) {
+        if (words[i] !== 0) {
+          any = true;
+          break;
+        }
+      }
+      if (!any) return undefined;
+      if (clear && this.#manualProtect) {
+        this.#vm.clearDirtyLog({
+          slot: s.slot,
+          numPages: pages,
+          firstPage: 0n,
+          dirtyBitmap: bitmap,
+        });
+      }
+      return bitmap;
+    } catch (cause) {
+      throw new KvmPartitionError(
+        { kind: "dirtyLog", slot: s.slot, start: s.guestPhysAddr, end: slotEnd(s) },
+        { cause },
+      );
+    }
+  }
+
+  /**
+   * Moves the bits of logged slot `s` into the kept bitmap (clearing them
+   * in KVM unless the slot is about to be deleted anyway).
+   */
+  #keepLog(s: KvmUserspaceMemoryRegion, clear = true): void {
+    const bitmap = this.#readLog(s, clear);
+    if (bitmap === undefined) return;
+    this.#kept.orWords(
+      Number(s.guestPhysAddr / PAGE_SIZE),
+      new Uint32Array(bitmap.buffer),
+      Number(s.memorySize / PAGE_SIZE),
+    );
+  }
+
+  /** Moves the bits of every logged slot into the kept bitmap. */
+  #keepLogs(): void {
+    for (const s of this.#slots.toArray()) {
+      if ((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) !== 0) this.#keepLog(s);
+    }
+  }
+
+  /**
+   * Sets or clears `KVM_MEM_LOG_DIRTY_PAGES` on every writable slot, in
+   * place; on failure the slots changed so far are changed back.
+   */
+  #setLogFlag(on: boolean): void {
+    const changed: KvmUserspaceMemoryRegion[] = [];
+    const flip = (s: KvmUserspaceMemoryRegion): KvmUserspaceMemoryRegion => {
+      const next = { ...s, flags: s.flags ^ KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES };
+      this.#vm.setUserMemoryRegion(next);
+      this.#slots.remove(s);
+      this.#slots.insert(next);
+      return next;
+    };
+    for (const s of this.#slots.toArray()) {
+      if ((s.flags & KvmMemFlag.KVM_MEM_READONLY) !== 0) continue;
+      if (((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) !== 0) === on) continue;
+      try {
+        changed.push(flip(s));
+      } catch (cause) {
+        for (const c of changed.reverse()) {
+          try {
+            flip(c);
+          } catch (undo) {
+            warn(`failed to restore the flags of memory slot ${c.slot}`, undo);
+          }
+        }
+        throw new KvmPartitionError(
+          { kind: "dirtyLog", slot: s.slot, start: s.guestPhysAddr, end: slotEnd(s) },
+          { cause },
+        );
+      }
+    }
+  }
+
   #checkOpen(): void {
     if (this.#disposed) throw new DisposedError({ object: "kvm partition" });
   }
@@ -407,8 +620,14 @@ export class KvmPartition implements Partition, Disposable {
     });
   }
 
-  /** Deletes slot `s` in the kernel, then from the table (the same record with size 0). */
+  /**
+   * Deletes slot `s` in the kernel, then from the table (the same record
+   * with size 0). A logged slot's dirty bits are kept first.
+   */
   #delete(s: KvmUserspaceMemoryRegion): void {
+    if ((s.flags & KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES) !== 0 && !this.#disposed) {
+      this.#keepLog(s, false);
+    }
     try {
       this.#vm.setUserMemoryRegion({ ...s, memorySize: 0n });
     } catch (cause) {

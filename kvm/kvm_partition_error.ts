@@ -13,6 +13,7 @@ import { hex } from "../layout/_hex.ts";
  * - `partialUnmap`: `cannot unmap {range}: memory slot {slot} at {slotRange} is only partly inside`
  * - `map`, `unmap`: `failed to create memory slot {slot} at {range}`, `failed to delete memory slot {slot} at {range}`
  * - `prefetch`, `pin`: `failed to prefetch {range} of memory slot {slot}`, `failed to pin ...`
+ * - `dirtyLog`: `failed to log dirty pages of memory slot {slot} at {range}` (slot -1: enabling manual protect)
  * - `missingCapability`: `kvm does not support {what} ({capability})`
  * - `unsupportedApiVersion`: `unsupported kvm api version {version} (expected 12)`
  *
@@ -44,7 +45,7 @@ export class KvmPartitionError extends Error {
     }
     | { readonly kind: "slotsExhausted"; readonly maxSlots: number }
     | {
-      readonly kind: "map" | "unmap" | "prefetch" | "pin";
+      readonly kind: "map" | "unmap" | "prefetch" | "pin" | "dirtyLog";
       readonly slot: number;
       readonly start: bigint;
       readonly end: bigint;
@@ -94,6 +95,10 @@ function describe(d: KvmPartitionError["detail"]): string {
       return `failed to prefetch ${span(d.start, d.end)} of memory slot ${d.slot}`;
     case "pin":
       return `failed to pin ${span(d.start, d.end)} of memory slot ${d.slot}`;
+    case "dirtyLog":
+      return d.slot < 0
+        ? "failed to enable manual dirty log protection (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)"
+        : `failed to log dirty pages of memory slot ${d.slot} at ${span(d.start, d.end)}`;
     case "missingCapability":
       return `kvm does not support ${d.what} (${d.capability})`;
     case "unsupportedApiVersion":

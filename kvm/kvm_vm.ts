@@ -1,6 +1,14 @@
+import { bufferAddress } from "../ffi/_host_memory.ts";
 import { ioctlStruct, ioctlValue } from "../ffi/_ioctl.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
-import { KvmIoctl, KvmStructSize, UserspaceMemoryRegionLayout } from "./kvm_constants.ts";
+import {
+  ClearDirtyLogLayout,
+  DirtyLogLayout,
+  EnableCapLayout,
+  KvmIoctl,
+  KvmStructSize,
+  UserspaceMemoryRegionLayout,
+} from "./kvm_constants.ts";
 import { type KvmVcpu, openVcpu } from "./kvm_vcpu.ts";
 
 /**
@@ -61,6 +69,83 @@ export interface KvmIrqLevel {
 export interface KvmPitConfig {
   /** `__u32 flags`: `KVM_PIT_SPEAKER_DUMMY` (1) makes KVM handle port 0x61 too. */
   readonly flags: number;
+}
+
+/**
+ * `struct kvm_dirty_log` (`include/uapi/linux/kvm.h`): where
+ * `KVM_GET_DIRTY_LOG` copies a slot's bitmap. `dirtyBitmap` stands for the
+ * kernel's pointer: one bit per page of the slot (bit i of byte j is page
+ * 8j + i), at least `ceil(pages / 64) * 8` bytes, in an array with its own
+ * `ArrayBuffer`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmDirtyLog } from "./kvm_vm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // A 64-page slot: one __u64 of bitmap.
+ * const log: KvmDirtyLog = { slot: 0, dirtyBitmap: new Uint8Array(new ArrayBuffer(8)) };
+ * assert.equal(log.dirtyBitmap.length, 8);
+ * ```
+ */
+export interface KvmDirtyLog {
+  /** `__u32 slot`: the slot number. */
+  readonly slot: number;
+  /** `void __user *dirty_bitmap`: filled by the kernel. */
+  readonly dirtyBitmap: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * `struct kvm_clear_dirty_log` (`include/uapi/linux/kvm.h`): the pages of a
+ * slot whose dirty bits `KVM_CLEAR_DIRTY_LOG` clears (and write-protects
+ * again): bit i of `dirtyBitmap` is page `firstPage + i`.
+ *
+ * @example
+ * ```ts
+ * import type { KvmClearDirtyLog } from "./kvm_vm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const clear: KvmClearDirtyLog = {
+ *   slot: 0, numPages: 64, firstPage: 0n, dirtyBitmap: new Uint8Array(new ArrayBuffer(8)).fill(0xff),
+ * };
+ * assert.equal(clear.numPages, 64);
+ * ```
+ */
+export interface KvmClearDirtyLog {
+  /** `__u32 slot`. */
+  readonly slot: number;
+  /** `__u32 num_pages`: a multiple of 64, or reaching the end of the slot. */
+  readonly numPages: number;
+  /** `__u64 first_page`: a multiple of 64. */
+  readonly firstPage: bigint;
+  /** `void __user *dirty_bitmap`: the pages to clear. */
+  readonly dirtyBitmap: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * `struct kvm_enable_cap` (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KvmCap, KvmDirtyLogFlag } from "./kvm_constants.ts";
+ * import type { KvmEnableCap } from "./kvm_vm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const manualProtect: KvmEnableCap = {
+ *   cap: KvmCap.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+ *   flags: 0,
+ *   args: [BigInt(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)],
+ * };
+ * assert.equal(manualProtect.cap, 168);
+ * ```
+ */
+export interface KvmEnableCap {
+  /** `__u32 cap`: a {@linkcode KvmCap} value. */
+  readonly cap: number;
+  /** `__u32 flags`. */
+  readonly flags: number;
+  /** `__u64 args[4]` (missing ones are 0). */
+  readonly args: readonly bigint[];
 }
 
 let construct: (fd: OwnedFd, vcpuMmapSize: number) => KvmVm;
@@ -154,6 +239,60 @@ export class KvmVm implements Disposable {
       this.#region,
       "retry",
     );
+  }
+
+  /**
+   * `KVM_ENABLE_CAP` on the VM fd.
+   *
+   * @param cap The kernel's struct: `{ cap, flags, args }` (at most 4 args).
+   * @throws {RangeError} for more than 4 args.
+   * @throws {SyscallError} `ioctl(KVM_ENABLE_CAP)` (EINVAL for an unknown cap or bad args).
+   */
+  enableCap(cap: KvmEnableCap): void {
+    if (cap.args.length > 4) {
+      throw new RangeError(`kvm_enable_cap has 4 args, not ${cap.args.length}`);
+    }
+    const bytes = new Uint8Array(KvmStructSize.enableCap);
+    const v = new DataView(bytes.buffer);
+    v.setUint32(EnableCapLayout.cap, cap.cap, true);
+    v.setUint32(EnableCapLayout.flags, cap.flags, true);
+    cap.args.forEach((arg, i) => v.setBigUint64(EnableCapLayout.args + 8 * i, arg, true));
+    ioctlStruct("KVM_ENABLE_CAP", this.unsafeFd, KvmIoctl.KVM_ENABLE_CAP, bytes);
+  }
+
+  /**
+   * `KVM_GET_DIRTY_LOG`: copies the dirty bitmap of a slot made with
+   * `KVM_MEM_LOG_DIRTY_PAGES` into `log.dirtyBitmap`. Without manual
+   * protect it also clears the log (and write-protects the pages again);
+   * with `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` enabled it only reads.
+   *
+   * @param log The kernel's struct: `{ slot, dirtyBitmap }`.
+   * @throws {SyscallError} `ioctl(KVM_GET_DIRTY_LOG)` (ENOENT for a slot without logging).
+   */
+  getDirtyLog(log: KvmDirtyLog): void {
+    const bytes = new Uint8Array(KvmStructSize.dirtyLog);
+    const v = new DataView(bytes.buffer);
+    v.setUint32(DirtyLogLayout.slot, log.slot, true);
+    v.setBigUint64(DirtyLogLayout.dirtyBitmap, bufferAddress(log.dirtyBitmap), true);
+    ioctlStruct("KVM_GET_DIRTY_LOG", this.unsafeFd, KvmIoctl.KVM_GET_DIRTY_LOG, bytes);
+  }
+
+  /**
+   * `KVM_CLEAR_DIRTY_LOG` (with manual protect enabled): clears the dirty
+   * bits set in `log.dirtyBitmap` and write-protects those pages again, so
+   * the next guest write to them is logged.
+   *
+   * @param log The kernel's struct: `{ slot, numPages, firstPage, dirtyBitmap }`.
+   * @throws {SyscallError} `ioctl(KVM_CLEAR_DIRTY_LOG)` (EINVAL for a misaligned range).
+   */
+  clearDirtyLog(log: KvmClearDirtyLog): void {
+    const bytes = new Uint8Array(KvmStructSize.clearDirtyLog);
+    const v = new DataView(bytes.buffer);
+    v.setUint32(ClearDirtyLogLayout.slot, log.slot, true);
+    v.setUint32(ClearDirtyLogLayout.numPages, log.numPages, true);
+    v.setBigUint64(ClearDirtyLogLayout.firstPage, log.firstPage, true);
+    v.setBigUint64(ClearDirtyLogLayout.dirtyBitmap, bufferAddress(log.dirtyBitmap), true);
+    ioctlStruct("KVM_CLEAR_DIRTY_LOG", this.unsafeFd, KvmIoctl.KVM_CLEAR_DIRTY_LOG, bytes);
   }
 
   /**

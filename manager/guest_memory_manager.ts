@@ -22,6 +22,12 @@ import { newDmaMapperClient } from "../regions/dma_mapper_client.ts";
 import { newRamVisibilityControl } from "../regions/ram_visibility_control.ts";
 import { newGuestMemoryClient } from "../guest_memory/guest_memory_client.ts";
 import { newPartitionAttachment } from "./partition_attachment.ts";
+import {
+  type DirtyTracker,
+  newDirtyTracker,
+  trackerPartitionAttached,
+  trackerPartitionDetached,
+} from "../snapshot/dirty_tracker.ts";
 
 /** One RAM region of a manager: its guest range and the handle that controls it. */
 export interface RamRegion {
@@ -103,6 +109,7 @@ export class GuestMemoryManager implements Disposable {
   #pin: boolean;
   #client: GuestMemoryClient | undefined;
   #attachments = new Set<PartitionAttachment>();
+  #tracker: DirtyTracker | undefined;
   #disposed = false;
 
   static {
@@ -173,6 +180,36 @@ export class GuestMemoryManager implements Disposable {
   }
 
   /**
+   * The dirty page tracker of this guest memory (see the `./snapshot`
+   * entry point); the same object on every call. Partitions attached later
+   * log too while it tracks.
+   *
+   * @returns The tracker (off until `start()`).
+   * @throws {DisposedError} once the manager is disposed.
+   * @example
+   * ```ts
+   * import { GuestMemoryBuilder, MemoryLayout } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   *
+   * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(1n << 20n, []));
+   * const tracker = manager.dirtyTracker();
+   * tracker.start();
+   * manager.client().guestMemory().writeU8(0x2001, 1);
+   * assert.deepEqual(tracker.dirtyPages(), [0x2000n]);
+   * ```
+   */
+  dirtyTracker(): DirtyTracker {
+    this.#checkLive();
+    this.#tracker ??= newDirtyTracker({
+      va: this.#va,
+      partitions: () => [...new Set([...this.#attachments].map((a) => a.partition))],
+      aliasOffset: this.#aliasOffset,
+      isDisposed: () => this.#disposed,
+    });
+    return this.#tracker;
+  }
+
+  /**
    * Maps every active region into `partition` and keeps it up to date until
    * the returned attachment is disposed. For VTL2 with a VTL0 alias map
    * offset, the same memory is first attached shifted up by that offset.
@@ -203,8 +240,14 @@ export class GuestMemoryManager implements Disposable {
       // a region; while the manager goes away it detaches anyway.
       this.#removeMappers(mappers, !this.#disposed);
       this.#attachments.delete(attachment);
+      const stillAttached = [...this.#attachments].some((a) => a.partition === partition);
+      if (this.#tracker !== undefined && !stillAttached) {
+        trackerPartitionDetached(this.#tracker, partition);
+      }
     });
+    const first = ![...this.#attachments].some((a) => a.partition === partition);
     this.#attachments.add(attachment);
+    if (this.#tracker !== undefined && first) trackerPartitionAttached(this.#tracker, partition);
     return attachment;
   }
 

@@ -9,6 +9,7 @@ import { ChunkedSortedList } from "../collections/_chunked_sorted_list.ts";
 import { warn } from "../diagnostics/warnings.ts";
 import { type GraceStats, SharedTableWriter } from "./_shared_table.ts";
 import { lowerBound } from "../collections/_lower_bound.ts";
+import { HostDirtyLog } from "./_host_dirty_log.ts";
 import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_list.ts";
 
 /**
@@ -181,9 +182,12 @@ export class VaMapper implements Disposable {
   #generation = 0;
   /** The table as Workers see it, once shared. */
   #shared: SharedTableWriter | undefined;
+  /** Pages written through `GuestMemory` on any thread while tracking is on. */
+  readonly dirtyLog: HostDirtyLog;
 
   private constructor(reservation: HostMapping) {
     this.#reservation = reservation;
+    this.dirtyLog = HostDirtyLog.create(reservation.length);
   }
 
   /**
@@ -457,8 +461,18 @@ export class VaMapper implements Disposable {
       this.#shared = new SharedTableWriter();
       this.#entries.trackChanges();
       this.#publish();
+      this.dirtyLog.markShared();
     }
     return this.#shared.buffer;
+  }
+
+  /**
+   * Waits (bounded, as for any change) until every Worker access that was
+   * under way when this was called has ended; returns at once when the
+   * table was never shared or no reader exists.
+   */
+  synchronizeReaders(): void {
+    this.#graceOver();
   }
 
   /**

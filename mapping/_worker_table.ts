@@ -8,6 +8,7 @@
  */
 
 import { MemoryRange } from "../layout/memory_range.ts";
+import { HostDirtyLog } from "./_host_dirty_log.ts";
 import { FLAG_WRITABLE, SharedTableReader } from "./_shared_table.ts";
 import { VaEntry } from "./_va_mapper.ts";
 
@@ -21,6 +22,8 @@ export interface GuestMemoryTable {
   readonly isDisposed: boolean;
   /** Host address of guest address 0. */
   readonly base: bigint;
+  /** Where writes are marked while tracking is on. */
+  readonly dirtyLog: HostDirtyLog;
   /**
    * Brings the table the next {@linkcode find} calls use up to date and
    * returns the generation it belongs to.
@@ -38,12 +41,24 @@ export class WorkerTable implements GuestMemoryTable {
   /** The last entry found, and the sequence number it belongs to. */
   #last: VaEntry | undefined;
   #lastSequence = -1;
+  readonly dirtyLog: HostDirtyLog;
 
-  /** Reads the table in `buffer` for the reservation at `base` of `size` bytes. */
-  constructor(buffer: SharedArrayBuffer, base: bigint, size: bigint, name: string) {
+  /**
+   * Reads the table in `buffer` for the reservation at `base` of `size`
+   * bytes, marking writes in the host dirty log `dirty` (a log of its own,
+   * never on, when the share carried none).
+   */
+  constructor(
+    buffer: SharedArrayBuffer,
+    base: bigint,
+    size: bigint,
+    name: string,
+    dirty: SharedArrayBuffer | undefined,
+  ) {
     this.reader = new SharedTableReader(buffer, name);
     this.base = base;
     this.size = size;
+    this.dirtyLog = dirty === undefined ? HostDirtyLog.create(0n) : new HostDirtyLog(dirty);
   }
 
   get generation(): number {

@@ -31,4 +31,18 @@ export interface Partition {
   prefetchRange?(gpa: bigint, size: bigint): void;
   /** Optional: pins the range's host pages (e.g. for device assignment). */
   pinRange?(gpa: bigint, size: bigint): void;
+  /**
+   * Optional, with the next two: logs the pages the guest writes (KVM:
+   * `KVM_MEM_LOG_DIRTY_PAGES` on every writable slot, kept across slot
+   * changes). A manager's dirty tracker turns it on and off.
+   */
+  startDirtyLogging?(): void;
+  /** Optional: stops logging, keeping what was logged for the next `takeDirtyLog`. */
+  stopDirtyLogging?(): void;
+  /**
+   * Optional: reports and forgets the pages written since the last call:
+   * bit i of `words` (little-endian) is the page at `gpa + 4096 i`, for
+   * `pages` pages.
+   */
+  takeDirtyLog?(visit: (gpa: bigint, words: Uint32Array, pages: number) => void): void;
 }

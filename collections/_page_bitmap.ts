@@ -1,0 +1,172 @@
+/**
+ * A sparse set of guest pages (page number = guest physical address / 4096):
+ * one bit per page in chunks of {@linkcode PAGES_PER_CHUNK} pages (128 MiB
+ * of guest memory per 4 KiB chunk), made on first use. Dirty bits from KVM
+ * slots, from host writes and from slots deleted while logging all land in
+ * one of these.
+ *
+ * @module
+ */
+
+/** Pages per chunk: 2^15 (32-bit words: 1024). */
+export const PAGES_PER_CHUNK = 1 << 15;
+const WORDS_PER_CHUNK = PAGES_PER_CHUNK >>> 5;
+
+/** Set bits of 32-bit words, counted. */
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/** A sparse bitmap of page numbers (non-negative safe integers). */
+export class PageBitmap {
+  readonly #chunks = new Map<number, Uint32Array>();
+
+  #chunk(index: number): Uint32Array {
+    let chunk = this.#chunks.get(index);
+    if (chunk === undefined) {
+      chunk = new Uint32Array(WORDS_PER_CHUNK);
+      this.#chunks.set(index, chunk);
+    }
+    return chunk;
+  }
+
+  /** Adds page `page`. */
+  set(page: number): void {
+    const chunk = this.#chunk(Math.floor(page / PAGES_PER_CHUNK));
+    const bit = page % PAGES_PER_CHUNK;
+    chunk[bit >>> 5] |= 1 << (bit & 31);
+  }
+
+  /** Whether page `page` is in the set. */
+  has(page: number): boolean {
+    const chunk = this.#chunks.get(Math.floor(page / PAGES_PER_CHUNK));
+    if (chunk === undefined) return false;
+    const bit = page % PAGES_PER_CHUNK;
+    return (chunk[bit >>> 5] & (1 << (bit & 31))) !== 0;
+  }
+
+  /**
+   * Adds the pages of a little-endian bitmap (bit i of `words` is page
+   * `firstPage + i`), `pages` of them. Word-aligned starts OR whole words.
+   */
+  orWords(firstPage: number, words: Uint32Array, pages: number): void {
+    const count = Math.min(words.length, Math.ceil(pages / 32));
+    if (firstPage % 32 === 0) {
+      for (let i = 0; i < count; i++) {
+        let w = words[i];
+        if (w === 0) continue;
+        const left = pages - i * 32;
+        if (left < 32) w &= (1 << left) - 1;
+        const page = firstPage + i * 32;
+        const chunk = this.#chunk(Math.floor(page / PAGES_PER_CHUNK));
+        chunk[(page % PAGES_PER_CHUNK) >>> 5] |= w;
+      }
+      return;
+    }
+    for (let i = 0; i < count; i++) {
+      let w = words[i];
+      while (w !== 0) {
+        const b = 31 - Math.clz32(w & -w);
+        w &= w - 1;
+        const index = i * 32 + b;
+        if (index < pages) this.set(firstPage + index);
+      }
+    }
+  }
+
+  /** The words of chunk `index` (pages `index * PAGES_PER_CHUNK` and up), made on first use. */
+  chunkWords(index: number): Uint32Array {
+    return this.#chunk(index);
+  }
+
+  /** ORs `bits` into 32-bit word `wordIndex` (pages `32 * wordIndex` and up). */
+  orWord(wordIndex: number, bits: number): void {
+    const chunk = this.#chunk(Math.floor(wordIndex / WORDS_PER_CHUNK));
+    chunk[wordIndex % WORDS_PER_CHUNK] |= bits;
+  }
+
+  /** Adds every page of `other`. */
+  orBitmap(other: PageBitmap): void {
+    for (const [index, chunk] of other.#chunks) {
+      const mine = this.#chunk(index);
+      for (let i = 0; i < WORDS_PER_CHUNK; i++) mine[i] |= chunk[i];
+    }
+  }
+
+  /** How many pages are in the set. */
+  get size(): number {
+    let n = 0;
+    for (const chunk of this.#chunks.values()) {
+      for (let i = 0; i < WORDS_PER_CHUNK; i++) if (chunk[i] !== 0) n += popcount(chunk[i]);
+    }
+    return n;
+  }
+
+  /**
+   * Calls `visit(firstPage, count)` for each run of consecutive pages in
+   * `[fromPage, toPage)`, in ascending order.
+   */
+  forEachRun(
+    fromPage: number,
+    toPage: number,
+    visit: (firstPage: number, count: number) => void,
+  ): void {
+    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
+    let runStart = -1;
+    let runEnd = -1;
+    for (const index of indexes) {
+      const base = index * PAGES_PER_CHUNK;
+      if (base + PAGES_PER_CHUNK <= fromPage || base >= toPage) continue;
+      const chunk = this.#chunks.get(index)!;
+      for (let i = 0; i < WORDS_PER_CHUNK; i++) {
+        let w = chunk[i];
+        while (w !== 0) {
+          const b = 31 - Math.clz32(w & -w);
+          w &= w - 1;
+          const page = base + i * 32 + b;
+          if (page < fromPage || page >= toPage) continue;
+          if (page === runEnd) {
+            runEnd++;
+          } else {
+            if (runStart >= 0) visit(runStart, runEnd - runStart);
+            runStart = page;
+            runEnd = page + 1;
+          }
+        }
+      }
+    }
+    if (runStart >= 0) visit(runStart, runEnd - runStart);
+  }
+
+  /** The pages of `[fromPage, toPage)` in the set, ascending. */
+  pages(fromPage = 0, toPage = Number.MAX_SAFE_INTEGER): number[] {
+    const out: number[] = [];
+    this.forEachRun(fromPage, toPage, (first, count) => {
+      for (let i = 0; i < count; i++) out.push(first + i);
+    });
+    return out;
+  }
+
+  /**
+   * Calls `visit(firstPage, words, pages)` for each chunk (ascending): bit
+   * i of `words` is page `firstPage + i`, for `pages` pages.
+   */
+  forEachChunk(visit: (firstPage: number, words: Uint32Array, pages: number) => void): void {
+    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
+    for (const index of indexes) {
+      const words = this.#chunks.get(index)!;
+      if (words.some((w) => w !== 0)) visit(index * PAGES_PER_CHUNK, words, PAGES_PER_CHUNK);
+    }
+  }
+
+  /**
+   * Empties the set. The chunks are zeroed and kept (at most 32 KiB per GiB
+   * of guest memory seen): making them again costs an off-heap allocation
+   * each, which showed in incremental restores.
+   */
+  clear(): void {
+    for (const chunk of this.#chunks.values()) chunk.fill(0);
+  }
+}

@@ -1,0 +1,596 @@
+import { DisposedError } from "../diagnostics/disposed_error.ts";
+import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
+import { copyFileRange } from "../ffi/_copy_file_range.ts";
+import { hostBytes, hostCopyNumbers } from "../ffi/_host_memory.ts";
+import { HostMapping } from "../ffi/_host_mapping.ts";
+import { OwnedFd } from "../ffi/_owned_fd.ts";
+import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
+import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
+import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
+import { type GuestMemoryManagerParts, managerInternals } from "../manager/guest_memory_manager.ts";
+import { adoptBacking, type SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
+import { RamVisibility } from "../regions/ram_visibility_control.ts";
+import { collectDirtyPages } from "./dirty_tracker.ts";
+import { SnapshotError } from "./snapshot_error.ts";
+
+/**
+ * One RAM region at snapshot time: where it is, where its bytes are in the
+ * snapshot, and what the guest saw of it.
+ *
+ * @example
+ * ```ts
+ * import { MemoryRange, RamVisibility } from "../mod.ts";
+ * import type { SnapshotRamPiece } from "./guest_ram_snapshot.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const piece: SnapshotRamPiece = {
+ *   range: new MemoryRange(0xc0000n, 0xc4000n),
+ *   fileOffset: 0xc0000n,
+ *   visibility: RamVisibility.ReadOnly,
+ * };
+ * assert.equal(`${piece.range} ${piece.visibility}`, "0xc0000-0xc4000 read-only");
+ * ```
+ */
+export interface SnapshotRamPiece {
+  /** The region's guest range. */
+  readonly range: MemoryRange;
+  /** Offset of `range.start` in the snapshot (and in the RAM backing). */
+  readonly fileOffset: bigint;
+  /** Its RAM visibility. */
+  readonly visibility: RamVisibility;
+}
+
+/**
+ * A device memory region at snapshot time, as metadata only (its backing's
+ * contents are not copied: see {@linkcode GuestRamSnapshot}).
+ *
+ * @example
+ * ```ts
+ * import { MemoryRange } from "../mod.ts";
+ * import type { SnapshotDeviceRegion } from "./guest_ram_snapshot.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const vga: SnapshotDeviceRegion = {
+ *   name: "vga",
+ *   range: new MemoryRange(0xa0000n, 0xc0000n),
+ *   priority: 0,
+ *   mapped: true,
+ *   writable: true,
+ *   visible: false,
+ * };
+ * assert.equal(`${vga.name} ${vga.range}`, "vga 0xa0000-0xc0000");
+ * ```
+ */
+export interface SnapshotDeviceRegion {
+  /** The region's name. */
+  readonly name: string;
+  /** Its guest range. */
+  readonly range: MemoryRange;
+  /** Its priority. */
+  readonly priority: number;
+  /** Whether it was mapped (placed in the guest). */
+  readonly mapped: boolean;
+  /** Whether the guest could write it (when mapped). */
+  readonly writable: boolean;
+  /** Whether the guest saw it (mapped and not hidden by RAM). */
+  readonly visible: boolean;
+}
+
+/**
+ * How guest RAM was backed when the snapshot was taken.
+ *
+ * @example
+ * ```ts
+ * import type { SnapshotMemoryMode } from "./guest_ram_snapshot.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const mode: SnapshotMemoryMode = "private";
+ * assert.equal(mode, "private");
+ * ```
+ */
+export type SnapshotMemoryMode = "shared" | "hugetlb" | "private";
+
+const SNAPSHOT_SEALS = Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_WRITE |
+  Fcntl.F_SEAL_SEAL;
+
+function ramRanges(parts: GuestMemoryManagerParts): string {
+  return parts.ramRegions.map((r) => String(r.range)).join(",");
+}
+
+function visibilityOf(params: { readonly writable: boolean } | undefined): RamVisibility {
+  if (params === undefined) return RamVisibility.Unmapped;
+  return params.writable ? RamVisibility.ReadWrite : RamVisibility.ReadOnly;
+}
+
+/**
+ * A copy of a manager's guest RAM, with what is needed to give a guest the
+ * same view again: the RAM visibility of each RAM region, and the device
+ * memory regions as metadata.
+ *
+ * The copy is a sealed memfd (`guest-ram-snapshot`, sealed against writes,
+ * shrinking and growing): `copy_file_range` from shared RAM (no user-space
+ * buffer), `memcpy` from hugetlb RAM (hugetlbfs cannot splice) and from
+ * private RAM (there is no fd: the copy goes through the host reservation,
+ * where private RAM is always accessible).
+ *
+ * - {@linkcode GuestRamSnapshot.restore} copies all of RAM back into the
+ *   same manager (or one with the same RAM layout) and sets every region's
+ *   visibility back.
+ * - {@linkcode GuestRamSnapshot.restoreDirty} copies back only the pages
+ *   the manager's dirty tracker saw written since the snapshot, by guests
+ *   or the host; the tracker must have been on since it was taken.
+ * - {@linkcode GuestRamSnapshot.toBacking} makes a new RAM backing from it
+ *   (a copy: the snapshot stays as it was), for
+ *   `GuestMemoryBuilder.existingBacking`; {@linkcode GuestRamSnapshot.restoreVisibility}
+ *   then gives the new manager the same view. Private mode has no backing
+ *   to seed from (`existingBacking` needs shared memory), but a private
+ *   manager can restore (fully or incrementally) like any other.
+ *
+ * Device memory contents are not copied: a device region's backing belongs
+ * to its device (a ROM stays as it is, a framebuffer is the device's state
+ * to save), so the snapshot records only names, ranges and access.
+ *
+ * @example
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout } from "../mod.ts";
+ * import { GuestRamSnapshot } from "../snapshot.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(4n << 20n, []));
+ * const memory = manager.client().guestMemory();
+ * manager.dirtyTracker().start();
+ * memory.writeU32(0x1000, 7);
+ * using snapshot = GuestRamSnapshot.take(manager);
+ * memory.writeU32(0x1000, 8);
+ * memory.writeU32(0x200000, 9);
+ * assert.equal(snapshot.restoreDirty(manager), 2); // two pages copied back
+ * assert.equal(memory.readU32(0x1000), 7);
+ * assert.equal(memory.readU32(0x200000), 0);
+ * ```
+ */
+export class GuestRamSnapshot implements Disposable {
+  #fd: OwnedFd;
+  /** A read-only view of the snapshot, mapped on first restore, and windows over it. */
+  #view: HostMapping | undefined;
+  #source: WindowViews | undefined;
+  /** Windows over the last restored manager's reservation. */
+  #dest: WindowViews | undefined;
+  /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
+  #point: number | undefined;
+  /** Bytes of RAM. */
+  readonly size: bigint;
+  /** How RAM was backed. */
+  readonly memoryMode: SnapshotMemoryMode;
+  /** The RAM regions, in guest address order (= snapshot file order). */
+  readonly pieces: readonly SnapshotRamPiece[];
+  /** The device memory regions (metadata only). */
+  readonly deviceRegions: readonly SnapshotDeviceRegion[];
+
+  private constructor(
+    fd: OwnedFd,
+    size: bigint,
+    memoryMode: SnapshotMemoryMode,
+    pieces: readonly SnapshotRamPiece[],
+    deviceRegions: readonly SnapshotDeviceRegion[],
+    point: number | undefined,
+  ) {
+    this.#fd = fd;
+    this.size = size;
+    this.memoryMode = memoryMode;
+    this.pieces = Object.freeze(pieces);
+    this.deviceRegions = Object.freeze(deviceRegions);
+    this.#point = point;
+  }
+
+  /**
+   * Copies `manager`'s RAM and records its regions. With dirty tracking on,
+   * this is the tracker's new point (taken before the copy, so a write
+   * racing with it is tracked). Stop the guest's vCPUs first: the copy is
+   * not atomic.
+   *
+   * @param manager The guest memory to copy.
+   * @returns The snapshot (owns a memfd; dispose of it).
+   * @throws {SnapshotError} `copy` (cause: the OS error); nothing is left.
+   * @throws {DisposedError} once the manager is disposed.
+   */
+  static take(manager: GuestMemoryManager): GuestRamSnapshot {
+    const tracker = manager.dirtyTracker();
+    const parts = managerInternals(manager);
+    const size = parts.ramRegions.reduce((n, r) => n + r.range.len, 0n);
+    const memoryMode: SnapshotMemoryMode = parts.backing === undefined
+      ? "private"
+      : parts.hugepageSize !== undefined
+      ? "hugetlb"
+      : "shared";
+    let point: number | undefined;
+    if (tracker.isTracking) {
+      tracker.reset();
+      point = tracker.point;
+    }
+    using stack = new DisposableStack();
+    let fd: OwnedFd;
+    try {
+      fd = stack.use(
+        OwnedFd.memfd("guest-ram-snapshot", Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING),
+      );
+      fd.truncate(size);
+      copyOut(parts, fd, size);
+      fd.addSeals(SNAPSHOT_SEALS);
+    } catch (cause) {
+      if (cause instanceof MissingPermissionError) throw cause;
+      throw new SnapshotError({ kind: "copy", step: "snapshot", bytes: size }, { cause });
+    }
+    const pieces: SnapshotRamPiece[] = [];
+    let fileOffset = 0n;
+    for (const { range, handle } of parts.ramRegions) {
+      pieces.push({ range, fileOffset, visibility: visibilityOf(handle.mapParams) });
+      fileOffset += range.len;
+    }
+    const ram = new Set(parts.ramRegions.map((r) => `${r.range}`));
+    const deviceRegions: SnapshotDeviceRegion[] = parts.regionManager.regionInfos()
+      .filter((info) => !(info.name === "ram" && ram.has(`${info.range}`)))
+      .map((info) => ({
+        name: info.name,
+        range: info.range,
+        priority: info.priority,
+        mapped: info.mapParams !== undefined,
+        writable: info.mapParams?.writable ?? false,
+        visible: info.active,
+      }));
+    const snapshot = new GuestRamSnapshot(fd, size, memoryMode, pieces, deviceRegions, point);
+    stack.move();
+    return snapshot;
+  }
+
+  /** Whether the snapshot still holds its copy. */
+  get isOpen(): boolean {
+    return this.#fd.isOpen;
+  }
+
+  /**
+   * The snapshot's bytes at guest address `gpa` (inside one RAM region).
+   *
+   * @param gpa Guest physical address.
+   * @param length How many bytes.
+   * @returns A new array.
+   * @throws {RangeError} when the range is not inside one RAM region.
+   */
+  read(gpa: bigint, length: number): Uint8Array<ArrayBuffer> {
+    const fd = this.#open();
+    const end = gpa + BigInt(length);
+    const piece = this.pieces.find((p) => p.range.start <= gpa && end <= p.range.end);
+    if (piece === undefined) {
+      throw new RangeError(`${new MemoryRange(gpa, end)} is not inside one RAM region`);
+    }
+    const out = new Uint8Array(length);
+    fd.readAt(piece.fileOffset + gpa - piece.range.start, out);
+    return out;
+  }
+
+  /**
+   * Copies all of RAM back into `manager` and sets every RAM region's
+   * visibility to what it was. With tracking on, the tracker's point is
+   * this snapshot again.
+   *
+   * @param manager The manager the snapshot was taken of, or one with the same RAM regions.
+   * @throws {SnapshotError} `layoutMismatch` (nothing changes), `copy`.
+   * @throws {DisposedError} once the snapshot or the manager is disposed.
+   */
+  restore(manager: GuestMemoryManager): void {
+    const parts = this.#check(manager);
+    try {
+      if (parts.backing !== undefined && parts.hugepageSize === undefined) {
+        copyFileRange(this.#fd.fd, 0n, parts.backing.fd, 0n, this.size);
+      } else {
+        const writer = this.#writer(parts);
+        for (const piece of this.pieces) {
+          writer.copy(Number(piece.range.start), Number(piece.range.len));
+        }
+      }
+    } catch (cause) {
+      throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
+    }
+    this.restoreVisibility(manager);
+    this.#newPoint(manager);
+  }
+
+  /**
+   * Copies back only the pages written since this snapshot was taken (or
+   * last restored), as the manager's dirty tracker reports them (guests and
+   * host), and sets every RAM region's visibility back. The tracker's point
+   * is then this snapshot again, so the next call copies only what changed
+   * after this one.
+   *
+   * @param manager The manager the snapshot was taken of.
+   * @returns How many pages were copied.
+   * @throws {SnapshotError} `notTracking` (tracking is off), `stalePoint`
+   *   (the tracker was reset, or another snapshot taken or restored, since),
+   *   `layoutMismatch`, `copy`; nothing changes for the first three.
+   * @throws {DisposedError} once the snapshot or the manager is disposed.
+   */
+  restoreDirty(manager: GuestMemoryManager): number {
+    const parts = this.#check(manager);
+    const tracker = manager.dirtyTracker();
+    if (!tracker.isTracking || this.#point === undefined) {
+      throw new SnapshotError({ kind: "notTracking" });
+    }
+    if (tracker.point !== this.#point) {
+      throw new SnapshotError({
+        kind: "stalePoint",
+        point: tracker.point,
+        snapshotPoint: this.#point,
+      });
+    }
+    const dirty = collectDirtyPages(tracker);
+    let copied = 0;
+    try {
+      const writer = this.#writer(parts);
+      for (const piece of this.pieces) {
+        const first = Number(piece.range.start / PAGE_SIZE);
+        const last = Number(piece.range.end / PAGE_SIZE);
+        dirty.forEachRun(first, last, (page, count) => {
+          writer.copy(page * 4096, count * 4096);
+          copied += count;
+        });
+      }
+    } catch (cause) {
+      throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
+    }
+    this.restoreVisibility(manager);
+    this.#newPoint(manager);
+    return copied;
+  }
+
+  /**
+   * Sets the visibility of each RAM region of `manager` to what it was in
+   * the snapshot (in one transaction), for a manager restored or seeded
+   * from it.
+   *
+   * @param manager A manager with the snapshot's RAM regions.
+   * @throws {SnapshotError} `layoutMismatch`.
+   * @throws {DisposedError} once the manager is disposed.
+   */
+  restoreVisibility(manager: GuestMemoryManager): void {
+    const parts = this.#check(manager);
+    const control = manager.ramVisibilityControl();
+    using _ = manager.transaction();
+    parts.ramRegions.forEach(({ range, handle }, i) => {
+      const wanted = this.pieces[i].visibility;
+      if (visibilityOf(handle.mapParams) !== wanted) control.setRamVisibility(range, wanted);
+    });
+  }
+
+  /**
+   * A new RAM backing holding the snapshot's RAM (a copy: guests built on
+   * it never change the snapshot), for `GuestMemoryBuilder.existingBacking`
+   * with the same layout and x86 legacy option.
+   *
+   * @returns The backing, owned by the caller.
+   * @throws {SnapshotError} `copy`.
+   * @throws {DisposedError} once the snapshot is disposed.
+   */
+  toBacking(): SharedMemoryBacking {
+    const source = this.#open();
+    using stack = new DisposableStack();
+    try {
+      const fd = stack.use(
+        OwnedFd.memfd("guest-ram", Memfd.MFD_CLOEXEC | Memfd.MFD_ALLOW_SEALING),
+      );
+      fd.truncate(this.size);
+      copyFileRange(source.fd, 0n, fd.fd, 0n, this.size);
+      fd.addSeals(Fcntl.F_SEAL_SHRINK | Fcntl.F_SEAL_GROW | Fcntl.F_SEAL_SEAL);
+      const backing = adoptBacking(fd);
+      stack.move();
+      return backing;
+    } catch (cause) {
+      if (cause instanceof MissingPermissionError) throw cause;
+      throw new SnapshotError({ kind: "copy", step: "clone", bytes: this.size }, { cause });
+    }
+  }
+
+  /** Unmaps the view and closes the memfd; idempotent. */
+  [Symbol.dispose](): void {
+    const view = this.#view;
+    this.#view = undefined;
+    this.#source = undefined;
+    this.#dest = undefined;
+    view?.unmap();
+    this.#fd.close();
+  }
+
+  #open(): OwnedFd {
+    if (!this.#fd.isOpen) throw new DisposedError({ object: "guest RAM snapshot" });
+    return this.#fd;
+  }
+
+  /** The manager's parts, once its RAM regions are the snapshot's. */
+  #check(manager: GuestMemoryManager): GuestMemoryManagerParts {
+    this.#open();
+    manager.ramVisibilityControl(); // throws DisposedError for a disposed manager
+    const parts = managerInternals(manager);
+    const snapshot = this.pieces.map((p) => String(p.range)).join(",");
+    const mine = ramRanges(parts);
+    if (snapshot !== mine) {
+      throw new SnapshotError({ kind: "layoutMismatch", snapshot, manager: mine });
+    }
+    return parts;
+  }
+
+  #newPoint(manager: GuestMemoryManager): void {
+    const tracker = manager.dirtyTracker();
+    if (!tracker.isTracking) {
+      this.#point = undefined;
+      return;
+    }
+    tracker.reset();
+    this.#point = tracker.point;
+  }
+
+  /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */
+  #writer(parts: GuestMemoryManagerParts): RamWriter {
+    if (this.#view === undefined) {
+      this.#view = HostMapping.shared(this.#fd.fd, 0n, this.size, Mman.PROT_READ);
+      this.#source = new WindowViews(Number(this.#view.address), Number(this.size));
+    }
+    const base = Number(parts.va.base);
+    if (this.#dest?.address !== base) this.#dest = new WindowViews(base, Number(parts.va.size));
+    return new RamWriter(parts, this.pieces, this.#source!, this.#dest!);
+  }
+}
+
+/**
+ * Views of a host range larger than this are made over 2 MiB windows (as
+ * `GuestMemory` does: one view over a huge range makes V8 collect garbage
+ * for "external memory pressure"); smaller ones get one view, which saves
+ * a lookup per copied run.
+ */
+const SINGLE_VIEW_MAX = 16 * 2 ** 30;
+const WINDOW = 1 << 21;
+/** At most this many windows are kept (16 GiB of views); past that the cache starts again. */
+const MAX_WINDOWS = 8192;
+
+/** Byte views of a host range starting at `address`, made on first use. */
+class WindowViews {
+  readonly address: number;
+  /** Bytes per view: the whole range, or 2 MiB. */
+  readonly window: number;
+  readonly #length: number;
+  #views: Uint8Array<ArrayBuffer>[] = [];
+  #count = 0;
+
+  constructor(address: number, length: number) {
+    this.address = address;
+    this.#length = length;
+    this.window = length <= SINGLE_VIEW_MAX ? Math.max(length, 1) : WINDOW;
+  }
+
+  /** The view of window `index`. */
+  at(index: number): Uint8Array<ArrayBuffer> {
+    const view = this.#views[index];
+    if (view !== undefined) return view;
+    const start = index * this.window;
+    const len = Math.min(this.window, this.#length - start);
+    if (this.#count >= MAX_WINDOWS) {
+      this.#views = [];
+      this.#count = 0;
+    }
+    this.#count++;
+    return this.#views[index] = hostBytes(BigInt(this.address + start), BigInt(len));
+  }
+}
+
+/** Copies `length` bytes from offset `from` of `source` to offset `to` of `dest`, view by view. */
+function copyViews(
+  dest: WindowViews,
+  to: number,
+  source: WindowViews,
+  from: number,
+  length: number,
+) {
+  const dw = dest.window;
+  const sw = source.window;
+  while (length > 0) {
+    const d = to % dw;
+    const s = from % sw;
+    const n = Math.min(length, dw - d, sw - s);
+    dest.at((to - d) / dw).set(source.at((from - s) / sw).subarray(s, s + n), d);
+    to += n;
+    from += n;
+    length -= n;
+  }
+}
+
+/**
+ * Copies guest ranges from the snapshot into RAM: straight into the host
+ * reservation where RAM is mapped writable there (a typed-array copy per
+ * run, which is `memcpy`), else through a temporary shared mapping of the
+ * RAM file (hidden or read-only pieces).
+ */
+class RamWriter {
+  readonly #parts: GuestMemoryManagerParts;
+  readonly #source: WindowViews;
+  readonly #dest: WindowViews;
+  readonly #starts: number[];
+  readonly #ends: number[];
+  readonly #offsets: number[];
+  /** Per piece: whether one writable RAM entry of the reservation covers it. */
+  readonly #direct: boolean[];
+  #piece = 0;
+
+  constructor(
+    parts: GuestMemoryManagerParts,
+    pieces: readonly SnapshotRamPiece[],
+    source: WindowViews,
+    dest: WindowViews,
+  ) {
+    this.#parts = parts;
+    this.#source = source;
+    this.#dest = dest;
+    this.#starts = pieces.map((p) => Number(p.range.start));
+    this.#ends = pieces.map((p) => Number(p.range.end));
+    this.#offsets = pieces.map((p) => Number(p.fileOffset));
+    this.#direct = pieces.map((p) => this.#covers(p));
+  }
+
+  /** Whether the reservation maps all of `piece` writable, as RAM. */
+  #covers(piece: SnapshotRamPiece): boolean {
+    const entry = this.#parts.va.find(Number(piece.range.start));
+    if (entry === undefined || !entry.writable || entry.range.end < piece.range.end) return false;
+    const backing = this.#parts.backing;
+    if (backing === undefined) return entry.kind === "private";
+    return entry.kind === "shared" && entry.fd === backing.fd &&
+      entry.fileOffset + (piece.range.start - entry.range.start) === piece.fileOffset;
+  }
+
+  /** Copies guest `[gpa, gpa + length)` (inside one piece, page aligned) back. */
+  copy(gpa: number, length: number): void {
+    let i = this.#piece;
+    if (!(gpa >= this.#starts[i] && gpa < this.#ends[i])) {
+      i = this.#starts.findIndex((start, k) => gpa >= start && gpa < this.#ends[k]);
+      this.#piece = i;
+    }
+    const offset = this.#offsets[i] + gpa - this.#starts[i];
+    if (this.#direct[i]) {
+      copyViews(this.#dest, gpa, this.#source, offset, length);
+      return;
+    }
+    const backing = this.#parts.backing;
+    if (backing === undefined) {
+      // Private RAM outside the table cannot happen: private entries stay.
+      throw new RangeError(`private RAM at ${gpa} is not mapped`);
+    }
+    const align = Number(this.#parts.hugepageSize ?? PAGE_SIZE);
+    const from = Math.floor(offset / align) * align;
+    const to = Math.ceil((offset + length) / align) * align;
+    using map = HostMapping.shared(
+      backing.fd,
+      BigInt(from),
+      BigInt(to - from),
+      Mman.PROT_READ | Mman.PROT_WRITE,
+    );
+    hostCopyNumbers(Number(map.address) + offset - from, this.#source.address + offset, length);
+  }
+}
+
+/** Copies `size` bytes of RAM (backing order) into `fd`. */
+function copyOut(parts: GuestMemoryManagerParts, fd: OwnedFd, size: bigint): void {
+  const backing = parts.backing;
+  if (backing !== undefined && parts.hugepageSize === undefined) {
+    copyFileRange(backing.fd, 0n, fd.fd, 0n, size);
+    return;
+  }
+  using out = HostMapping.shared(fd.fd, 0n, size, Mman.PROT_READ | Mman.PROT_WRITE);
+  if (backing !== undefined) {
+    // hugetlbfs cannot splice: copy through a view of the file.
+    using ram = HostMapping.shared(backing.fd, 0n, size, Mman.PROT_READ);
+    hostCopyNumbers(Number(out.address), Number(ram.address), Number(size));
+    return;
+  }
+  // Private RAM: no fd; every RAM range is accessible in the reservation.
+  let offset = 0;
+  for (const { range } of parts.ramRegions) {
+    const len = Number(range.len);
+    hostCopyNumbers(Number(out.address) + offset, Number(parts.va.base + range.start), len);
+    offset += len;
+  }
+}
