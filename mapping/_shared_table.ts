@@ -369,6 +369,8 @@ export class SharedTableReader {
   readonly #index: number;
   #depth = 0;
   #released = false;
+  /** Where `enter`/`exit` write the slot's counter: the shared words, or a dummy once released. */
+  #counters: Int32Array<ArrayBufferLike>;
   readonly #probe: SearchProbe;
 
   /** Claims a reader slot in `buffer`, named `name` in the manager's warnings. */
@@ -391,6 +393,7 @@ export class SharedTableReader {
     this.#views = views;
     this.#slot = slot;
     this.#ints = ints;
+    this.#counters = ints;
     this.#index = COUNTER_BASE + slot;
     this.#fenced = Atomics.load(ints, FENCED) === 1;
     this.#probe = { dir: views.dir, slots: views.slots, address: 0, at: 0 };
@@ -400,25 +403,26 @@ export class SharedTableReader {
 
   /** Announces an access (call before looking at the table; nests). */
   enter(): void {
-    if (this.#depth++ === 0 && !this.#released) {
-      if (this.#fenced) this.#ints[this.#index] = ++this.#counter;
-      else Atomics.store(this.#ints, this.#index, ++this.#counter);
+    if (this.#depth++ === 0) {
+      if (this.#fenced) this.#counters[this.#index] = ++this.#counter;
+      else Atomics.store(this.#counters, this.#index, ++this.#counter);
     }
   }
 
   /** Ends the access announced by {@linkcode enter}. */
   exit(): void {
-    if (--this.#depth === 0 && !this.#released) {
-      // A plain store suffices in both modes: x86 never makes a store
-      // visible before the loads and stores that precede it.
-      if (this.#fenced) this.#ints[this.#index] = ++this.#counter;
-      else Atomics.store(this.#ints, this.#index, ++this.#counter);
+    if (--this.#depth === 0) {
+      if (this.#fenced) this.#counters[this.#index] = ++this.#counter;
+      else Atomics.store(this.#counters, this.#index, ++this.#counter);
     }
   }
 
   /** The table's current sequence number (changes whenever the table does). */
   get sequence(): number {
-    return Atomics.load(this.#views.ints, SEQ);
+    // Fenced readers read it plainly, as they store their counter: the
+    // manager's membarrier orders both (and the store to the same typed
+    // array between two reads keeps V8 from reusing an earlier read).
+    return this.#fenced ? this.#ints[SEQ] : Atomics.load(this.#ints, SEQ);
   }
 
   /** Whether the manager has been disposed. */
@@ -464,6 +468,9 @@ export class SharedTableReader {
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    // Later announcements (a disposed accessor still fails through here)
+    // land in words of our own: the slot may already belong to another reader.
+    this.#counters = new Int32Array(INT_WORDS);
     Atomics.store(this.#views.ints, OWNER_BASE + this.#slot, 0);
   }
 }
