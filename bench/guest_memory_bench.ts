@@ -8,9 +8,6 @@
  *   over a 64 MiB `ArrayBuffer`: the floor for a JavaScript 8-byte read.
  *   The library has no public view of its mappings, so a plain buffer of
  *   the same size is the comparison the target is judged on.
- * - `read8_dataview_mapped`: the same on a `DataView` over a memfd
- *   `MAP_SHARED` mapping this file makes itself (libc through `Deno.dlopen`,
- *   no library code): the mapping of the same kind, for reference.
  * - `copy_in_4k` / `copy_out_4k` / `copy_in_1m` / `copy_out_1m`: copies into
  *   guest memory (`write`) and out of it (`read`); C does memcpy on the same
  *   kind of mapping.
@@ -39,30 +36,6 @@ const large = new Uint8Array(1 << 20).fill(0xa5);
 const plain = new DataView(new ArrayBuffer(Number(SIZE)));
 new Uint8Array(plain.buffer).fill(0x5a);
 
-/** A DataView over a 64 MiB memfd MAP_SHARED mapping, made with libc directly. */
-function mappedDataView(size: number): DataView {
-  const libc = Deno.dlopen("libc.so.6", {
-    memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
-    ftruncate: { parameters: ["i32", "i64"], result: "i32" },
-    mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
-  });
-  const fd = libc.symbols.memfd_create(new TextEncoder().encode("bench-dataview\0"), 1);
-  if (fd < 0 || libc.symbols.ftruncate(fd, BigInt(size)) !== 0) {
-    throw new Error("memfd_create/ftruncate failed");
-  }
-  const PROT_READ_WRITE = 3;
-  const MAP_SHARED = 1;
-  const pointer = libc.symbols.mmap(null, BigInt(size), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-  if (pointer === null || Deno.UnsafePointer.value(pointer) === 0xffffffffffffffffn) {
-    throw new Error("mmap failed");
-  }
-  // Kept mapped for the life of the bench process.
-  return new DataView(Deno.UnsafePointerView.getArrayBuffer(pointer, size));
-}
-
-const mapped = mappedDataView(Number(SIZE));
-new Uint8Array(mapped.buffer).fill(0x5a);
-
 let word = 0;
 const OPTIONS = { samples: 300, budgetMs: 300 };
 
@@ -79,11 +52,6 @@ bench("read8_number", () => {
 bench("read8_dataview", () => {
   word = (word + 8) & 0x1f8;
   return plain.getBigUint64(GPA_NUMBER + word, true);
-}, OPTIONS);
-
-bench("read8_dataview_mapped", () => {
-  word = (word + 8) & 0x1f8;
-  return mapped.getBigUint64(GPA_NUMBER + word, true);
 }, OPTIONS);
 
 bench("copy_in_4k", () => memory.write(GPA, small), OPTIONS);

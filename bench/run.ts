@@ -168,13 +168,6 @@ const ROWS_AS_WRITTEN: readonly RowSpec[] = [
     minRatio(0.5),
     "ours",
   ),
-  compare(
-    "4. 8-byte read (number) vs DataView on a memfd mapping (ours)",
-    "read8_number",
-    "read8_dataview_mapped",
-    undefined,
-    "ours",
-  ),
   compare("4. copy 4 KiB into guest", "copy_in_4k", "copy_in_4k", minRatio(0.8)),
   compare("4. copy 4 KiB out of guest", "copy_out_4k", "copy_out_4k", minRatio(0.8)),
   compare("4. copy 1 MiB into guest", "copy_in_1m", "copy_in_1m", minRatio(0.8)),
