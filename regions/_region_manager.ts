@@ -666,13 +666,7 @@ export class RegionManager implements Disposable {
     try {
       for (; done < mappings.length; done++) {
         const mapping = mappings[done];
-        this.#va.mapShared(
-          this.#absolute(node, mapping.range),
-          mapping.backing,
-          mapping.fileOffset,
-          mapping.writable && params.writable,
-          hostWritable(mapping.writable, params.writable, mapping.backing),
-        );
+        this.#mapMapping(node, mapping, params);
         if (node.dmaTarget) {
           for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
         }
@@ -707,32 +701,20 @@ export class RegionManager implements Disposable {
       node.params = params;
       return;
     }
+    // (Counted, not collected, and no closures: no allocation on the way that succeeds.)
     const old = node.params!;
     const writableChanged = old.writable !== params.writable;
-    const mappings = node.mappings.toArray();
     const dma = node.dmaTarget && writableChanged;
-    const dmaMapAll = () => {
-      for (const mapping of mappings) {
-        for (const entry of this.#dmaTargets) this.#dmaMap(entry, node, mapping);
-      }
-    };
-    const setWritable = (writable: boolean) => {
-      for (const mapping of mappings) {
-        this.#va.setWritable(this.#absolute(node, mapping.range), mapping.writable && writable);
-      }
-    };
     if (dma) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    const unmapped: PartitionMapper[] = [];
+    const partitions = this.#partitions;
+    let unmapped = 0;
     try {
-      for (const mapper of this.#partitions) {
-        mapper.unmapRegion(node.range);
-        unmapped.push(mapper);
-      }
+      for (; unmapped < partitions.length; unmapped++) partitions[unmapped].unmapRegion(node.range);
     } catch (cause) {
-      this.#mapPartitionsQuietly(node, unmapped, old);
-      if (dma) dmaMapAll();
+      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), old);
+      if (dma) this.#dmaMapAll(node);
       throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
         cause,
       });
@@ -740,37 +722,41 @@ export class RegionManager implements Disposable {
     node.params = params;
     if (writableChanged) {
       try {
-        setWritable(params.writable);
+        this.#setMappingsWritable(node, params.writable);
       } catch (error) {
         // The readers' grace period failed: back to the old writability
         // (giving write access back waits for nobody) and the old slots.
-        setWritable(old.writable);
+        this.#setMappingsWritable(node, old.writable);
         node.params = old;
-        this.#mapPartitionsQuietly(node, this.#partitions, old);
-        if (dma) dmaMapAll();
+        this.#mapPartitionsQuietly(node, partitions, old);
+        if (dma) this.#dmaMapAll(node);
         throw error;
       }
-      if (node.dmaTarget) dmaMapAll();
+      if (node.dmaTarget) this.#dmaMapAll(node);
     }
-    const mapped: PartitionMapper[] = [];
+    let mapped = 0;
     try {
-      for (const mapper of this.#partitions) {
-        mapper.mapRegion(node.range, params);
-        mapped.push(mapper);
-      }
+      for (; mapped < partitions.length; mapped++) partitions[mapped].mapRegion(node.range, params);
     } catch (cause) {
       // Back to the old params everywhere.
-      this.#unmapPartitionsQuietly(node, mapped);
+      this.#unmapPartitionsQuietly(node, partitions.slice(0, mapped));
       if (dma) {
         for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
       }
       node.params = old;
-      if (writableChanged) setWritable(old.writable);
-      if (dma) dmaMapAll();
-      this.#mapPartitionsQuietly(node, this.#partitions, old);
+      if (writableChanged) this.#setMappingsWritable(node, old.writable);
+      if (dma) this.#dmaMapAll(node);
+      this.#mapPartitionsQuietly(node, partitions, old);
       throw new RegionError({ kind: "partitionMap", name: node.name, range: node.range }, {
         cause,
       });
+    }
+  }
+
+  /** Sets the host table's writability of `node`'s mappings for a region that is `writable`. */
+  #setMappingsWritable(node: RegionNode, writable: boolean): void {
+    for (const mapping of node.mappings.toArray()) {
+      this.#va.setWritable(this.#absolute(node, mapping.range), mapping.writable && writable);
     }
   }
 
@@ -839,13 +825,7 @@ export class RegionManager implements Disposable {
       const params = node.params!;
       for (const mapping of mappings.slice(0, done)) {
         try {
-          this.#va.mapShared(
-            this.#absolute(node, mapping.range),
-            mapping.backing,
-            mapping.fileOffset,
-            mapping.writable && params.writable,
-            hostWritable(mapping.writable, params.writable, mapping.backing),
-          );
+          this.#mapMapping(node, mapping, params);
         } catch (cause) {
           warn(`failed to map ${this.#absolute(node, mapping.range)} again`, cause);
         }
@@ -884,6 +864,17 @@ export class RegionManager implements Disposable {
     else this.#hideInHost(node);
     node.active = false;
     this.#tree.addActiveBelow(node, -1);
+  }
+
+  /** Maps one mapping of `node` into the host reservation with the region's `params`. */
+  #mapMapping(node: RegionNode, mapping: RegionMapping, params: MapParams): void {
+    this.#va.mapShared(
+      this.#absolute(node, mapping.range),
+      mapping.backing,
+      mapping.fileOffset,
+      mapping.writable && params.writable,
+      hostWritable(mapping.writable, params.writable, mapping.backing),
+    );
   }
 
   /** What deactivating `node` does outside the tree (undone on failure). */
