@@ -246,6 +246,48 @@ export class KvmSregs {
   }
 
   /**
+   * Flat 32-bit protected mode without paging: 4 GiB code (selector 0x8)
+   * and data (selector 0x10) segments based at 0, `CR0.PE` on, `CR0.PG`,
+   * `CR4` and `EFER` off. The other registers are left as they are.
+   *
+   * @example
+   * ```ts
+   * import { KvmSregs } from "./kvm_regs.ts";
+   * import assert from "node:assert/strict";
+   * const sregs = new KvmSregs();
+   * sregs.setFlatProtectedMode();
+   * assert.equal(sregs.segment("ds").limit, 0xffff_ffff);
+   * assert.equal(sregs.get("cr0") & 1n, 1n);
+   * ```
+   */
+  setFlatProtectedMode(): void {
+    const data = {
+      base: 0n,
+      limit: 0xffff_ffff,
+      selector: 0x10,
+      type: 0x3, // read/write data, accessed
+      present: 1,
+      dpl: 0,
+      db: 1,
+      s: 1,
+      l: 0,
+      g: 1,
+      avl: 0,
+      unusable: 0,
+    };
+    this.#setCodeAndData({ ...data, selector: 0x8, type: 0xb }, data); // execute/read code
+    this.set("cr0", (this.get("cr0") | 1n) & ~(1n << 31n)); // PE on, PG off
+    this.set("cr4", 0n);
+    this.set("efer", 0n);
+  }
+
+  /** Sets `cs` to `code` and the five data segment registers to `data`. */
+  #setCodeAndData(code: KvmSegment, data: KvmSegment): void {
+    this.setSegment("cs", code);
+    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) this.setSegment(name, data);
+  }
+
+  /**
    * Puts the segments, descriptor tables and control registers in the
    * state of an x86 processor after RESET or INIT (Intel SDM vol. 3,
    * 9.1.1): real mode, CS selector 0xf000 with base 0xffff0000, the other
@@ -276,8 +318,7 @@ export class KvmSregs {
       avl: 0,
       unusable: 0,
     };
-    this.setSegment("cs", { ...data, base: 0xffff0000n, selector: 0xf000, type: 0xb });
-    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) this.setSegment(name, data);
+    this.#setCodeAndData({ ...data, base: 0xffff0000n, selector: 0xf000, type: 0xb }, data);
     this.setSegment("tr", { ...data, type: 0xb, s: 0 }); // busy 32-bit TSS
     this.setSegment("ldt", { ...data, type: 0x2, s: 0 });
     this.setDtable("gdt", { base: 0n, limit: 0xffff });

@@ -296,27 +296,7 @@ export class GuestProbe implements Disposable {
   /** Flat 32-bit protected mode: CR0.PE, 4 GiB code and data segments, no paging. */
   #setup(): void {
     const sregs = this.#vcpu.getSregs();
-    const flat = {
-      base: 0n,
-      limit: 0xffff_ffff,
-      selector: 0,
-      type: 0x3, // read/write data, accessed
-      present: 1,
-      dpl: 0,
-      db: 1,
-      s: 1,
-      l: 0,
-      g: 1,
-      avl: 0,
-      unusable: 0,
-    };
-    sregs.setSegment("cs", { ...flat, selector: 0x8, type: 0xb }); // execute/read code, accessed
-    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) {
-      sregs.setSegment(name, { ...flat, selector: 0x10 });
-    }
-    sregs.set("cr0", (sregs.get("cr0") | 1n) & ~(1n << 31n)); // PE on, PG off
-    sregs.set("cr4", 0n);
-    sregs.set("efer", 0n);
+    sregs.setFlatProtectedMode();
     this.#vcpu.setSregs(sregs);
     this.#needsSetup = false;
   }
