@@ -286,9 +286,15 @@ export class GuestMemoryManager implements Disposable {
    * guest is meant to see, and the host reservation, partitions and DMA
    * targets get only the net result at the end, region by region (a piece
    * flipped and flipped back costs nothing). Transactions nest; the
-   * outermost one applies. Changing device memory mappings or partitions
-   * inside one applies what is pending first. If applying fails, the rest is
-   * still applied and the first error is thrown.
+   * outermost one applies. What reaches the host at once inside one
+   * (mapping device memory that the guest sees, attaching or detaching a
+   * partition or DMA target) applies what is pending first. Applying is
+   * all or nothing: when a change fails, the ones applied before it are
+   * undone and every change since the host last caught up is taken back
+   * (regions added in the transaction are removed again), then the error
+   * is thrown from the disposal (or from the operation that applied). An
+   * operation that throws inside a transaction changes nothing itself and
+   * does not end the transaction: what succeeded is applied at the end.
    *
    * @returns The transaction; dispose of it (`using`) to apply it.
    * @throws {DisposedError} once the manager is disposed.

@@ -13,6 +13,7 @@ import { checkMappingBacking } from "./_backing_check.ts";
 import type { DmaTarget } from "./dma_target.ts";
 import { overlapRule, RegionError } from "./region_error.ts";
 import { RegionHandle, type RegionOwner } from "./_region_handle.ts";
+import { type JournalUndo, TransactionJournal } from "./_transaction_journal.ts";
 import { admits, type RegionMapping, RegionNode, RegionTree } from "./_region_tree.ts";
 
 /** A row describing one region, for tables and tests. */
@@ -123,6 +124,17 @@ export class RegionManager implements Disposable {
   /** Open transactions, and the regions changed in them whose host side waits for the end. */
   #batchDepth = 0;
   #pending: RegionNode[] = [];
+  /** What the tree did in the open transaction since the host last caught up (for a rollback). */
+  readonly #journal = new TransactionJournal();
+  /** How a rollback undoes journaled changes (deferred, so no system call). */
+  readonly #undo: JournalUndo = {
+    setParams: (node, params) => {
+      if (params === undefined) this.#unmap(node);
+      else this.#mapRegion(node, params);
+    },
+    remove: (node) => this.#removeRegion(node),
+    restore: (node) => this.#restoreRegion(node),
+  };
   /** What handles call; kept off the public surface. */
   readonly #owner: RegionOwner = {
     // Map and unmap are the hot path (RAM visibility flips): they take the
@@ -131,7 +143,9 @@ export class RegionManager implements Disposable {
     mapRegion: (node, params) => {
       this.#enter();
       try {
+        const old = node.params;
         this.#mapRegion(node, params);
+        if (this.#batchDepth > 0) this.#journal.params(node, old);
       } finally {
         this.#busy = false;
       }
@@ -139,7 +153,9 @@ export class RegionManager implements Disposable {
     unmapRegion: (node) => {
       this.#enter();
       try {
+        const old = node.params;
         this.#unmapRegion(node);
+        if (this.#batchDepth > 0) this.#journal.params(node, old);
       } finally {
         this.#busy = false;
       }
@@ -148,8 +164,18 @@ export class RegionManager implements Disposable {
       this.#exclusive(() => this.#addRegionMapping(node, range, backing, fileOffset, writable)),
     removeRegionMappings: (node, range) =>
       this.#exclusive(() => this.#removeRegionMappings(node, range)),
-    removeRegion: (node) => this.#exclusive(() => this.#removeRegion(node)),
-    restoreRegion: (node) => this.#exclusive(() => this.#restoreRegion(node)),
+    removeRegion: (node) =>
+      this.#exclusive(() => {
+        const { removed, params } = node;
+        this.#removeRegion(node);
+        if (!removed && this.#batchDepth > 0) this.#journal.removed(node, params);
+      }),
+    restoreRegion: (node) =>
+      this.#exclusive(() => {
+        const removed = node.removed;
+        this.#restoreRegion(node);
+        if (removed && this.#batchDepth > 0) this.#journal.restored(node);
+      }),
     checkMoveRegion: (node, range) => this.#exclusive(() => this.#checkMoveRegion(node, range)),
   };
 
@@ -199,6 +225,7 @@ export class RegionManager implements Disposable {
     this.#nextId++;
     this.#order.push(node);
     this.#regionCount++;
+    if (this.#batchDepth > 0) this.#journal.added(node);
     return new RegionHandle(this.#owner, node);
   }
 
@@ -458,8 +485,10 @@ export class RegionManager implements Disposable {
     fileOffset: bigint,
     writable: boolean,
   ): void {
-    // A region changed in an open transaction: its host side first.
-    if (node.applied !== undefined) this.#flush();
+    // A region changed in an open transaction: its host side first; a
+    // region the host shows: everything pending first (a rollback of the
+    // transaction cannot take back a host mapping made now).
+    if (node.applied !== undefined || (this.#batchDepth > 0 && node.active)) this.#flush();
     this.#checkNode(node);
     if (rangeInRegion.end > node.range.len) {
       throw new RegionError({
@@ -497,11 +526,12 @@ export class RegionManager implements Disposable {
       }
     }
     node.mappings.insert(mapping);
+    if (this.#batchDepth > 0 && !node.active) this.#journal.mappingAdded(node, mapping);
   }
 
   #removeRegionMappings(node: RegionNode, rangeInRegion: MemoryRange): void {
-    // A region changed in an open transaction: its host side first.
-    if (node.applied !== undefined) this.#flush();
+    // As for adding a mapping: what is pending first where the host could change.
+    if (node.applied !== undefined || (this.#batchDepth > 0 && node.active)) this.#flush();
     this.#checkNode(node);
     if (rangeInRegion.isEmpty()) return; // overlaps nothing
     let removed: RegionMapping[];
@@ -516,6 +546,9 @@ export class RegionManager implements Disposable {
         range: rangeInRegion,
         mapping: (error.existing as RegionMapping).range,
       });
+    }
+    if (removed.length > 0 && !node.active && this.#batchDepth > 0) {
+      this.#journal.mappingsRemoved(node, removed);
     }
     if (removed.length === 0 || !node.active) return;
     try {
@@ -928,9 +961,11 @@ export class RegionManager implements Disposable {
    * priority map only; the host reservation, partitions and DMA targets get
    * the net result at the end, region by region, as the fewest changes
    * (a region flipped and flipped back costs nothing). Operations that
-   * change mappings, partitions or DMA targets apply what is pending first.
-   * If applying fails, the rest is still applied and the first error is
-   * thrown (a transaction is not undone as a whole).
+   * change the host at once (a mapping of a region the host shows,
+   * partitions, DMA targets) apply what is pending first. Applying is
+   * atomic: when one change fails, the ones applied before it are undone
+   * and every region change made since the host last caught up is taken
+   * back, then the error is thrown.
    */
   beginTransaction(): Disposable {
     this.#checkLive();
@@ -955,61 +990,127 @@ export class RegionManager implements Disposable {
   /**
    * Applies the pending changes of a transaction: hidden regions first, then
    * changed ones, then shown ones, so that partitions never get overlapping
-   * ranges. Each region goes from what the host showed before the
-   * transaction to what it shows now; a failure is collected and the rest
-   * still applied.
+   * ranges. Each region goes from what the host showed before (its
+   * `applied` record) to what the tree says now. When one fails (it undid
+   * itself), the ones applied before it are undone, newest first, and the
+   * journal takes the tree back: the region manager is then as it was when
+   * the host last caught up, and the error is rethrown.
    */
   #flush(): void {
     const pending = this.#pending;
-    if (pending.length === 0) return;
-    this.#pending = [];
-    const errors: unknown[] = [];
-    const apply = (fn: () => void) => {
-      try {
-        fn();
-      } catch (error) {
-        errors.push(error);
-      }
-    };
-    /** Runs `fn` with `node.params` as they were applied (rollbacks in it read them). */
-    const asApplied = (node: RegionNode, fn: () => void) => {
-      const now = node.params;
-      node.params = node.applied!.params;
-      try {
-        fn();
-      } finally {
-        node.params = now;
-      }
-    };
-    for (const node of pending) {
-      if (node.applied!.active && !node.active) {
-        apply(() => asApplied(node, () => this.#hideInHost(node)));
-      }
+    if (pending.length === 0) {
+      this.#journal.clear();
+      return;
     }
-    for (const node of pending) {
-      const before = node.applied!;
-      const now = node.params;
-      if (!before.active || !node.active || sameParams(before.params, now!)) continue;
-      apply(() => {
-        node.params = before.params;
-        if (this.#canChangeInPlace(node, now!)) {
-          this.#changeParams(node, now!); // sets node.params to `now`, or back on failure
-          return;
+    // Applied for real, also from inside a transaction (a mapping change).
+    const depth = this.#batchDepth;
+    this.#batchDepth = 0;
+    let done = 0;
+    const order: RegionNode[] = [];
+    try {
+      for (const node of pending) if (node.applied!.active && !node.active) order.push(node);
+      for (const node of pending) {
+        const before = node.applied!;
+        if (before.active && node.active && !sameParams(before.params, node.params!)) {
+          order.push(node);
         }
+      }
+      for (const node of pending) if (!node.applied!.active && node.active) order.push(node);
+      for (; done < order.length; done++) {
+        const node = order[done];
+        const before = node.applied!;
+        this.#transition(node, before.active, before.params, node.active, node.params);
+      }
+    } catch (error) {
+      for (let i = done - 1; i >= 0; i--) {
+        const node = order[i];
+        const before = node.applied!;
         try {
-          this.#hideInHost(node);
-        } finally {
-          node.params = now;
+          this.#transition(node, node.active, node.params, before.active, before.params);
+        } catch (cause) {
+          warn(`failed to undo a transaction's change of memory region ${node.name}`, cause);
         }
-        this.#showInHost(node, now!);
-      });
-    }
-    for (const node of pending) {
-      if (!node.applied!.active && node.active) apply(() => this.#showInHost(node, node.params!));
+      }
+      this.#batchDepth = Math.max(depth, 1);
+      this.#rollBack();
+      throw error;
+    } finally {
+      this.#batchDepth = depth;
     }
     for (const node of pending) node.applied = undefined;
-    for (const error of errors.slice(1)) warn("a transaction's change failed too", error);
-    if (errors.length > 0) throw errors[0];
+    this.#pending = [];
+    this.#journal.clear();
+  }
+
+  /**
+   * After a failed flush whose applied changes were undone (the host shows
+   * every pending region as its `applied` record says): takes the tree
+   * back through the journal, with changes deferred, so that each pending
+   * region is again what the host shows.
+   */
+  #rollBack(): void {
+    this.#journal.rewind(this.#undo);
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const node of pending) {
+      const before = node.applied!;
+      node.applied = undefined;
+      if (
+        before.active === node.active && (!node.active || sameParams(before.params, node.params!))
+      ) {
+        continue;
+      }
+      // Cannot happen when the journal is complete; say so rather than hide it.
+      warn(`memory region ${node.name} at ${node.range} is out of step after a rollback`);
+    }
+  }
+
+  /**
+   * Takes `node` in the host from (`fromActive`, `fromParams`) to
+   * (`toActive`, `toParams`): hides, shows, or changes its params (in place
+   * where the host mappings allow it, else hidden and shown again). Atomic:
+   * on failure the host shows what it showed before, and `node.params` is
+   * left as the tree has it.
+   */
+  #transition(
+    node: RegionNode,
+    fromActive: boolean,
+    fromParams: MapParams | undefined,
+    toActive: boolean,
+    toParams: MapParams | undefined,
+  ): void {
+    const now = node.params;
+    // The host-side steps read node.params: the params the host has when
+    // hiding or changing, the ones being shown when showing.
+    node.params = fromParams;
+    try {
+      if (fromActive && !toActive) {
+        this.#hideInHost(node);
+      } else if (!fromActive && toActive) {
+        node.params = toParams;
+        this.#showInHost(node, toParams!);
+      } else if (fromActive && toActive && !sameParams(fromParams, toParams!)) {
+        if (this.#canChangeInPlace(node, toParams!)) {
+          this.#changeParams(node, toParams!);
+        } else {
+          this.#hideInHost(node);
+          try {
+            node.params = toParams;
+            this.#showInHost(node, toParams!);
+          } catch (error) {
+            try {
+              node.params = fromParams;
+              this.#showInHost(node, fromParams!);
+            } catch (cause) {
+              warn(`failed to restore memory region ${node.name} at ${node.range}`, cause);
+            }
+            throw error;
+          }
+        }
+      }
+    } finally {
+      node.params = now;
+    }
   }
 
   #dmaMap(entry: DmaEntry, node: RegionNode, mapping: RegionMapping): void {
