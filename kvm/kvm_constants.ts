@@ -119,8 +119,12 @@ export const KVM_API_VERSION = 12;
  *
  * @example
  * ```ts
- * import { KvmCap } from "./kvm_constants.ts";
- * console.log(KvmCap.KVM_CAP_NR_MEMSLOTS); // 10
+ * import { KvmCap, KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmCap.KVM_CAP_NR_MEMSLOTS, 10);
+ * using kvm = KvmSystem.open();
+ * assert.equal(kvm.checkExtension(KvmCap.KVM_CAP_USER_MEMORY), 1);
  * ```
  */
 export const KvmCap = {
@@ -155,7 +159,7 @@ export const KvmCap = {
  *
  * @example
  * ```ts
- * import { KvmDirtyLogFlag } from "./kvm_constants.ts";
+ * import { KvmDirtyLogFlag } from "../kvm.ts";
  * import assert from "node:assert/strict";
  *
  * assert.equal(KvmDirtyLogFlag.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, 1);
@@ -173,8 +177,10 @@ export const KvmDirtyLogFlag = {
  *
  * @example
  * ```ts
- * import { KvmMemFlag } from "./kvm_constants.ts";
- * console.log(KvmMemFlag.KVM_MEM_READONLY); // 2
+ * import { KvmMemFlag } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES | KvmMemFlag.KVM_MEM_READONLY, 3);
  * ```
  */
 export const KvmMemFlag = {
@@ -189,8 +195,10 @@ export const KvmMemFlag = {
  *
  * @example
  * ```ts
- * import { KvmExit } from "./kvm_constants.ts";
- * console.log(KvmExit.KVM_EXIT_MMIO); // 6
+ * import { KvmExit } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmExit.KVM_EXIT_MMIO, 6);
  * ```
  */
 export const KvmExit = {
@@ -215,8 +223,10 @@ export const KvmExit = {
  *
  * @example
  * ```ts
- * import { KvmIoDirection } from "./kvm_constants.ts";
- * console.log(KvmIoDirection.KVM_EXIT_IO_OUT); // 1
+ * import { KvmIoDirection } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmIoDirection.KVM_EXIT_IO_OUT, 1);
  * ```
  */
 export const KvmIoDirection = {
@@ -231,8 +241,10 @@ export const KvmIoDirection = {
  *
  * @example
  * ```ts
- * import { KvmInternalError } from "./kvm_constants.ts";
- * console.log(KvmInternalError.KVM_INTERNAL_ERROR_EMULATION); // 1
+ * import { KvmInternalError } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, 1);
  * ```
  */
 export const KvmInternalError = {
@@ -246,7 +258,21 @@ export const KvmInternalError = {
   KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: 4,
 } as const;
 
-/** `kvm_pit_config.flags`: the PIT emulates port 0x61 itself (`include/uapi/linux/kvm.h`). */
+/**
+ * `kvm_pit_config.flags`: the PIT emulates port 0x61 itself (`include/uapi/linux/kvm.h`).
+ *
+ * @example
+ * ```ts
+ * import { KVM_PIT_SPEAKER_DUMMY, KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using kvm = KvmSystem.open();
+ * using vm = kvm.createVm();
+ * vm.createIrqchip();
+ * vm.createPit2({ flags: KVM_PIT_SPEAKER_DUMMY });
+ * assert.equal(KVM_PIT_SPEAKER_DUMMY, 1);
+ * ```
+ */
 export const KVM_PIT_SPEAKER_DUMMY = 1;
 
 /**
@@ -277,8 +303,11 @@ export const MsrEntryLayout = {
  *
  * @example
  * ```ts
- * import { kvmExitName } from "./kvm_constants.ts";
- * console.log(kvmExitName(8)); // KVM_EXIT_SHUTDOWN
+ * import { kvmExitName } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(kvmExitName(8), "KVM_EXIT_SHUTDOWN");
+ * assert.equal(kvmExitName(99), "KVM_EXIT_99");
  * ```
  */
 export function kvmExitName(reason: number): string {

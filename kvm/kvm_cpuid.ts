@@ -13,11 +13,14 @@ import { CpuidEntry2Layout, KvmStructSize } from "./kvm_constants.ts";
  *
  * @example
  * ```ts
- * import type { KvmCpuidEntry2 } from "./kvm_cpuid.ts";
+ * import type { KvmCpuidEntry2 } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const leaf0: KvmCpuidEntry2 = {
  *   function: 0, index: 0, flags: 0, eax: 0xd, ebx: 0x756e6547, ecx: 0x6c65746e, edx: 0x49656e69,
  * };
- * console.log(leaf0.eax); // 13
+ * const vendor = new TextDecoder().decode(new Uint32Array([leaf0.ebx, leaf0.edx, leaf0.ecx]));
+ * assert.equal(vendor, "GenuineIntel");
  * ```
  */
 export interface KvmCpuidEntry2 {

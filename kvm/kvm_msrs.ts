@@ -12,9 +12,16 @@ import { KvmStructSize, MsrEntryLayout } from "./kvm_constants.ts";
  *
  * @example
  * ```ts
- * import type { KvmMsrEntry } from "./kvm_msrs.ts";
- * const miscEnable: KvmMsrEntry = { index: 0x1a0, data: 1n }; // IA32_MISC_ENABLE: fast strings
- * console.log(miscEnable.index); // 416
+ * import { KvmSystem } from "../kvm.ts";
+ * import type { KvmMsrEntry } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using kvm = KvmSystem.open();
+ * using vm = kvm.createVm();
+ * using vcpu = vm.createVcpu(0);
+ * const sysenterCs: KvmMsrEntry = { index: 0x174, data: 0x10n }; // IA32_SYSENTER_CS
+ * assert.equal(vcpu.setMsrs([sysenterCs]), 1);
+ * assert.deepEqual(vcpu.getMsrs([0x174]), [{ index: 0x174, data: 0x10n }]);
  * ```
  */
 export interface KvmMsrEntry {

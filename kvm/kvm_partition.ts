@@ -18,9 +18,12 @@ import type { KvmUserspaceMemoryRegion, KvmVm } from "./kvm_vm.ts";
  *
  * @example
  * ```ts
- * import type { KvmSlotInfo } from "./kvm_partition.ts";
+ * import type { KvmSlotInfo } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const row = (s: KvmSlotInfo) => `${s.slot} 0x${s.gpa.toString(16)} ${s.readonly ? "ro" : "rw"}`;
- * console.log(row({ slot: 0, gpa: 0n, size: 4096n, hostAddress: 0n, readonly: false, pinned: false }));
+ * const rom = { slot: 1, gpa: 0xffff0000n, size: 0x10000n, hostAddress: 0n, readonly: true };
+ * assert.equal(row({ ...rom, pinned: false }), "1 0xffff0000 ro");
  * ```
  */
 export interface KvmSlotInfo {
@@ -43,9 +46,13 @@ export interface KvmSlotInfo {
  *
  * @example
  * ```ts
- * import type { KvmPartitionOptions } from "./kvm_partition.ts";
+ * import { KvmPartition } from "../kvm.ts";
+ * import type { KvmPartitionOptions } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const options: KvmPartitionOptions = { maxSlots: 64 };
- * console.log(options.maxSlots);
+ * using partition = KvmPartition.create(options);
+ * assert.equal(partition.maxSlots, 64);
  * ```
  */
 export interface KvmPartitionOptions {
@@ -84,12 +91,24 @@ function slotEnd(s: KvmUserspaceMemoryRegion): bigint {
  * memory slots have no execute permission.
  *
  * @example
- * ```ts ignore
- * import { KvmPartition } from "./kvm_partition.ts";
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
+ * import { KvmPartition } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n << 20n, []));
  * using partition = KvmPartition.create();
- * partition.mapRange(hostAddress, 0x200000n, 0n, true, true);
- * console.log(partition.slots()); // [{ slot: 0, gpa: 0n, size: 2097152n, ... }]
- * partition.unmapRange(0n, 0x200000n);
+ * using _attachment = manager.attachPartition(Vtl.Vtl0, partition); // maps RAM as slot 0
+ * const ram = partition.slotAt(0x1000n)!;
+ * assert.deepEqual([ram.slot, ram.gpa, ram.size, ram.readonly], [0, 0n, 0x200000n, false]);
+ * // Its first page again, read-only, at 1 GiB:
+ * partition.mapRange(ram.hostAddress, 0x1000n, 0x4000_0000n, false, false);
+ * assert.deepEqual(partition.slots().map((s) => [s.slot, s.gpa, s.readonly]), [
+ *   [0, 0n, false],
+ *   [1, 0x4000_0000n, true],
+ * ]);
+ * partition.unmapRange(0x4000_0000n, 0x1000n);
+ * assert.equal(partition.slots().length, 1);
  * ```
  */
 export class KvmPartition implements Partition, Disposable {
@@ -393,11 +412,22 @@ export class KvmPartition implements Partition, Disposable {
    * @throws {KvmPartitionError} `dirtyLog` with the ioctl's SyscallError as
    *   cause; the slots changed so far are changed back.
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
+   * import { KvmPartition } from "../kvm.ts";
+   * import { GuestProbe } from "../testing.ts";
+   * import assert from "node:assert/strict";
+   *
+   * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n << 20n, []));
    * using partition = KvmPartition.create();
+   * using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+   * using probe = GuestProbe.create(partition); // a guest that does one access at a time
    * partition.startDirtyLogging();
-   * // ... the guest runs ...
-   * partition.takeDirtyLog((gpa, words, pages) => console.log(gpa, words, pages));
+   * probe.store(0x3000n, 4, 1);
+   * probe.store(0x5004n, 4, 1);
+   * const dirty: [bigint, number, number][] = [];
+   * partition.takeDirtyLog((gpa, words, pages) => dirty.push([gpa, words[0], pages]));
+   * assert.deepEqual(dirty, [[0n, 0b101000, 512]]); // pages 3 and 5 of the 512-page RAM slot
    * ```
    */
   startDirtyLogging(): void {

@@ -19,9 +19,17 @@ import { hex } from "../layout/_hex.ts";
  *
  * @example
  * ```ts
- * import { KvmPartitionError } from "./kvm_partition_error.ts";
- * const err = new KvmPartitionError({ kind: "slotsExhausted", maxSlots: 32764 });
- * console.log(err.kind, err.message); // slotsExhausted no free memory slot: all 32764 slots are in use
+ * import { KvmPartition, KvmPartitionError } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using partition = KvmPartition.create();
+ * assert.throws(() => partition.mapRange(0x1000n, 0x800n, 0n, true, false), {
+ *   name: "KvmPartitionError",
+ *   kind: "invalidRange",
+ *   message: "invalid memory slot 0x800 bytes at 0x0 from host 0x1000",
+ * });
+ * const full = new KvmPartitionError({ kind: "slotsExhausted", maxSlots: 509 });
+ * assert.equal(full.message, "no free memory slot: all 509 slots are in use");
  * ```
  */
 export class KvmPartitionError extends Error {

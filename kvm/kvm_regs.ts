@@ -19,9 +19,13 @@ import {
  *
  * @example
  * ```ts
- * import type { KvmRegName } from "./kvm_regs.ts";
- * const name: KvmRegName = "rip";
- * console.log(name);
+ * import { KvmRegs } from "../kvm.ts";
+ * import type { KvmRegName } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const regs = KvmRegs.realModeReset();
+ * const names: KvmRegName[] = ["rip", "rflags", "rdx"];
+ * assert.deepEqual(names.map((name) => regs.get(name)), [0xfff0n, 2n, 0x600n]);
  * ```
  */
 export type KvmRegName =
@@ -49,10 +53,14 @@ export type KvmRegName =
  *
  * @example
  * ```ts
- * import { KvmRegs } from "./kvm_regs.ts";
+ * import { KvmRegs } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const regs = new KvmRegs();
  * regs.set("rip", 0xfff0n);
- * console.log(regs.get("rip")); // 65520n
+ * regs.set("rax", -1n); // stored as its 64-bit two's complement
+ * assert.deepEqual([regs.get("rip"), regs.get("rax")], [0xfff0n, 0xffff_ffff_ffff_ffffn]);
+ * assert.equal(regs.buffer.length, 144);
  * ```
  */
 export class KvmRegs {
@@ -79,8 +87,11 @@ export class KvmRegs {
    * @returns New registers in the reset state.
    * @example
    * ```ts
-   * import { KvmRegs } from "./kvm_regs.ts";
-   * console.log(KvmRegs.realModeReset().get("rip")); // 65520n
+   * import { KvmRegs } from "../kvm.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const regs = KvmRegs.realModeReset();
+   * assert.deepEqual([regs.get("rip"), regs.get("rflags"), regs.get("rsp")], [0xfff0n, 2n, 0n]);
    * ```
    */
   static realModeReset(): KvmRegs {
@@ -97,12 +108,17 @@ export class KvmRegs {
  *
  * @example
  * ```ts
- * import type { KvmSegment } from "./kvm_regs.ts";
+ * import { KvmSregs } from "../kvm.ts";
+ * import type { KvmSegment } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const flatData: KvmSegment = {
  *   base: 0n, limit: 0xffffffff, selector: 0x10, type: 3, present: 1, dpl: 0,
  *   db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0,
  * };
- * console.log(flatData.limit);
+ * const sregs = new KvmSregs();
+ * sregs.setSegment("ds", flatData);
+ * assert.deepEqual(sregs.segment("ds"), flatData);
  * ```
  */
 export interface KvmSegment {
@@ -137,9 +153,14 @@ export interface KvmSegment {
  *
  * @example
  * ```ts
- * import type { KvmSegmentName } from "./kvm_regs.ts";
- * const name: KvmSegmentName = "cs";
- * console.log(name);
+ * import { KvmSregs } from "../kvm.ts";
+ * import type { KvmSegmentName } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const sregs = new KvmSregs();
+ * sregs.setRealModeReset();
+ * const names: KvmSegmentName[] = ["cs", "ds"];
+ * assert.deepEqual(names.map((name) => sregs.segment(name).selector), [0xf000, 0]);
  * ```
  */
 export type KvmSegmentName = "cs" | "ds" | "es" | "fs" | "gs" | "ss" | "tr" | "ldt";
@@ -148,9 +169,14 @@ export type KvmSegmentName = "cs" | "ds" | "es" | "fs" | "gs" | "ss" | "tr" | "l
  *
  * @example
  * ```ts
- * import type { KvmDtableName } from "./kvm_regs.ts";
+ * import { KvmSregs } from "../kvm.ts";
+ * import type { KvmDtableName } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const sregs = new KvmSregs();
  * const name: KvmDtableName = "gdt";
- * console.log(name);
+ * sregs.setDtable(name, { base: 0x500n, limit: 23 }); // three 8-byte descriptors
+ * assert.deepEqual(sregs.dtable(name), { base: 0x500n, limit: 23 });
  * ```
  */
 export type KvmDtableName = "gdt" | "idt";
@@ -159,9 +185,14 @@ export type KvmDtableName = "gdt" | "idt";
  *
  * @example
  * ```ts
- * import type { KvmSregName } from "./kvm_regs.ts";
- * const name: KvmSregName = "cr0";
- * console.log(name);
+ * import { KvmSregs } from "../kvm.ts";
+ * import type { KvmSregName } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const sregs = new KvmSregs();
+ * sregs.setRealModeReset();
+ * const names: KvmSregName[] = ["cr0", "cr4", "efer"];
+ * assert.deepEqual(names.map((name) => sregs.get(name)), [0x60000010n, 0n, 0n]);
  * ```
  */
 export type KvmSregName = "cr0" | "cr2" | "cr3" | "cr4" | "cr8" | "efer" | "apicBase";
@@ -183,10 +214,18 @@ const SEGMENT_BYTES = [
  *
  * @example
  * ```ts
- * import { KvmSregs } from "./kvm_regs.ts";
- * const sregs = new KvmSregs();
+ * import { KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using kvm = KvmSystem.open();
+ * using vm = kvm.createVm();
+ * using vcpu = vm.createVcpu(0);
+ * const sregs = vcpu.getSregs(); // a new vCPU is in the reset state
+ * const cs = sregs.segment("cs");
+ * assert.deepEqual([cs.selector, cs.base], [0xf000, 0xffff0000n]);
  * sregs.set("cr0", sregs.get("cr0") | 1n); // CR0.PE
- * console.log(sregs.segment("cs").limit); // 0
+ * vcpu.setSregs(sregs);
+ * assert.equal(vcpu.getSregs().get("cr0") & 1n, 1n);
  * ```
  */
 export class KvmSregs {
@@ -252,8 +291,9 @@ export class KvmSregs {
    *
    * @example
    * ```ts
-   * import { KvmSregs } from "./kvm_regs.ts";
+   * import { KvmSregs } from "../kvm.ts";
    * import assert from "node:assert/strict";
+   *
    * const sregs = new KvmSregs();
    * sregs.setFlatProtectedMode();
    * assert.equal(sregs.segment("ds").limit, 0xffff_ffff);
@@ -297,10 +337,13 @@ export class KvmSregs {
    *
    * @example
    * ```ts
-   * import { KvmSregs } from "./kvm_regs.ts";
+   * import { KvmSregs } from "../kvm.ts";
+   * import assert from "node:assert/strict";
+   *
    * const sregs = new KvmSregs();
    * sregs.setRealModeReset();
-   * console.log(sregs.segment("cs").base.toString(16)); // ffff0000
+   * assert.equal(sregs.segment("cs").base, 0xffff0000n);
+   * assert.deepEqual(sregs.dtable("idt"), { base: 0n, limit: 0xffff });
    * ```
    */
   setRealModeReset(): void {

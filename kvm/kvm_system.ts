@@ -13,11 +13,16 @@ import { type KvmVm, openVm } from "./kvm_vm.ts";
  * (`ioctl(KVM_CREATE_VM)`).
  *
  * @example
- * ```ts ignore
- * import { KvmSystem } from "./kvm_system.ts";
+ * ```ts
+ * import { KvmCap, KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * using kvm = KvmSystem.open();
- * console.log(kvm.apiVersion()); // 12
+ * assert.equal(kvm.apiVersion(), 12);
+ * assert.equal(kvm.checkExtension(KvmCap.KVM_CAP_READONLY_MEM), 1);
  * using vm = kvm.createVm();
+ * using vcpu = vm.createVcpu(0);
+ * assert.equal(vcpu.id, 0);
  * ```
  */
 export class KvmSystem implements Disposable {
@@ -98,10 +103,15 @@ export class KvmSystem implements Disposable {
    * @throws {SyscallError} `ioctl(KVM_GET_SUPPORTED_CPUID)` for any other failure.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { KvmSystem } from "../kvm.ts";
+   * import assert from "node:assert/strict";
+   *
    * using kvm = KvmSystem.open();
-   * const leaves = kvm.getSupportedCpuid();
-   * console.log(leaves.find((e) => e.function === 0)?.eax); // highest basic leaf
+   * const kvmLeaf = kvm.getSupportedCpuid().find((e) => e.function === 0x4000_0000);
+   * assert.ok(kvmLeaf !== undefined);
+   * const { ebx, ecx, edx } = kvmLeaf;
+   * assert.equal(new TextDecoder().decode(new Uint32Array([ebx, ecx, edx])), "KVMKVMKVM\0\0\0");
    * ```
    */
   getSupportedCpuid(capacity = 128): KvmCpuidEntry2[] {

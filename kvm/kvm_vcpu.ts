@@ -31,9 +31,13 @@ const SHARE_KIND = "membacking.KvmVcpu";
  *
  * @example
  * ```ts
- * import type { KvmMmioExit } from "./kvm_vcpu.ts";
- * const exit: KvmMmioExit = { physAddr: 0xfee00000n, len: 4, isWrite: false, data: new Uint8Array(4) };
- * console.log(exit.len);
+ * import type { KvmMmioExit } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const exit: KvmMmioExit = {
+ *   physAddr: 0xe0000000n, len: 4, isWrite: true, data: new Uint8Array([0xef, 0xbe, 0xad, 0xde]),
+ * };
+ * assert.equal(new DataView(exit.data.buffer).getUint32(0, true), 0xdeadbeef);
  * ```
  */
 export interface KvmMmioExit {
@@ -52,9 +56,11 @@ export interface KvmMmioExit {
  *
  * @example
  * ```ts
- * import type { KvmMemoryFaultExit } from "./kvm_vcpu.ts";
+ * import type { KvmMemoryFaultExit } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const fault: KvmMemoryFaultExit = { flags: 0n, gpa: 0x300000n, size: 0x1000n };
- * console.log(fault.gpa);
+ * assert.equal(fault.gpa + fault.size, 0x301000n);
  * ```
  */
 export interface KvmMemoryFaultExit {
@@ -74,9 +80,12 @@ export interface KvmMemoryFaultExit {
  *
  * @example
  * ```ts
- * import type { KvmIoExit } from "./kvm_vcpu.ts";
- * const exit: KvmIoExit = { direction: "out", size: 1, port: 0x402, count: 1, dataOffset: 4096 };
- * console.log(exit.port.toString(16)); // 402
+ * import type { KvmIoExit } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // `rep outsw` of 3 words to port 0x402:
+ * const exit: KvmIoExit = { direction: "out", size: 2, port: 0x402, count: 3, dataOffset: 4096 };
+ * assert.equal(exit.size * exit.count, 6); // data bytes
  * ```
  */
 export interface KvmIoExit {
@@ -97,9 +106,12 @@ export interface KvmIoExit {
  *
  * @example
  * ```ts
- * import type { KvmInternalErrorExit } from "./kvm_vcpu.ts";
+ * import { KvmInternalError } from "../kvm.ts";
+ * import type { KvmInternalErrorExit } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const exit: KvmInternalErrorExit = { suberror: 1, ndata: 0, data: [] };
- * console.log(exit.suberror); // 1 (KVM_INTERNAL_ERROR_EMULATION)
+ * assert.equal(exit.suberror, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION);
  * ```
  */
 export interface KvmInternalErrorExit {
@@ -118,10 +130,30 @@ export interface KvmInternalErrorExit {
  * a guest access to a slot whose host memory cannot be faulted in.
  *
  * @example
- * ```ts ignore
- * import { KvmExit } from "./kvm_constants.ts";
- * const exit = vcpu.run();
- * if (exit === KvmExit.KVM_EXIT_MMIO) console.log(vcpu.mmioExit());
+ * ```ts
+ * import { GuestMemoryBuilder, MemoryLayout, Vtl } from "../mod.ts";
+ * import { KvmExit, KvmPartition, KvmRegs } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n << 20n, []));
+ * using partition = KvmPartition.create();
+ * using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+ * // mov al, 0x42; out 0x10, al; hlt
+ * manager.client().guestMemory().write(0x1000n, new Uint8Array([0xb0, 0x42, 0xe6, 0x10, 0xf4]));
+ * const vcpu = partition.vcpu(); // owned by the partition
+ * const sregs = vcpu.getSregs();
+ * sregs.setFlatProtectedMode();
+ * vcpu.setSregs(sregs);
+ * const regs = new KvmRegs();
+ * regs.set("rip", 0x1000n);
+ * regs.set("rflags", 2n);
+ * vcpu.setRegs(regs);
+ * assert.equal(vcpu.run(), KvmExit.KVM_EXIT_IO);
+ * const io = vcpu.ioExit();
+ * assert.deepEqual([io.direction, io.size, io.port, io.count], ["out", 1, 0x10, 1]);
+ * assert.deepEqual(vcpu.ioData(), new Uint8Array([0x42]));
+ * assert.equal(vcpu.run(), KvmExit.KVM_EXIT_HLT);
+ * assert.equal(vcpu.getRegs().get("rip"), 0x1005n);
  * ```
  */
 export class KvmVcpu implements Disposable {

@@ -14,9 +14,15 @@ import { KvmRunLayout } from "./kvm_constants.ts";
  *
  * @example
  * ```ts
- * import type { KvmVcpuKick } from "./kvm_vcpu_kick.ts";
- * const message: { kick: KvmVcpuKick } = { kick: { runAddress: 0x7f0000000000n } };
- * console.log(typeof message.kick.runAddress); // bigint
+ * import { KvmSystem } from "../kvm.ts";
+ * import type { KvmVcpuKick } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using kvm = KvmSystem.open();
+ * using vm = kvm.createVm();
+ * using vcpu = vm.createVcpu(0);
+ * const kick: KvmVcpuKick = vcpu.kickHandle();
+ * assert.deepEqual(structuredClone(kick), kick); // survives postMessage
  * ```
  */
 export interface KvmVcpuKick {
@@ -33,10 +39,17 @@ export interface KvmVcpuKick {
  *
  * @param kick The vCPU's token.
  * @example
- * ```ts ignore
- * // In a Worker started with the token in a message:
- * import { kickVcpu } from "@membacking/membacking/kvm";
- * self.onmessage = (e) => setTimeout(() => kickVcpu(e.data.kick), 1000);
+ * ```ts
+ * import { kickVcpu, KvmExit, KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * using kvm = KvmSystem.open();
+ * using vm = kvm.createVm();
+ * using vcpu = vm.createVcpu(0);
+ * kickVcpu(vcpu.kickHandle()); // usually from a Worker the token was posted to
+ * assert.equal(vcpu.immediateExit, true);
+ * assert.equal(vcpu.run(), KvmExit.KVM_EXIT_INTR);
+ * vcpu.immediateExit = false;
  * ```
  */
 export function kickVcpu(kick: KvmVcpuKick): void {

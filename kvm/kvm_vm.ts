@@ -17,11 +17,17 @@ import { type KvmVcpu, openVcpu } from "./kvm_vcpu.ts";
  *
  * @example
  * ```ts
- * import type { KvmUserspaceMemoryRegion } from "./kvm_vm.ts";
- * const slot: KvmUserspaceMemoryRegion = {
- *   slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspaceAddr: 0x7f0000000000n,
+ * import { KvmMemFlag } from "../kvm.ts";
+ * import type { KvmUserspaceMemoryRegion } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const rom: KvmUserspaceMemoryRegion = {
+ *   slot: 1, flags: KvmMemFlag.KVM_MEM_READONLY, guestPhysAddr: 0xffff0000n,
+ *   memorySize: 0x10000n, userspaceAddr: 0x7f0000000000n,
  * };
- * console.log(slot.memorySize); // 4096n
+ * assert.equal(rom.guestPhysAddr + rom.memorySize, 1n << 32n); // the top 64 KiB below 4 GiB
+ * const deleteRom: KvmUserspaceMemoryRegion = { ...rom, memorySize: 0n };
+ * assert.deepEqual([deleteRom.slot, deleteRom.memorySize], [1, 0n]);
  * ```
  */
 export interface KvmUserspaceMemoryRegion {
@@ -44,9 +50,11 @@ export interface KvmUserspaceMemoryRegion {
  *
  * @example
  * ```ts
- * import type { KvmIrqLevel } from "./kvm_vm.ts";
+ * import type { KvmIrqLevel } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * const com1: KvmIrqLevel = { irq: 4, level: 1 };
- * console.log(com1.irq); // 4
+ * assert.deepEqual([com1, { ...com1, level: 0 }], [{ irq: 4, level: 1 }, { irq: 4, level: 0 }]);
  * ```
  */
 export interface KvmIrqLevel {
@@ -61,9 +69,12 @@ export interface KvmIrqLevel {
  *
  * @example
  * ```ts
- * import type { KvmPitConfig } from "./kvm_vm.ts";
- * const config: KvmPitConfig = { flags: 1 }; // KVM_PIT_SPEAKER_DUMMY
- * console.log(config.flags);
+ * import { KVM_PIT_SPEAKER_DUMMY } from "../kvm.ts";
+ * import type { KvmPitConfig } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config: KvmPitConfig = { flags: KVM_PIT_SPEAKER_DUMMY };
+ * assert.equal(config.flags, 1);
  * ```
  */
 export interface KvmPitConfig {
@@ -80,7 +91,7 @@ export interface KvmPitConfig {
  *
  * @example
  * ```ts
- * import type { KvmDirtyLog } from "./kvm_vm.ts";
+ * import type { KvmDirtyLog } from "../kvm.ts";
  * import assert from "node:assert/strict";
  *
  * // A 64-page slot: one __u64 of bitmap.
@@ -102,7 +113,7 @@ export interface KvmDirtyLog {
  *
  * @example
  * ```ts
- * import type { KvmClearDirtyLog } from "./kvm_vm.ts";
+ * import type { KvmClearDirtyLog } from "../kvm.ts";
  * import assert from "node:assert/strict";
  *
  * const clear: KvmClearDirtyLog = {
@@ -127,8 +138,8 @@ export interface KvmClearDirtyLog {
  *
  * @example
  * ```ts
- * import { KvmCap, KvmDirtyLogFlag } from "./kvm_constants.ts";
- * import type { KvmEnableCap } from "./kvm_vm.ts";
+ * import { KvmCap, KvmDirtyLogFlag } from "../kvm.ts";
+ * import type { KvmEnableCap } from "../kvm.ts";
  * import assert from "node:assert/strict";
  *
  * const manualProtect: KvmEnableCap = {
@@ -161,12 +172,24 @@ export function openVm(fd: OwnedFd, vcpuMmapSize: number): KvmVm {
  * (`ioctl(KVM_SET_USER_MEMORY_REGION)`).
  *
  * @example
- * ```ts ignore
- * import { KvmSystem } from "./kvm_system.ts";
+ * ```ts
+ * import { KvmSystem } from "../kvm.ts";
+ * import assert from "node:assert/strict";
+ *
  * using kvm = KvmSystem.open();
  * using vm = kvm.createVm();
- * vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 4096n, userspaceAddr });
+ * // KVM checks only that the host range is page aligned; it faults pages in on guest access.
+ * const host = 1n << 40n;
+ * const slot = { slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspaceAddr: host };
+ * vm.setUserMemoryRegion(slot);
+ * vm.setUserMemoryRegion({ ...slot, memorySize: 0n }); // deletes it
+ * assert.throws(() => vm.setUserMemoryRegion({ ...slot, userspaceAddr: 0x123n }), {
+ *   name: "SyscallError",
+ *   syscall: "ioctl(KVM_SET_USER_MEMORY_REGION)",
+ *   code: "EINVAL",
+ * });
  * using vcpu = vm.createVcpu(0);
+ * assert.equal(vcpu.id, 0);
  * ```
  */
 export class KvmVm implements Disposable {
