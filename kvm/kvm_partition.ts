@@ -9,6 +9,7 @@ import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Partition } from "../partition/partition.ts";
 import { KvmCap, KvmDirtyLogFlag, KvmMemFlag } from "./kvm_constants.ts";
 import { KvmPartitionError } from "./kvm_partition_error.ts";
+import { cutOut, mergeAdjacent, PENDING_KEYS, type PendingSlot, sameJoins } from "./_slot_batch.ts";
 import { KvmSystem } from "./kvm_system.ts";
 import type { KvmVcpu } from "./kvm_vcpu.ts";
 import type { KvmUserspaceMemoryRegion, KvmVm } from "./kvm_vm.ts";
@@ -135,6 +136,13 @@ export class KvmPartition implements Partition, Disposable {
   readonly #kept = new PageBitmap();
   /** A bitmap buffer per slot number, reused (its own ArrayBuffer: the kernel writes it). */
   readonly #bitmaps = new Map<number, Uint8Array<ArrayBuffer>>();
+  /** Where the mapped ranges of a merged slot join, by slot number (merged slots only). */
+  readonly #joins = new Map<number, readonly bigint[]>();
+  /** The open batch: slots to delete and ranges to map at its commit. */
+  #batch: {
+    readonly dropped: Set<KvmUserspaceMemoryRegion>;
+    readonly adds: SortedRangeList<PendingSlot>;
+  } | undefined;
 
   private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number) {
     this.#system = system;
@@ -274,39 +282,40 @@ export class KvmPartition implements Partition, Disposable {
     ) {
       throw new KvmPartitionError({ kind: "invalidRange", gpa, size, hostAddress });
     }
+    const batch = this.#batch;
     const clash = this.#slots.firstOverlapping(gpa, end);
-    if (clash !== undefined) {
+    if (clash !== undefined && (batch === undefined || this.#liveOverlap(gpa, end) !== undefined)) {
+      const live = batch === undefined ? clash : this.#liveOverlap(gpa, end)!;
       throw new KvmPartitionError({
         kind: "overlap",
         start: gpa,
         end,
-        slot: clash.slot,
-        slotStart: clash.guestPhysAddr,
-        slotEnd: slotEnd(clash),
+        slot: live.slot,
+        slotStart: live.guestPhysAddr,
+        slotEnd: slotEnd(live),
       });
+    }
+    const pending = batch?.adds.firstOverlapping(gpa, end);
+    if (pending !== undefined) {
+      // (Not a slot yet: its number is assigned at the commit.)
+      throw new KvmPartitionError({
+        kind: "overlap",
+        start: gpa,
+        end,
+        slot: -1,
+        slotStart: pending.gpa,
+        slotEnd: pending.end,
+      });
+    }
+    const range: PendingSlot = { gpa, end, host: hostAddress, writable, joins: [] };
+    if (batch !== undefined) {
+      batch.adds.insert(range);
+      return;
     }
     if (this.#slots.length >= this.#maxSlots) {
       throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
     }
-    const region: KvmUserspaceMemoryRegion = {
-      slot: this.#free.pop() ?? this.#nextNumber++,
-      flags: writable
-        ? (this.#logging ? KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES : 0)
-        : KvmMemFlag.KVM_MEM_READONLY,
-      guestPhysAddr: gpa,
-      memorySize: size,
-      userspaceAddr: hostAddress,
-    };
-    try {
-      this.#vm.setUserMemoryRegion(region);
-    } catch (cause) {
-      this.#free.push(region.slot);
-      throw new KvmPartitionError(
-        { kind: "map", slot: region.slot, start: gpa, end },
-        { cause },
-      );
-    }
-    this.#slots.insert(region);
+    this.#create(range);
   }
 
   /**
@@ -320,20 +329,202 @@ export class KvmPartition implements Partition, Disposable {
   unmapRange(gpa: bigint, size: bigint): void {
     this.#checkOpen();
     const end = gpa + size;
-    const inside = this.#slots.overlapping(gpa, end);
-    for (const s of inside) {
-      if (s.guestPhysAddr < gpa || slotEnd(s) > end) {
-        throw new KvmPartitionError({
-          kind: "partialUnmap",
-          start: gpa,
-          end,
-          slot: s.slot,
-          slotStart: s.guestPhysAddr,
-          slotEnd: slotEnd(s),
-        });
+    const batch = this.#batch;
+    const inside = this.#slots.overlapping(gpa, end).filter((s) => !batch?.dropped.has(s));
+    // What remains of slots (and pending ranges) only partly inside: refused
+    // before anything changes unless the cuts fall where merged ranges join.
+    const rests = inside.map((s) => this.#rest(s, this.#asPending(s), gpa, end));
+    const pending = batch?.adds.overlapping(gpa, end) ?? [];
+    const pendingRests = pending.map((p) => this.#rest(undefined, p, gpa, end));
+    if (batch !== undefined) {
+      for (const [i, s] of inside.entries()) {
+        batch.dropped.add(s);
+        for (const part of rests[i]) batch.adds.insert(part);
       }
+      for (const [i, p] of pending.entries()) {
+        batch.adds.remove(p);
+        for (const part of pendingRests[i]) batch.adds.insert(part);
+      }
+      return;
     }
-    for (let i = inside.length - 1; i >= 0; i--) this.#delete(inside[i]);
+    for (let i = inside.length - 1; i >= 0; i--) {
+      if (rests[i].length === 0) this.#delete(inside[i]);
+      else this.#replace([inside[i]], rests[i]);
+    }
+  }
+
+  /**
+   * What remains of `range` (the slot `s`, or a pending range) once
+   * `[gpa, end)` is unmapped; throws `partialUnmap` when that would cut one
+   * of its mapped ranges.
+   */
+  #rest(
+    s: KvmUserspaceMemoryRegion | undefined,
+    range: PendingSlot,
+    gpa: bigint,
+    end: bigint,
+  ): PendingSlot[] {
+    if (range.gpa >= gpa && range.end <= end) return [];
+    const rest = cutOut(range, gpa, end);
+    if (rest !== undefined) return rest;
+    throw new KvmPartitionError({
+      kind: "partialUnmap",
+      start: gpa,
+      end,
+      slot: s?.slot ?? -1,
+      slotStart: range.gpa,
+      slotEnd: range.end,
+    });
+  }
+
+  /**
+   * Starts a batch: until {@linkcode KvmPartition.commitBatch},
+   * {@linkcode KvmPartition.mapRange} and {@linkcode KvmPartition.unmapRange}
+   * only record what they would do (checked as they would check it), and
+   * the commit makes the fewest slot changes that give the same guest view:
+   * a range unmapped and mapped again as it was keeps its slot, and adjacent
+   * new ranges with the same flags and contiguous host memory share one slot
+   * (up to 2 MiB; never merged with slots the batch did not touch). Refused
+   * (`false`, nothing starts) while a batch is open or a slot is pinned.
+   *
+   * @returns Whether the batch started.
+   * @throws {DisposedError} once disposed.
+   */
+  beginBatch(): boolean {
+    this.#checkOpen();
+    if (this.#batch !== undefined || this.#pinned.size > 0) return false;
+    this.#batch = { dropped: new Set(), adds: new SortedRangeList(PENDING_KEYS) };
+    return true;
+  }
+
+  /**
+   * Applies the open batch: deletes the slots it unmapped, then creates the
+   * (merged) slots it mapped, keeping the dirty bits of deleted slots while
+   * logging. All or nothing: on failure the slots are as before the batch.
+   *
+   * @throws {KvmPartitionError} `slotsExhausted` (nothing changed), `map` or
+   *   `unmap` with the ioctl's error as cause (the slots were put back).
+   * @throws {DisposedError} once disposed.
+   */
+  commitBatch(): void {
+    this.#checkOpen();
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (batch === undefined) return;
+    const dropped = batch.dropped;
+    const creates: PendingSlot[] = [];
+    for (const range of mergeAdjacent(batch.adds.toArray())) {
+      // Unmapped and mapped again as it was: the slot stays.
+      const same = this.#slots.find(range.gpa);
+      if (same !== undefined && dropped.has(same) && this.#isSlot(same, range)) {
+        dropped.delete(same);
+      } else creates.push(range);
+    }
+    if (this.#slots.length - dropped.size + creates.length > this.#maxSlots) {
+      throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
+    }
+    this.#replace(
+      [...dropped].sort((a, b) => (a.guestPhysAddr < b.guestPhysAddr ? -1 : 1)),
+      creates,
+    );
+  }
+
+  /**
+   * Forgets the open batch: nothing it recorded happens.
+   *
+   * @throws {DisposedError} once disposed.
+   */
+  abortBatch(): void {
+    this.#checkOpen();
+    this.#batch = undefined;
+  }
+
+  /** Whether slot `s` is exactly `range` (flags and joins included). */
+  #isSlot(s: KvmUserspaceMemoryRegion, range: PendingSlot): boolean {
+    return s.memorySize === range.end - range.gpa && s.userspaceAddr === range.host &&
+      s.flags === this.#flagsFor(range.writable) &&
+      sameJoins(this.#joins.get(s.slot) ?? [], range.joins);
+  }
+
+  /** A slot that the open batch has not dropped overlapping `[gpa, end)`. */
+  #liveOverlap(gpa: bigint, end: bigint): KvmUserspaceMemoryRegion | undefined {
+    const batch = this.#batch;
+    return this.#slots.overlapping(gpa, end).find((s) => !batch?.dropped.has(s));
+  }
+
+  /** Slot `s` as a range (for cutting it). */
+  #asPending(s: KvmUserspaceMemoryRegion): PendingSlot {
+    return {
+      gpa: s.guestPhysAddr,
+      end: slotEnd(s),
+      host: s.userspaceAddr,
+      writable: (s.flags & KvmMemFlag.KVM_MEM_READONLY) === 0,
+      joins: this.#joins.get(s.slot) ?? [],
+    };
+  }
+
+  #flagsFor(writable: boolean): number {
+    if (!writable) return KvmMemFlag.KVM_MEM_READONLY;
+    return this.#logging ? KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES : 0;
+  }
+
+  /** Creates one slot for `range` (lowest free number). */
+  #create(range: PendingSlot): KvmUserspaceMemoryRegion {
+    const region: KvmUserspaceMemoryRegion = {
+      slot: this.#free.pop() ?? this.#nextNumber++,
+      flags: this.#flagsFor(range.writable),
+      guestPhysAddr: range.gpa,
+      memorySize: range.end - range.gpa,
+      userspaceAddr: range.host,
+    };
+    try {
+      this.#vm.setUserMemoryRegion(region);
+    } catch (cause) {
+      this.#free.push(region.slot);
+      throw new KvmPartitionError(
+        { kind: "map", slot: region.slot, start: range.gpa, end: range.end },
+        { cause },
+      );
+    }
+    this.#slots.insert(region);
+    if (range.joins.length > 0) this.#joins.set(region.slot, range.joins);
+    return region;
+  }
+
+  /**
+   * Deletes `olds`, then creates `news`; all or nothing (on failure what
+   * was created is deleted and what was deleted is created again).
+   */
+  #replace(olds: readonly KvmUserspaceMemoryRegion[], news: readonly PendingSlot[]): void {
+    const deleted: PendingSlot[] = [];
+    const created: KvmUserspaceMemoryRegion[] = [];
+    try {
+      for (const old of olds) {
+        const range = this.#asPending(old);
+        this.#delete(old);
+        deleted.push(range);
+      }
+      for (const range of news) created.push(this.#create(range));
+    } catch (error) {
+      for (const s of created.reverse()) {
+        try {
+          this.#delete(s);
+        } catch (cause) {
+          warn(`failed to delete memory slot ${s.slot} again`, cause);
+        }
+      }
+      for (const range of deleted.reverse()) {
+        try {
+          this.#create(range);
+        } catch (cause) {
+          warn(
+            `failed to restore the memory slot at ${new MemoryRange(range.gpa, range.end)}`,
+            cause,
+          );
+        }
+      }
+      throw error;
+    }
   }
 
   /**
@@ -667,6 +858,7 @@ export class KvmPartition implements Partition, Disposable {
       );
     }
     this.#slots.remove(s);
+    this.#joins.delete(s.slot);
     this.#free.push(s.slot);
     if (this.#pinned.delete(s.slot)) {
       try {

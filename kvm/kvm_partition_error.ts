@@ -9,8 +9,10 @@ import { hex } from "../layout/_hex.ts";
  * Messages:
  * - `invalidRange`: `invalid memory slot {size} bytes at {gpa} from host {hostAddress}`
  * - `overlap`: `range {range} overlaps memory slot {slot} at {slotRange}`
+ *   (slot -1: `... overlaps the range mapped in this batch at {slotRange}`)
  * - `slotsExhausted`: `no free memory slot: all {maxSlots} slots are in use`
  * - `partialUnmap`: `cannot unmap {range}: memory slot {slot} at {slotRange} is only partly inside`
+ *   (slot -1 as for `overlap`; a merged slot may be cut where its ranges join)
  * - `map`, `unmap`: `failed to create memory slot {slot} at {range}`, `failed to delete memory slot {slot} at {range}`
  * - `prefetch`, `pin`: `failed to prefetch {range} of memory slot {slot}`, `failed to pin ...`
  * - `dirtyLog`: `failed to log dirty pages of memory slot {slot} at {range}` (slot -1: enabling manual protect)
@@ -79,6 +81,11 @@ function span(start: bigint, end: bigint): string {
   return `${hex(start)}-${hex(end)}`;
 }
 
+/** `memory slot N`, or for slot -1 a range mapped in the open batch (no slot yet). */
+function slotName(slot: number): string {
+  return slot < 0 ? "the range mapped in this batch" : `memory slot ${slot}`;
+}
+
 function describe(d: KvmPartitionError["detail"]): string {
   switch (d.kind) {
     case "invalidRange":
@@ -86,11 +93,11 @@ function describe(d: KvmPartitionError["detail"]): string {
         hex(d.hostAddress)
       }`;
     case "overlap":
-      return `range ${span(d.start, d.end)} overlaps memory slot ${d.slot} at ${
+      return `range ${span(d.start, d.end)} overlaps ${slotName(d.slot)} at ${
         span(d.slotStart, d.slotEnd)
       }`;
     case "partialUnmap":
-      return `cannot unmap ${span(d.start, d.end)}: memory slot ${d.slot} at ${
+      return `cannot unmap ${span(d.start, d.end)}: ${slotName(d.slot)} at ${
         span(d.slotStart, d.slotEnd)
       } is only partly inside`;
     case "slotsExhausted":

@@ -40,6 +40,50 @@ export class PartitionMapper {
    * {@linkcode PartitionMapperError} (`map`, or `pin` after unmapping the
    * range again); a prefetch failure only warns.
    */
+  /** Ranges to prefetch once the open batch is committed. */
+  #prefetches: [bigint, bigint][] | undefined;
+
+  /**
+   * Starts a batch in the partition (see {@linkcode Partition.beginBatch});
+   * not with pinning (pages are locked per slot as it is made).
+   *
+   * @returns Whether one started; commit or abort it then.
+   */
+  beginBatch(): boolean {
+    if (this.pin || this.partition.beginBatch?.() !== true) return false;
+    this.#prefetches = [];
+    return true;
+  }
+
+  /**
+   * Applies the open batch, then prefetches what was mapped with prefetch.
+   *
+   * @throws {PartitionMapperError} `map` with the partition's error as cause
+   *   (the partition is as before the batch).
+   */
+  commitBatch(): void {
+    const prefetches = this.#prefetches ?? [];
+    this.#prefetches = undefined;
+    try {
+      this.partition.commitBatch!();
+    } catch (cause) {
+      throw new PartitionMapperError("map", cause);
+    }
+    for (const [gpa, len] of prefetches) {
+      try {
+        this.partition.prefetchRange!(gpa, len);
+      } catch (cause) {
+        warn(`failed to prefetch ${gpa}+${len} into partition`, cause);
+      }
+    }
+  }
+
+  /** Forgets the open batch. */
+  abortBatch(): void {
+    this.#prefetches = undefined;
+    this.partition.abortBatch!();
+  }
+
   mapRegion(range: MemoryRange, params: MapParams): void {
     const gpa = range.start + this.offset;
     try {
@@ -66,6 +110,10 @@ export class PartitionMapper {
       }
     }
     if (params.prefetch && this.partition.prefetchRange !== undefined) {
+      if (this.#prefetches !== undefined) {
+        this.#prefetches.push([gpa, range.len]);
+        return;
+      }
       try {
         this.partition.prefetchRange(gpa, range.len);
       } catch (cause) {

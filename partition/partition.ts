@@ -45,4 +45,15 @@ export interface Partition {
    * `pages` pages.
    */
   takeDirtyLog?(visit: (gpa: bigint, words: Uint32Array, pages: number) => void): void;
+  /**
+   * Optional, with the next two: starts a batch, in which `mapRange` and
+   * `unmapRange` may only be recorded (checked as usual) and applied at
+   * `commitBatch` as fewer changes (KVM: merged slots). Returns false when
+   * it does not start one (calls then apply at once).
+   */
+  beginBatch?(): boolean;
+  /** Optional: applies the open batch, all or nothing (on failure, as before the batch). */
+  commitBatch?(): void;
+  /** Optional: forgets the open batch. */
+  abortBatch?(): void;
 }

@@ -1005,30 +1005,16 @@ export class RegionManager implements Disposable {
     // Applied for real, also from inside a transaction (a mapping change).
     const depth = this.#batchDepth;
     this.#batchDepth = 0;
+    const steps = this.#steps(pending);
     let done = 0;
-    const order: RegionNode[] = [];
     try {
-      for (const node of pending) if (node.applied!.active && !node.active) order.push(node);
-      for (const node of pending) {
-        const before = node.applied!;
-        if (before.active && node.active && !sameParams(before.params, node.params!)) {
-          order.push(node);
-        }
-      }
-      for (const node of pending) if (!node.applied!.active && node.active) order.push(node);
-      for (; done < order.length; done++) {
-        const node = order[done];
-        const before = node.applied!;
-        this.#transition(node, before.active, before.params, node.active, node.params);
-      }
+      for (; done < steps.length; done++) this.#applyStep(steps[done], true);
     } catch (error) {
       for (let i = done - 1; i >= 0; i--) {
-        const node = order[i];
-        const before = node.applied!;
         try {
-          this.#transition(node, node.active, node.params, before.active, before.params);
+          this.#applyStep(steps[i], false);
         } catch (cause) {
-          warn(`failed to undo a transaction's change of memory region ${node.name}`, cause);
+          warn("failed to undo a change of a transaction", cause);
         }
       }
       this.#batchDepth = Math.max(depth, 1);
@@ -1040,6 +1026,122 @@ export class RegionManager implements Disposable {
     for (const node of pending) node.applied = undefined;
     this.#pending = [];
     this.#journal.clear();
+  }
+
+  /**
+   * The host changes of `pending`, in order: hidden regions, then regions
+   * whose params change in place (one group: partitions that can batch get
+   * them as one batch), then other changed ones, then shown ones, so that
+   * partitions never get overlapping ranges.
+   */
+  #steps(pending: readonly RegionNode[]): (RegionNode | RegionNode[])[] {
+    const hides: RegionNode[] = [];
+    const inPlace: RegionNode[] = [];
+    const others: RegionNode[] = [];
+    const shows: RegionNode[] = [];
+    for (const node of pending) {
+      const before = node.applied!;
+      if (before.active && !node.active) hides.push(node);
+      else if (!before.active && node.active) shows.push(node);
+      else if (before.active && node.active && !sameParams(before.params, node.params!)) {
+        const now = node.params!;
+        node.params = before.params;
+        const fits = this.#canChangeInPlace(node, now);
+        node.params = now;
+        (fits ? inPlace : others).push(node);
+      }
+    }
+    return [...hides, ...(inPlace.length > 0 ? [inPlace] : []), ...others, ...shows];
+  }
+
+  /**
+   * Takes one step of a flush from what the host showed (the `applied`
+   * record) to what the tree says (`forward`), or back. Atomic.
+   */
+  #applyStep(step: RegionNode | RegionNode[], forward: boolean): void {
+    if (Array.isArray(step)) {
+      this.#changeGroup(step, forward);
+      return;
+    }
+    const before = step.applied!;
+    if (forward) this.#transition(step, before.active, before.params, step.active, step.params);
+    else this.#transition(step, step.active, step.params, before.active, before.params);
+  }
+
+  /**
+   * Changes the params of active `nodes` in place (from their `applied`
+   * params to the tree's, or back): each partition that can batch gets all
+   * of them as one batch, committed at the end. All or nothing.
+   */
+  #changeGroup(nodes: readonly RegionNode[], forward: boolean): void {
+    const mappers = this.#partitions;
+    const batched = mappers.map((m) => m.beginBatch());
+    let done = 0;
+    try {
+      for (; done < nodes.length; done++) this.#changeInPlace(nodes[done], forward);
+    } catch (error) {
+      for (let i = done - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
+      mappers.forEach((m, i) => batched[i] && m.abortBatch());
+      throw error;
+    }
+    for (let k = 0; k < mappers.length; k++) {
+      if (!batched[k]) continue;
+      try {
+        mappers[k].commitBatch();
+      } catch (cause) {
+        // Partition k is as before its batch, the later ones get none; the
+        // earlier ones, the DMA targets and the table are taken back (in
+        // new batches: nothing changes where no batch was committed).
+        for (let j = k + 1; j < mappers.length; j++) if (batched[j]) mappers[j].abortBatch();
+        const again = mappers.map((m, j) => batched[j] && m.beginBatch());
+        for (let i = nodes.length - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
+        mappers.forEach((m, j) => {
+          if (!again[j]) return;
+          try {
+            m.commitBatch();
+          } catch (undo) {
+            warn("failed to undo a batch of partition changes", undo);
+          }
+        });
+        const names = [...new Set(nodes.map((n) => n.name))].join(", ");
+        const start = nodes.reduce(
+          (lo, n) => (n.range.start < lo ? n.range.start : lo),
+          nodes[0].range.start,
+        );
+        const end = nodes.reduce(
+          (hi, n) => (n.range.end > hi ? n.range.end : hi),
+          nodes[0].range.end,
+        );
+        throw new RegionError({
+          kind: "partitionMap",
+          name: names,
+          range: new MemoryRange(start, end),
+        }, {
+          cause,
+        });
+      }
+    }
+  }
+
+  /** Changes the params of the active `node` in place, from `applied` to the tree's (or back). */
+  #changeInPlace(node: RegionNode, forward: boolean): void {
+    const now = node.params!;
+    const before = node.applied!.params!;
+    node.params = forward ? before : now;
+    try {
+      this.#changeParams(node, forward ? now : before);
+    } finally {
+      node.params = now;
+    }
+  }
+
+  /** {@linkcode #changeInPlace} for a rollback: a failure now is only a warning. */
+  #changeInPlaceQuietly(node: RegionNode, forward: boolean): void {
+    try {
+      this.#changeInPlace(node, forward);
+    } catch (cause) {
+      warn(`failed to undo a change of memory region ${node.name} at ${node.range}`, cause);
+    }
   }
 
   /**

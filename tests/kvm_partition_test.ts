@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { Errno } from "../ffi/_errno.ts";
+import { arm, disarm, nameIoctls, startCounting } from "../ffi/_fault_injection.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
+import { KvmIoctl } from "../kvm/kvm_constants.ts";
 import { readTextFile } from "../ffi/_proc_files.ts";
 import { SyscallError } from "../ffi/syscall_error.ts";
 import { KvmPartition } from "../kvm/kvm_partition.ts";
@@ -45,6 +48,8 @@ function assertKvmError(fn: () => unknown, kind: string, message: string): KvmPa
   assert.equal(caught.message, message);
   return caught;
 }
+
+nameIoctls(KvmIoctl);
 
 Deno.test({
   name: "KvmPartition: memory slots",
@@ -255,5 +260,124 @@ Deno.test({
     });
 
     assert.equal(openFdCount(), fdsBefore);
+  },
+});
+
+Deno.test({
+  name: "KvmPartition batches: merged slots, kept slots, splits, and an atomic commit",
+  ignore: skipWithoutKvm(),
+  fn: async (t) => {
+    using host = HostMapping.anonymous(64n * PAGE, true);
+    using partition = KvmPartition.create();
+    const at = (page: bigint) => host.address + page * PAGE;
+    /** Runs `fn`, returning the ioctls it made. */
+    const ioctls = (fn: () => void): string[] => {
+      startCounting();
+      let trace: readonly string[] = [];
+      try {
+        fn();
+      } finally {
+        trace = disarm().trace;
+      }
+      return trace.filter((name) => name.startsWith("ioctl"));
+    };
+    // Four adjacent 2-page ranges at 0x10000 (host pages 0-7), one slot each.
+    const ranges = [0n, 2n, 4n, 6n].map((p) => [at(p), 0x10000n + p * PAGE] as const);
+    for (const [h, gpa] of ranges) partition.mapRange(h, 2n * PAGE, gpa, true, true);
+    const flip = (writable: boolean) => {
+      assert.equal(partition.beginBatch(), true);
+      for (const [h, gpa] of ranges) {
+        partition.unmapRange(gpa, 2n * PAGE);
+        partition.mapRange(h, 2n * PAGE, gpa, writable, true);
+      }
+      partition.commitBatch();
+    };
+
+    await t.step("adjacent ranges changed in one batch share one slot", () => {
+      assert.equal(slotSummary(partition).length, 4);
+      const made = ioctls(() => flip(false));
+      assert.equal(made.length, 5, made.join()); // 4 deletes, 1 create
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000:ro"]);
+      assert.equal(ioctls(() => flip(true)).length, 2); // 1 delete, 1 create
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000"]);
+    });
+
+    await t.step("a range unmapped and mapped again as it was keeps its slot", () => {
+      assert.deepEqual(ioctls(() => flip(true)), []);
+      assert.equal(partition.beginBatch(), true);
+      partition.unmapRange(0x10000n, 8n * PAGE);
+      partition.abortBatch();
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000"]);
+    });
+
+    await t.step("checks inside a batch are the usual ones", () => {
+      assert.equal(partition.beginBatch(), true);
+      assert.equal(partition.beginBatch(), false, "one batch at a time");
+      partition.unmapRange(0x12000n, 2n * PAGE);
+      assertKvmError(
+        () => partition.mapRange(at(20n), PAGE, 0x10000n, true, true),
+        "overlap",
+        "range 0x10000-0x11000 overlaps the range mapped in this batch at 0x10000-0x12000",
+      );
+      partition.mapRange(at(2n), 2n * PAGE, 0x12000n, true, true);
+      assertKvmError(
+        () => partition.unmapRange(0x12000n, PAGE),
+        "partialUnmap",
+        "cannot unmap 0x12000-0x13000: the range mapped in this batch at 0x12000-0x14000 is only partly inside",
+      );
+      // Mapped back as it was: the merged slot stays, no ioctl.
+      assert.deepEqual(ioctls(() => partition.commitBatch()), []);
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000"]);
+    });
+
+    await t.step("unmapping one range of a merged slot re-creates the rest", () => {
+      flip(false);
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000:ro"]);
+      assertKvmError(
+        () => partition.unmapRange(0x13000n, 2n * PAGE),
+        "partialUnmap",
+        "cannot unmap 0x13000-0x15000: memory slot 0 at 0x10000-0x18000 is only partly inside",
+      );
+      assert.equal(ioctls(() => partition.unmapRange(0x12000n, 2n * PAGE)).length, 3);
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x2000:ro", "1:0x14000+0x4000:ro"]);
+      partition.mapRange(at(2n), 2n * PAGE, 0x12000n, false, true);
+    });
+
+    await t.step("a failed commit leaves the slots as before the batch", () => {
+      const before = slotSummary(partition);
+      for (let nth = 1; nth <= 4; nth++) {
+        assert.equal(partition.beginBatch(), true);
+        for (const [h, gpa] of ranges) {
+          partition.unmapRange(gpa, 2n * PAGE);
+          partition.mapRange(h, 2n * PAGE, gpa, true, true);
+        }
+        arm("ioctl(KVM_SET_USER_MEMORY_REGION)", nth, Errno.ENOMEM);
+        let error: unknown;
+        try {
+          partition.commitBatch();
+        } catch (e) {
+          error = e;
+        }
+        assert.ok(error instanceof KvmPartitionError);
+        assert.equal(error.kind, nth <= 3 ? "unmap" : "map");
+        assert.equal(
+          error.message.replace(/slot \d+/, "slot N"),
+          nth <= 3
+            ? `failed to delete memory slot N at ${
+              ["0x10000-0x12000", "0x12000-0x14000", "0x14000-0x18000"][nth - 1]
+            }`
+            : "failed to create memory slot N at 0x10000-0x18000",
+        );
+        disarm();
+        assert.ok(error.cause instanceof SyscallError);
+        assert.deepEqual(
+          slotSummary(partition).map((s) => s.replace(/^\d+:/, "")),
+          before.map((s) => s.replace(/^\d+:/, "")),
+          `after failing ioctl ${nth}`,
+        );
+      }
+      for (const [, gpa] of ranges) partition.unmapRange(gpa, 2n * PAGE);
+      assert.deepEqual(partition.slots(), []);
+    });
   },
 });

@@ -195,6 +195,24 @@ Deno.test("transactions apply the net result of the changes made in them", () =>
   assert.ok(batchedChanges > 500);
 });
 
+/**
+ * The KVM slots give the guest what the recording partition says: every
+ * mapped range inside one slot with its writability and host addresses, no
+ * slot outside them (batches merge adjacent ranges into one slot).
+ */
+function checkSlotsCover(kvm: KvmPartition, f: RegionFixture): void {
+  const mappings = f.partition.mappings();
+  let covered = 0n;
+  for (const m of mappings) {
+    const s = kvm.slotAt(m.gpa);
+    assert.ok(s !== undefined && s.gpa + s.size >= m.gpa + m.size, `no slot covers ${m.gpa}`);
+    assert.equal(s.readonly, !m.writable, `slot ${s.slot} writability`);
+    assert.equal(s.hostAddress + (m.gpa - s.gpa), m.hostAddress, `slot ${s.slot} host address`);
+    covered += m.size;
+  }
+  assert.equal(kvm.slots().reduce((sum, s) => sum + s.size, 0n), covered, "slots beyond mappings");
+}
+
 /** One change inside a transaction that makes no system call until the commit. */
 type TxOp = Extract<Op, { k: "add" | "map" | "unmap" | "remove" }>;
 
@@ -299,6 +317,7 @@ Deno.test("every system call of a transaction's commit fails once, undoing the t
               const expected = body.map((o) => runTxOp(direct.f, direct.regions, o));
               assert.deepEqual(results, expected, JSON.stringify(body));
               assert.deepEqual(everything(batched), everything(direct), JSON.stringify(body));
+              if (kvm !== undefined) checkSlotsCover(kvm, batched.f);
             }
           } finally {
             batched.f[Symbol.dispose]();
