@@ -540,6 +540,283 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "tracker, snapshot and prefetch failures: exact errors, and what they leave",
+  ignore: skipWithoutKvm(),
+  async fn(t) {
+    const { Errno } = await import("../ffi/_errno.ts");
+    const { KvmPartitionError } = await import("../kvm/kvm_partition_error.ts");
+    /** Runs `fn` with the `nth` call named `name` failing with `errno`; returns what it threw. */
+    const failing = (
+      name: string,
+      nth: number,
+      errno: number,
+      fn: () => unknown,
+      onFire?: () => void,
+    ) => {
+      arm(name, nth, errno, { onFire });
+      try {
+        fn();
+      } catch (error) {
+        return error;
+      } finally {
+        assert.equal(disarm().fired, name);
+      }
+      assert.fail(`${name} failing did not fail`);
+    };
+    const syscall = (error: unknown, name: string, code: string) => {
+      assert.ok(error instanceof SyscallError, String(error));
+      assert.equal(error.syscall, name);
+      assert.equal(error.code, code);
+    };
+    const setup = () => {
+      const stack = new DisposableStack();
+      const manager = stack.use(
+        new GuestMemoryBuilder().x86LegacySupport(true).build(MemoryLayout.fromGaps(4n * MiB, [])),
+      );
+      const kvm = stack.use(KvmPartition.create());
+      stack.use(manager.attachPartition(Vtl.Vtl0, kvm));
+      const probe = stack.use(GuestProbe.create(kvm, { codeGpa: PROBE_CODE }));
+      const writable = () => kvm.slots().filter((s) => !s.readonly);
+      const logged = () => kernelLogging(kvm).filter((l) => l.endsWith("logging")).length;
+      return {
+        stack,
+        manager,
+        kvm,
+        probe,
+        writable,
+        logged,
+        tracker: manager.dirtyTracker(),
+        memory: manager.client().guestMemory(),
+      };
+    };
+
+    await t.step("start failing on the 3rd slot re-creation leaves every slot as it was", () => {
+      const { stack, kvm, tracker, writable, logged } = setup();
+      using _ = stack;
+      const third = writable()[2];
+      const error = failing(
+        "ioctl(KVM_SET_USER_MEMORY_REGION)",
+        3,
+        Errno.EFAULT,
+        () => tracker.start(),
+      );
+      assert.ok(error instanceof SnapshotError);
+      assert.deepEqual(error.detail, { kind: "tracking", step: "start" });
+      assert.equal(error.message, "failed to start dirty logging of a partition");
+      assert.ok(error.cause instanceof KvmPartitionError);
+      assert.equal(
+        error.cause.message,
+        `failed to log dirty pages of memory slot ${third.slot} at ${
+          MemoryRange.fromLength(third.gpa, third.size)
+        }`,
+      );
+      syscall(error.cause.cause, "ioctl(KVM_SET_USER_MEMORY_REGION)", "EFAULT");
+      assert.equal(logged(), 0);
+      assert.equal(tracker.isTracking, false);
+      assert.equal(kvm.isDirtyLogging, false);
+      assert.equal(tracker.point, 0);
+      tracker.start();
+      assert.equal(logged(), writable().length);
+      assert.equal(tracker.point, 1);
+    });
+
+    await t.step("start failing to read the first log leaves nothing logging", () => {
+      // Found: the partitions had started and stayed logging, tracking off.
+      const { stack, kvm, tracker, logged } = setup();
+      using _ = stack;
+      const error = failing("ioctl(KVM_GET_DIRTY_LOG)", 1, Errno.ENOMEM, () => tracker.start());
+      assert.ok(error instanceof SnapshotError);
+      assert.deepEqual(error.detail, { kind: "tracking", step: "start" });
+      assert.ok(error.cause instanceof KvmPartitionError);
+      assert.equal(error.cause.kind, "dirtyLog");
+      syscall(error.cause.cause, "ioctl(KVM_GET_DIRTY_LOG)", "ENOMEM");
+      assert.equal(logged(), 0);
+      assert.equal(kvm.isDirtyLogging, false);
+    });
+
+    await t.step("dirtyPages failing loses no dirty bit: the next call reports them", () => {
+      const { stack, tracker, probe, memory } = setup();
+      using _ = stack;
+      tracker.start();
+      assert.deepEqual(probe.store(0x1010n, 4, 1), { kind: "done" });
+      assert.deepEqual(probe.store(0x200020n, 4, 2), { kind: "done" });
+      memory.writeU32(0x300000n, 3);
+      // The first slot's bits are read, then the second slot's clear (or
+      // read) fails: what was read stays with the tracker, the rest in KVM.
+      for (
+        const [name, nth] of [
+          ["ioctl(KVM_CLEAR_DIRTY_LOG)", 2],
+          ["ioctl(KVM_GET_DIRTY_LOG)", 2],
+        ] as const
+      ) {
+        const error = failing(name, nth, Errno.EFAULT, () => tracker.dirtyPages());
+        assert.ok(error instanceof SnapshotError);
+        assert.deepEqual(error.detail, { kind: "tracking", step: "read" });
+        assert.equal(error.message, "failed to read dirty logging of a partition");
+        syscall((error.cause as Error).cause, name, "EFAULT");
+      }
+      assert.deepEqual(tracker.dirtyPages(), [0x1000n, 0x200000n, 0x300000n]);
+    });
+
+    await t.step("stop failing keeps tracking on, every slot logging, every bit", () => {
+      const { stack, kvm, tracker, probe, memory, writable, logged } = setup();
+      using _ = stack;
+      tracker.start();
+      assert.deepEqual(probe.store(0x2000n, 4, 1), { kind: "done" });
+      memory.writeU8(0x100000n, 1);
+      const error = failing(
+        "ioctl(KVM_SET_USER_MEMORY_REGION)",
+        2,
+        Errno.ENOMEM,
+        () => tracker.stop(),
+      );
+      assert.ok(error instanceof SnapshotError);
+      assert.deepEqual(error.detail, { kind: "tracking", step: "stop" });
+      assert.equal(error.message, "failed to stop dirty logging of a partition");
+      syscall((error.cause as Error).cause, "ioctl(KVM_SET_USER_MEMORY_REGION)", "ENOMEM");
+      assert.equal(tracker.isTracking, true);
+      assert.equal(kvm.isDirtyLogging, true);
+      assert.equal(logged(), writable().length);
+      assert.deepEqual(probe.store(0x3000n, 4, 1), { kind: "done" });
+      tracker.stop();
+      assert.equal(logged(), 0);
+      assert.deepEqual(tracker.dirtyPages(), [0x2000n, 0x3000n, 0x100000n]);
+    });
+
+    await t.step("take failing keeps the point and the dirty pages", () => {
+      // Found: take reset the tracker before copying, so a failed take lost
+      // the dirty pages and made the last snapshot's restoreDirty stale.
+      const { stack, manager, tracker, memory } = setup();
+      using _ = stack;
+      tracker.start();
+      using first = GuestRamSnapshot.take(manager);
+      memory.writeU32(0x5000n, 0xaa);
+      const point = tracker.point;
+      const fds = processState(false);
+      for (
+        const [name, errno, code] of [
+          ["memfd_create", Errno.ENOMEM, "ENOMEM"],
+          ["ftruncate", Errno.EPERM, "EPERM"],
+          ["copy_file_range", Errno.ENOMEM, "ENOMEM"],
+          ["fcntl(F_ADD_SEALS)", Errno.EPERM, "EPERM"],
+        ] as const
+      ) {
+        const error = failing(name, 1, errno, () => GuestRamSnapshot.take(manager));
+        assert.ok(error instanceof SnapshotError, String(error));
+        assert.deepEqual(error.detail, { kind: "copy", step: "snapshot", bytes: 4n * MiB });
+        assert.equal(error.message, "failed to snapshot guest RAM (4194304 bytes)");
+        syscall(error.cause, name, code);
+        assert.equal(tracker.point, point);
+        assert.deepEqual(tracker.dirtyPages(), [0x5000n]);
+        assert.deepEqual(processState(false), fds, `${name}: a descriptor or mapping stayed`);
+      }
+      assert.equal(first.restoreDirty(manager), 1);
+      assert.equal(memory.readU32(0x5000n), 0);
+    });
+
+    await t.step("restore failing midway: the point stays, all RAM counts dirty", () => {
+      const { stack, manager, tracker, memory } = setup();
+      using _ = stack;
+      tracker.start();
+      memory.writeU32(0x1000n, 1);
+      using older = GuestRamSnapshot.take(manager);
+      memory.writeU32(0x1000n, 2);
+      memory.writeU32(0x380000n, 2);
+      using current = GuestRamSnapshot.take(manager);
+      const point = tracker.point;
+      memory.writeU32(0x2000n, 3);
+      // The kernel copies the first 2 MiB, then fails.
+      using backing = manager.sharedMemoryBacking()!;
+      const error = failing("copy_file_range", 1, Errno.EIO, () => older.restore(manager), () => {
+        backing.write(0n, older.read(0n, 0xa0000).subarray(0, 0xa0000));
+        backing.write(0x100000n, older.read(0x100000n, 0x100000));
+      });
+      assert.ok(error instanceof SnapshotError);
+      assert.deepEqual(error.detail, { kind: "copy", step: "restore", bytes: 4n * MiB });
+      assert.equal(error.message, "failed to restore guest RAM (4194304 bytes)");
+      syscall(error.cause, "copy_file_range", "EIO");
+      assert.equal(memory.readU32(0x1000n), 1, "the partial copy");
+      assert.equal(tracker.point, point);
+      assert.equal(tracker.dirtyPages().length, 1024);
+      // The point's snapshot still restores exactly (every page is copied).
+      assert.equal(current.restoreDirty(manager), 1024);
+      assert.ok(sameBytes(ramBytes(manager), snapshotBytes(current)));
+      // And the failed restore, made again, gives its snapshot exactly.
+      older.restore(manager);
+      assert.ok(sameBytes(ramBytes(manager), snapshotBytes(older)));
+      assert.deepEqual(tracker.dirtyPages(), []);
+    });
+
+    await t.step("restoreVisibility failing sets back what it changed", () => {
+      const { stack, manager, kvm } = setup();
+      using _ = stack;
+      const control = manager.ramVisibilityControl();
+      const a = new MemoryRange(0xc0000n, 0xc4000n);
+      const b = new MemoryRange(0xe0000n, 0xe4000n);
+      control.setRamVisibility(a, RamVisibility.ReadOnly);
+      control.setRamVisibility(b, RamVisibility.Unmapped);
+      using snapshot = GuestRamSnapshot.take(manager);
+      control.setRamVisibility(a, RamVisibility.ReadWrite);
+      control.setRamVisibility(b, RamVisibility.ReadWrite);
+      const before = managerState(manager, kvm);
+      let failures = 0;
+      for (let k = 1;; k++) {
+        arm("ioctl(KVM_SET_USER_MEMORY_REGION)", k, Errno.EFAULT);
+        let error: unknown;
+        try {
+          snapshot.restoreVisibility(manager);
+        } catch (e) {
+          error = e;
+        }
+        if (disarm().fired === undefined) break;
+        failures++;
+        assert.ok(error instanceof SnapshotError, String(error));
+        assert.deepEqual(error.detail, { kind: "visibility" });
+        assert.equal(error.message, "failed to set the RAM visibility of the snapshot");
+        assert.ok(error.cause instanceof RegionError, String(error.cause));
+        assert.deepEqual(managerState(manager, kvm), before, `call ${k}`);
+      }
+      assert.ok(failures >= 2, `${failures} failures`);
+      assert.equal(kvm.slotAt(a.start)?.readonly, true);
+      assert.equal(kvm.slotAt(b.start), undefined);
+    });
+
+    await t.step(
+      "prefetch failing names the range and the OS error; EINTR is retried",
+      async () => {
+        using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(4n * MiB, []));
+        const fails = (errno: number) => {
+          arm("madvise_nonblocking", 1, errno, { onFire: () => arm("madvise", 1, errno) });
+        };
+        fails(Errno.ENOMEM);
+        const rejected = await manager.prefetch({ threads: 2 }).then(() => undefined, (e) => e);
+        assert.equal(disarm().fired, "madvise");
+        assert.ok(rejected instanceof PrefetchError, String(rejected));
+        assert.deepEqual(rejected.detail, {
+          kind: "populate",
+          range: new MemoryRange(0n, 4n * MiB),
+          advice: "MADV_POPULATE_WRITE",
+        });
+        assert.equal(
+          rejected.message,
+          "failed to prefetch guest RAM 0x0-0x400000 (MADV_POPULATE_WRITE)",
+        );
+        syscall(rejected.cause, "madvise", "ENOMEM");
+        assert.equal((rejected.cause as Error).message, "Cannot allocate memory");
+        fails(Errno.EINTR);
+        await manager.prefetch({ threads: 2 });
+        assert.deepEqual(disarm(), {
+          fired: "madvise",
+          errno: Errno.EINTR,
+          // (The second part's nonblocking call, then the first made again.)
+          trace: ["madvise_nonblocking", "madvise", "madvise"],
+        });
+      },
+    );
+  },
+});
+
 Deno.test("at least 1,000 faults were injected into tracker, snapshot and prefetch operations", () => {
   const names = [...injector.byName].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`);
   const absorbed = [...injector.absorbed].map(([n, c]) => `${n} ${c}`);
