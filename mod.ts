@@ -42,6 +42,7 @@ export { SharedMemoryBacking } from "./manager/shared_memory_backing.ts";
 export { Vtl } from "./manager/vtl.ts";
 export { PartitionAttachment } from "./manager/partition_attachment.ts";
 export { PartitionAttachError } from "./manager/partition_attach_error.ts";
+export { PrefetchError } from "./manager/prefetch_error.ts";
 
 export { GuestMemoryClient } from "./guest_memory/guest_memory_client.ts";
 export { GuestMemory } from "./guest_memory/guest_memory.ts";

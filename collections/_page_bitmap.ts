@@ -39,6 +39,15 @@ export class PageBitmap {
     chunk[bit >>> 5] |= 1 << (bit & 31);
   }
 
+  /** Adds pages `[first, first + count)`. */
+  setRange(first: number, count: number): void {
+    const end = first + count;
+    let page = first;
+    for (; page < end && page % 32 !== 0; page++) this.set(page);
+    for (; page + 32 <= end; page += 32) this.orWord(page / 32, -1);
+    for (; page < end; page++) this.set(page);
+  }
+
   /** Whether page `page` is in the set. */
   has(page: number): boolean {
     const chunk = this.#chunks.get(Math.floor(page / PAGES_PER_CHUNK));

@@ -14,7 +14,9 @@
  * Call names are the ones {@linkcode SyscallError} reports: `mmap`,
  * `madvise`, `fcntl(F_ADD_SEALS)`, `ioctl(KVM_SET_USER_MEMORY_REGION)` (ioctl
  * requests are named through {@linkcode nameIoctls}; unnamed ones read
- * `ioctl(0x...)`), `prctl`, `membarrier`.
+ * `ioctl(0x...)`), `prctl`, `membarrier`, `copy_file_range`; the form of
+ * `madvise` run on Deno's blocking pool is `madvise_nonblocking` (its
+ * failure is a settled promise of -1, errno set on this thread).
  *
  * @module
  */
@@ -36,6 +38,7 @@ const FAULTABLE: ReadonlySet<SymbolName> = new Set<SymbolName>([
   "munmap",
   "mprotect",
   "madvise",
+  "madvise_nonblocking",
   "mlock",
   "munlock",
   "memfd_create",
@@ -53,6 +56,7 @@ const FAULTABLE: ReadonlySet<SymbolName> = new Set<SymbolName>([
   "pread",
   "pwrite",
   "dup",
+  "copy_file_range",
 ]);
 
 const FCNTL_NAMES: ReadonlyMap<number, string> = new Map(
@@ -231,7 +235,9 @@ function wrapper(): LibcSymbols {
       table[symbol] = call;
       continue;
     }
-    const failure = failureValue(LIBC_SYMBOLS[symbol].result);
+    const definition: Deno.ForeignFunction = LIBC_SYMBOLS[symbol];
+    const value = failureValue(definition.result as string);
+    const failure = definition.nonblocking === true ? Promise.resolve(value) : value;
     table[symbol] = (...args: unknown[]): unknown => {
       const label = labelOf(symbol, args);
       if (intercept(label)) {

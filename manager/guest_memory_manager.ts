@@ -14,6 +14,7 @@ import type { RamVisibilityControl } from "../regions/ram_visibility_control.ts"
 import type { RegionHandle } from "../regions/_region_handle.ts";
 import type { RegionManager } from "../regions/_region_manager.ts";
 import { PartitionAttachError } from "./partition_attach_error.ts";
+import { PrefetchError } from "./prefetch_error.ts";
 import type { PartitionAttachment } from "./partition_attachment.ts";
 import { adoptBacking, type SharedMemoryBacking } from "./shared_memory_backing.ts";
 import { Vtl } from "./vtl.ts";
@@ -259,10 +260,17 @@ export class GuestMemoryManager implements Disposable {
    * for shared, hugetlb and private RAM alike. RAM that a region change
    * takes away while this runs is skipped.
    *
+   * A failure is reported once every range is done (nothing still runs on
+   * the pool then); pages populated so far stay, the regions and mappings
+   * are untouched, and calling again populates the rest. A signal that
+   * interrupts populating (`EINTR`) is no failure: the range is populated
+   * again.
+   *
    * @param options `threads`: how many ranges are populated at once.
    * @returns A promise settled when every page is in.
    * @throws {DisposedError} once the manager is disposed.
-   * @throws {SyscallError} `madvise` when the kernel cannot populate (ENOMEM).
+   * @throws {PrefetchError} `populate` for the first range the kernel could
+   *   not populate (ENOMEM, EFAULT), the `madvise` SyscallError as `cause`.
    * @example
    * ```ts
    * import { GuestMemoryBuilder, MemoryLayout } from "../mod.ts";
@@ -276,7 +284,17 @@ export class GuestMemoryManager implements Disposable {
   async prefetch(options: { readonly threads?: number } = {}): Promise<void> {
     this.#checkLive();
     const threads = options.threads ?? navigator.hardwareConcurrency;
-    await Promise.all(this.#ramRegions.map(({ range }) => this.#va.populate(range, threads)));
+    const failure = (range: MemoryRange, write: boolean, cause: unknown) =>
+      new PrefetchError({
+        kind: "populate",
+        range,
+        advice: write ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ",
+      }, { cause });
+    const results = await Promise.allSettled(
+      this.#ramRegions.map(({ range }) => this.#va.populate(range, threads, failure)),
+    );
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
   }
 
   /**

@@ -361,24 +361,29 @@ export class VaMapper implements Disposable {
    * (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` where the host mapping
    * is read-only), `threads` ranges at once. A range that the table loses
    * meanwhile (a region change while this runs) is skipped, not an error.
+   * Settles once every range is done; a range that failed then rejects
+   * with `failure(part, write, cause)` (the first one, in address order).
    */
-  async populate(range: MemoryRange, threads: number): Promise<void> {
+  async populate(
+    range: MemoryRange,
+    threads: number,
+    failure: (part: MemoryRange, write: boolean, cause: unknown) => Error,
+  ): Promise<void> {
     this.#checkInside(range);
     const generation = this.#generation;
     const jobs: Promise<void>[] = [];
     for (const entry of this.entries()) {
       if (!entry.range.overlaps(range)) continue;
       const part = entry.range.intersection(range);
-      const advice = entry.writable || entry.kind === "private"
-        ? Madv.MADV_POPULATE_WRITE
-        : Madv.MADV_POPULATE_READ;
+      const write = entry.writable || entry.kind === "private";
+      const advice = write ? Madv.MADV_POPULATE_WRITE : Madv.MADV_POPULATE_READ;
       jobs.push(
-        madviseParallel(this.base + part.start, part.len, advice, threads).catch((error) => {
-          if (this.#generation === generation) throw error;
+        madviseParallel(this.base + part.start, part.len, advice, threads).catch((cause) => {
+          if (this.#generation === generation) throw failure(part, write, cause);
         }),
       );
     }
-    await Promise.all(jobs);
+    await settleAll(jobs);
   }
 
   /** `madvise(MADV_HUGEPAGE)` over `range` (throws a SyscallError on failure). */
@@ -716,4 +721,11 @@ export class VaMapper implements Disposable {
  */
 function nameAnonymous(host: bigint, length: bigint, name: string | undefined): void {
   if (name !== undefined) tryAnonVmaName(host, length, name);
+}
+
+/** Waits for every promise; then rejects with the first rejection, if any. */
+async function settleAll(jobs: readonly Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(jobs);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
 }

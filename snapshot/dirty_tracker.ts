@@ -18,8 +18,25 @@ export interface DirtyTrackerHost {
   isDisposed(): boolean;
 }
 
+/**
+ * A new point in the making (internal, for snapshots), from
+ * {@linkcode beginPoint}: the logs are read up to now, and what changed
+ * since the old point set aside; exactly one of `commit` or `abort` follows.
+ */
+export interface PendingPoint {
+  /** The pages written since the old point (read-only until `commit` or `abort`). */
+  readonly dirty: PageBitmap;
+  /** Makes the new point the tracker's (no system call: cannot fail). */
+  commit(): void;
+  /**
+   * Keeps the old point: `dirty` comes back, with every page of `written`
+   * added (what the failed operation may have written around the logs).
+   */
+  abort(written?: readonly MemoryRange[]): void;
+}
+
 let construct: (host: DirtyTrackerHost) => DirtyTracker;
-let collectOf: (tracker: DirtyTracker) => PageBitmap;
+let beginOf: (tracker: DirtyTracker) => PendingPoint | undefined;
 let attached: (tracker: DirtyTracker, partition: Partition) => void;
 let detached: (tracker: DirtyTracker, partition: Partition) => void;
 
@@ -29,11 +46,16 @@ export function newDirtyTracker(host: DirtyTrackerHost): DirtyTracker {
 }
 
 /**
- * Everything written since the tracker's point, by guests and the host
- * (collected now), by page number; for snapshots' incremental restore.
+ * Begins a new point of `tracker` (`undefined` when it is off): reads the
+ * logs, then sets aside everything written since the old point, by guests
+ * and the host, by page number. For snapshots, whose point must move only
+ * once their copy succeeded.
+ *
+ * @throws {SnapshotError} `tracking` (`read`) when a partition's log cannot
+ *   be read; nothing is lost (as for `dirtyPages`).
  */
-export function collectDirtyPages(tracker: DirtyTracker): PageBitmap {
-  return collectOf(tracker);
+export function beginPoint(tracker: DirtyTracker): PendingPoint | undefined {
+  return beginOf(tracker);
 }
 
 /** The manager attached `partition`: it logs too while tracking is on. */
@@ -85,13 +107,15 @@ function ignore(): void {}
  */
 export class DirtyTracker {
   readonly #host: DirtyTrackerHost;
-  readonly #collected = new PageBitmap();
+  #collected = new PageBitmap();
+  /** The other bitmap of a pending point, kept to be reused (its chunks stay allocated). */
+  #spare = new PageBitmap();
   #tracking = false;
   #point = 0;
 
   static {
     construct = (host) => new DirtyTracker(host);
-    collectOf = (tracker) => tracker.#collect();
+    beginOf = (tracker) => tracker.#begin();
     attached = (tracker, partition) => tracker.#attached(partition);
     detached = (tracker, partition) => tracker.#detached(partition);
   }
@@ -119,78 +143,92 @@ export class DirtyTracker {
    * makes a new point. Host writes that start after this returns are
    * tracked (it waits for Worker accesses under way). No-op when on.
    *
-   * @throws {SnapshotError} `tracking` (cause: the partition's error); the
-   *   partitions started so far are stopped again.
+   * @throws {SnapshotError} `tracking` (`start`; cause: the partition's
+   *   error, or the readers' grace period's); nothing changes: the
+   *   partitions started so far are stopped again, tracking stays off and
+   *   the point stays.
    * @throws {DisposedError} once the manager is disposed.
    */
   start(): void {
     this.#checkLive();
     if (this.#tracking) return;
     const started: Partition[] = [];
+    const log = this.#host.va.dirtyLog;
     try {
       for (const partition of this.#host.partitions()) {
         if (partition.startDirtyLogging === undefined) continue;
         partition.startDirtyLogging();
         started.push(partition);
+        // What the partition kept from an earlier session is not ours.
+        partition.takeDirtyLog?.(ignore);
       }
+      log.clear();
+      log.setTracking(true);
+      this.#host.va.synchronizeReaders();
     } catch (cause) {
-      for (const partition of started) {
+      log.setTracking(false);
+      for (const partition of started.reverse()) {
         try {
           partition.stopDirtyLogging?.();
-          partition.takeDirtyLog?.(ignore);
         } catch (err) {
           warn("failed to stop the dirty logging of a partition", err);
         }
       }
       throw new SnapshotError({ kind: "tracking", step: "start" }, { cause });
     }
-    // What partitions kept from an earlier session is not ours.
-    for (const partition of started) partition.takeDirtyLog?.(ignore);
-    const log = this.#host.va.dirtyLog;
-    log.clear();
-    log.setTracking(true);
-    this.#host.va.synchronizeReaders();
     this.#collected.clear();
     this.#tracking = true;
     this.#point++;
   }
 
   /**
-   * Turns tracking off, keeping what changed until now for
-   * {@linkcode DirtyTracker.dirtyPages}. No-op when off.
+   * Turns tracking off (partitions' dirty logging, then the host bitmap),
+   * keeping what changed until now for {@linkcode DirtyTracker.dirtyPages}.
+   * No-op when off.
    *
-   * @throws {SnapshotError} `tracking` when a partition cannot stop
-   *   (tracking is off for the host and the others anyway).
+   * @throws {SnapshotError} `tracking` (`read` when a partition's log
+   *   cannot be read, `stop` when a partition cannot stop); nothing changes
+   *   then: tracking stays on (the partitions stopped so far log again),
+   *   with every page written so far still reported.
    * @throws {DisposedError} once the manager is disposed.
    */
   stop(): void {
     this.#checkLive();
     if (!this.#tracking) return;
     this.#collect();
+    const stopped: Partition[] = [];
     const log = this.#host.va.dirtyLog;
-    log.setTracking(false);
-    this.#host.va.synchronizeReaders();
+    try {
+      for (const partition of this.#host.partitions()) {
+        if (partition.stopDirtyLogging === undefined) continue;
+        partition.stopDirtyLogging();
+        stopped.push(partition);
+        partition.takeDirtyLog?.((gpa, words, pages) => this.#add(gpa, words, pages));
+      }
+      log.setTracking(false);
+      this.#host.va.synchronizeReaders();
+    } catch (cause) {
+      log.setTracking(true);
+      for (const partition of stopped.reverse()) {
+        try {
+          partition.startDirtyLogging?.();
+        } catch (err) {
+          warn("failed to restart the dirty logging of a partition after a failed stop", err);
+        }
+      }
+      throw new SnapshotError({ kind: "tracking", step: "stop" }, { cause });
+    }
     log.drainInto(this.#collected);
     this.#tracking = false;
-    let failure: unknown;
-    for (const partition of this.#host.partitions()) {
-      try {
-        partition.stopDirtyLogging?.();
-        partition.takeDirtyLog?.((gpa, words, pages) => this.#add(gpa, words, pages));
-      } catch (cause) {
-        failure ??= cause;
-      }
-    }
-    if (failure !== undefined) {
-      throw new SnapshotError({ kind: "tracking", step: "stop" }, { cause: failure });
-    }
   }
 
   /**
    * Makes a new point: forgets what changed so far (the logs are read and
    * cleared first, so nothing written before comes back later).
    *
-   * @throws {SnapshotError} `tracking` when a partition's log cannot be read.
+   * @throws {SnapshotError} `tracking` (`read`) when a partition's log
+   *   cannot be read; nothing is lost then, and the point stays (as for
+   *   {@linkcode DirtyTracker.dirtyPages}).
    * @throws {DisposedError} once the manager is disposed.
    */
   reset(): void {
@@ -207,7 +245,11 @@ export class DirtyTracker {
    *
    * @param range Where to look (pages partly inside count).
    * @returns The page addresses.
-   * @throws {SnapshotError} `tracking` when a partition's log cannot be read.
+   * @throws {SnapshotError} `tracking` (`read`) when a partition's log
+   *   cannot be read. Nothing is lost: the logs read before the failure are
+   *   kept by the tracker, the one that failed keeps its bits in the kernel
+   *   (and the host bitmap is not drained), so the next call that succeeds
+   *   reports every page written since the point.
    * @throws {DisposedError} once the manager is disposed.
    */
   dirtyPages(range?: MemoryRange): bigint[] {
@@ -232,6 +274,35 @@ export class DirtyTracker {
       this.#host.va.dirtyLog.drainInto(this.#collected);
     }
     return this.#collected;
+  }
+
+  #begin(): PendingPoint | undefined {
+    if (!this.#tracking) return undefined;
+    const dirty = this.#collect();
+    const fresh = this.#spare;
+    fresh.clear();
+    this.#collected = fresh;
+    this.#spare = dirty;
+    let open = true;
+    return {
+      dirty,
+      commit: () => {
+        if (!open) return;
+        open = false;
+        this.#point++;
+      },
+      abort: (written = []) => {
+        if (!open) return;
+        open = false;
+        for (const range of written) {
+          const first = Number(range.start / PAGE_SIZE);
+          dirty.setRange(first, Number((range.end + PAGE_SIZE - 1n) / PAGE_SIZE) - first);
+        }
+        dirty.orBitmap(fresh);
+        this.#collected = dirty;
+        this.#spare = fresh;
+      },
+    };
   }
 
   #add(gpa: bigint, words: Uint32Array, pages: number): void {

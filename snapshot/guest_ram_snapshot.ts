@@ -1,4 +1,5 @@
 import { DisposedError } from "../diagnostics/disposed_error.ts";
+import { warn } from "../diagnostics/warnings.ts";
 import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
 import { copyFileRange } from "../ffi/_copy_file_range.ts";
 import { hostBytes, hostCopyNumbers } from "../ffi/_host_memory.ts";
@@ -10,7 +11,7 @@ import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
 import { type GuestMemoryManagerParts, managerInternals } from "../manager/guest_memory_manager.ts";
 import { adoptBacking, type SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
-import { collectDirtyPages } from "./dirty_tracker.ts";
+import { beginPoint, type PendingPoint } from "./dirty_tracker.ts";
 import { SnapshotError } from "./snapshot_error.ts";
 
 /**
@@ -190,7 +191,10 @@ export class GuestRamSnapshot implements Disposable {
    *
    * @param manager The guest memory to copy.
    * @returns The snapshot (owns a memfd; dispose of it).
-   * @throws {SnapshotError} `copy` (cause: the OS error); nothing is left.
+   * @throws {SnapshotError} `copy` (cause: the OS error), `tracking`
+   *   (`read`: a partition's log could not be read); nothing is left and
+   *   nothing changes (no descriptor or mapping, the tracker's point and
+   *   dirty pages as they were).
    * @throws {DisposedError} once the manager is disposed.
    */
   static take(manager: GuestMemoryManager): GuestRamSnapshot {
@@ -202,11 +206,7 @@ export class GuestRamSnapshot implements Disposable {
       : parts.hugepageSize !== undefined
       ? "hugetlb"
       : "shared";
-    let point: number | undefined;
-    if (tracker.isTracking) {
-      tracker.reset();
-      point = tracker.point;
-    }
+    const pending = beginPoint(tracker);
     using stack = new DisposableStack();
     let fd: OwnedFd;
     try {
@@ -217,6 +217,7 @@ export class GuestRamSnapshot implements Disposable {
       copyOut(parts, fd, size);
       fd.addSeals(SNAPSHOT_SEALS);
     } catch (cause) {
+      pending?.abort();
       if (cause instanceof MissingPermissionError) throw cause;
       throw new SnapshotError({ kind: "copy", step: "snapshot", bytes: size }, { cause });
     }
@@ -237,6 +238,8 @@ export class GuestRamSnapshot implements Disposable {
         writable: info.mapParams?.writable ?? false,
         visible: info.active,
       }));
+    pending?.commit();
+    const point = pending === undefined ? undefined : tracker.point;
     const snapshot = new GuestRamSnapshot(fd, size, memoryMode, pieces, deviceRegions, point);
     stack.move();
     return snapshot;
@@ -272,12 +275,25 @@ export class GuestRamSnapshot implements Disposable {
    * visibility to what it was. With tracking on, the tracker's point is
    * this snapshot again.
    *
+   * A failure midway cannot be undone cheaply: after a `copy` or
+   * `visibility` error, RAM holds the snapshot's bytes in part (`copy`) or
+   * in full (`visibility`), the rest as it was. The RAM regions' visibility
+   * and the tracker's point are as before the call, and with tracking on
+   * every page of RAM counts as written since that point (so an incremental
+   * restore of the point's snapshot still gives its exact contents). Calling
+   * `restore` again gives exactly the snapshot.
+   *
    * @param manager The manager the snapshot was taken of, or one with the same RAM regions.
-   * @throws {SnapshotError} `layoutMismatch` (nothing changes), `copy`.
+   * @throws {SnapshotError} `layoutMismatch`, `tracking` (`read`, before
+   *   anything is copied); nothing changes for these. `copy` (cause: the
+   *   OS error), `visibility` (cause: the region change's error): see above.
    * @throws {DisposedError} once the snapshot or the manager is disposed.
    */
   restore(manager: GuestMemoryManager): void {
     const parts = this.#check(manager);
+    const tracker = manager.dirtyTracker();
+    const pending = beginPoint(tracker);
+    const ram = this.pieces.map((p) => p.range);
     try {
       if (parts.backing !== undefined && parts.hugepageSize === undefined) {
         copyFileRange(this.#fd.fd, 0n, parts.backing.fd, 0n, this.size);
@@ -288,10 +304,10 @@ export class GuestRamSnapshot implements Disposable {
         }
       }
     } catch (cause) {
+      pending?.abort(ram);
       throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
     }
-    this.restoreVisibility(manager);
-    this.#newPoint(manager);
+    this.#finish(manager, pending, ram);
   }
 
   /**
@@ -301,11 +317,18 @@ export class GuestRamSnapshot implements Disposable {
    * is then this snapshot again, so the next call copies only what changed
    * after this one.
    *
+   * A failure midway (`copy`, `visibility`) leaves some of the pages
+   * copied back, the RAM regions' visibility and the tracker's point as
+   * before, and every page found written still counted as written: calling
+   * `restoreDirty` (or `restore`) again gives exactly the snapshot.
+   *
    * @param manager The manager the snapshot was taken of.
    * @returns How many pages were copied.
    * @throws {SnapshotError} `notTracking` (tracking is off), `stalePoint`
    *   (the tracker was reset, or another snapshot taken or restored, since),
-   *   `layoutMismatch`, `copy`; nothing changes for the first three.
+   *   `layoutMismatch`, `tracking` (`read`); nothing changes for these.
+   *   `copy` (cause: the OS error), `visibility` (cause: the region
+   *   change's error): see above.
    * @throws {DisposedError} once the snapshot or the manager is disposed.
    */
   restoreDirty(manager: GuestMemoryManager): number {
@@ -321,7 +344,8 @@ export class GuestRamSnapshot implements Disposable {
         snapshotPoint: this.#point,
       });
     }
-    const dirty = collectDirtyPages(tracker);
+    const pending = beginPoint(tracker)!;
+    const dirty = pending.dirty;
     let copied = 0;
     try {
       const writer = this.#writer(parts);
@@ -334,30 +358,46 @@ export class GuestRamSnapshot implements Disposable {
         });
       }
     } catch (cause) {
+      pending.abort();
       throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
     }
-    this.restoreVisibility(manager);
-    this.#newPoint(manager);
+    this.#finish(manager, pending, []);
     return copied;
   }
 
   /**
    * Sets the visibility of each RAM region of `manager` to what it was in
-   * the snapshot (in one transaction), for a manager restored or seeded
-   * from it.
+   * the snapshot, region by region, for a manager restored or seeded from
+   * it. All or nothing: when a change fails, the regions changed before it
+   * are set back.
    *
    * @param manager A manager with the snapshot's RAM regions.
-   * @throws {SnapshotError} `layoutMismatch`.
+   * @throws {SnapshotError} `layoutMismatch`, `visibility` (cause: the
+   *   error of the region change that failed); nothing changes.
    * @throws {DisposedError} once the manager is disposed.
    */
   restoreVisibility(manager: GuestMemoryManager): void {
     const parts = this.#check(manager);
     const control = manager.ramVisibilityControl();
-    using _ = manager.transaction();
-    parts.ramRegions.forEach(({ range, handle }, i) => {
-      const wanted = this.pieces[i].visibility;
-      if (visibilityOf(handle.mapParams) !== wanted) control.setRamVisibility(range, wanted);
-    });
+    const changed: [MemoryRange, RamVisibility][] = [];
+    try {
+      parts.ramRegions.forEach(({ range, handle }, i) => {
+        const was = visibilityOf(handle.mapParams);
+        const wanted = this.pieces[i].visibility;
+        if (was === wanted) return;
+        control.setRamVisibility(range, wanted);
+        changed.push([range, was]);
+      });
+    } catch (cause) {
+      for (const [range, was] of changed.reverse()) {
+        try {
+          control.setRamVisibility(range, was);
+        } catch (undo) {
+          warn(`failed to set the visibility of RAM ${range} back to ${was}`, undo);
+        }
+      }
+      throw new SnapshotError({ kind: "visibility" }, { cause });
+    }
   }
 
   /**
@@ -388,14 +428,20 @@ export class GuestRamSnapshot implements Disposable {
     }
   }
 
-  /** Unmaps the view and closes the memfd; idempotent. */
+  /**
+   * Unmaps the view and closes the memfd; idempotent (when unmapping the
+   * view fails, the memfd is closed all the same and the view stays to be
+   * unmapped by the next call).
+   */
   [Symbol.dispose](): void {
-    const view = this.#view;
-    this.#view = undefined;
     this.#source = undefined;
     this.#dest = undefined;
-    view?.unmap();
-    this.#fd.close();
+    try {
+      this.#view?.unmap();
+      this.#view = undefined;
+    } finally {
+      this.#fd.close();
+    }
   }
 
   #open(): OwnedFd {
@@ -416,14 +462,28 @@ export class GuestRamSnapshot implements Disposable {
     return parts;
   }
 
-  #newPoint(manager: GuestMemoryManager): void {
-    const tracker = manager.dirtyTracker();
-    if (!tracker.isTracking) {
+  /**
+   * After a restore's copy: the visibility back, then the pending point
+   * (this snapshot's from now on); if the visibility fails, the old point
+   * stays, with `written` counted as written.
+   */
+  #finish(
+    manager: GuestMemoryManager,
+    pending: PendingPoint | undefined,
+    written: readonly MemoryRange[],
+  ): void {
+    try {
+      this.restoreVisibility(manager);
+    } catch (error) {
+      pending?.abort(written);
+      throw error;
+    }
+    if (pending === undefined) {
       this.#point = undefined;
       return;
     }
-    tracker.reset();
-    this.#point = tracker.point;
+    pending.commit();
+    this.#point = manager.dirtyTracker().point;
   }
 
   /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */
@@ -569,6 +629,7 @@ class RamWriter {
       Mman.PROT_READ | Mman.PROT_WRITE,
     );
     hostCopyNumbers(Number(map.address) + offset - from, this.#source.address + offset, length);
+    map.unmap(); // (a failed unmap is tried again on the way out: no mapping stays)
   }
 }
 
@@ -584,6 +645,9 @@ function copyOut(parts: GuestMemoryManagerParts, fd: OwnedFd, size: bigint): voi
     // hugetlbfs cannot splice: copy through a view of the file.
     using ram = HostMapping.shared(backing.fd, 0n, size, Mman.PROT_READ);
     hostCopyNumbers(Number(out.address), Number(ram.address), Number(size));
+    // (A failed unmap is tried again on the way out: no mapping outlives a failed snapshot.)
+    ram.unmap();
+    out.unmap();
     return;
   }
   // Private RAM: no fd; every RAM range is accessible in the reservation.
@@ -593,4 +657,5 @@ function copyOut(parts: GuestMemoryManagerParts, fd: OwnedFd, size: bigint): voi
     hostCopyNumbers(Number(out.address) + offset, Number(parts.va.base + range.start), len);
     offset += len;
   }
+  out.unmap();
 }

@@ -9,6 +9,7 @@
  * - `layoutMismatch`: `a snapshot of RAM {snapshot} cannot be restored into RAM {manager}`
  * - `copy`: `failed to {step} guest RAM ({bytes} bytes)`
  * - `tracking`: `failed to {step} dirty logging of a partition`
+ * - `visibility`: `failed to set the RAM visibility of the snapshot`
  *
  * @example
  * ```ts
@@ -33,7 +34,8 @@ export class SnapshotError extends Error {
       readonly step: "snapshot" | "restore" | "clone";
       readonly bytes: bigint;
     }
-    | { readonly kind: "tracking"; readonly step: "start" | "stop" | "read" };
+    | { readonly kind: "tracking"; readonly step: "start" | "stop" | "read" }
+    | { readonly kind: "visibility" };
 
   /**
    * Creates the error for `detail`.
@@ -61,5 +63,7 @@ function describe(d: SnapshotError["detail"]): string {
       return `failed to ${d.step} guest RAM (${d.bytes} bytes)`;
     case "tracking":
       return `failed to ${d.step} dirty logging of a partition`;
+    case "visibility":
+      return "failed to set the RAM visibility of the snapshot";
   }
 }

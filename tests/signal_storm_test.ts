@@ -2,15 +2,22 @@
  * The interruptible calls under a 1 kHz signal storm (a SIGUSR1 listener
  * installed), each mode in a process of its own (tests/support/signal_storm.ts
  * says why): prefetch at attach (`KVM_PRE_FAULT_MEMORY` or
- * `MADV_POPULATE_WRITE`), pinning (`mlock`) and slot changes
- * (`KVM_SET_USER_MEMORY_REGION`). Hugetlb builds (fallocate) are
+ * `MADV_POPULATE_WRITE`), pinning (`mlock`), slot changes
+ * (`KVM_SET_USER_MEMORY_REGION`), dirty tracking with snapshots (the
+ * dirty-log ioctls) and `manager.prefetch()` on Deno's blocking pool. Hugetlb builds (fallocate) are
  * tests/hugetlb_test.ts's. Every round must succeed with no warning.
  */
 import assert from "node:assert/strict";
 import type { StormResult } from "./support/signal_storm.ts";
 import { skipWithoutKvm } from "./support/requirements.ts";
 
-const ROUNDS: Record<string, number> = { prefetch: 8, pin: 8, slots: 20 };
+const ROUNDS: Record<string, number> = {
+  prefetch: 8,
+  pin: 8,
+  slots: 20,
+  dirty: 8,
+  parallelPrefetch: 8,
+};
 
 for (const [mode, rounds] of Object.entries(ROUNDS)) {
   Deno.test({

@@ -11,8 +11,12 @@
  * `prefetch` (64 MiB built with `prefetchRam`: `KVM_PRE_FAULT_MEMORY` or
  * `MADV_POPULATE_WRITE` at attach), `pin` (`pinMappings`: `mlock` at
  * attach) and `slots` (x86 legacy RAM: 42 RAM visibility flips, each a
- * `KVM_SET_USER_MEMORY_REGION` or two). Warnings count as failures (a
- * failed prefetch is only a warning).
+ * `KVM_SET_USER_MEMORY_REGION` or two), `dirty` (dirty tracking and a
+ * snapshot of 64 MiB: `KVM_GET_DIRTY_LOG`/`KVM_CLEAR_DIRTY_LOG`, slot
+ * re-creation with `KVM_MEM_LOG_DIRTY_PAGES`, `copy_file_range`) and
+ * `parallelPrefetch` (`manager.prefetch()` of 64 MiB on two threads of
+ * Deno's blocking pool, `madvise` again on this thread for a part that
+ * failed). Warnings count as failures (a failed prefetch is only a warning).
  *
  * Why a process of its own: the kernel hands a signal sent to a process to
  * its main thread whenever that thread can take it, and `deno test` runs
@@ -31,6 +35,7 @@ import { MemoryLayout } from "../../layout/memory_layout.ts";
 import { MemoryRange } from "../../layout/memory_range.ts";
 import { Vtl } from "../../manager/vtl.ts";
 import { RamVisibility } from "../../regions/ram_visibility_control.ts";
+import { GuestRamSnapshot } from "../../snapshot/guest_ram_snapshot.ts";
 
 /** What a storm run reports. */
 export interface StormResult {
@@ -59,7 +64,7 @@ export function buildsUnderSignalStorm(builds: number, pages: number): Promise<S
 }
 
 /** The rounds of the other modes (see the module documentation). */
-export const STORM_MODES: Readonly<Record<string, (round: number) => void>> = {
+export const STORM_MODES: Readonly<Record<string, (round: number) => void | Promise<void>>> = {
   prefetch: (round) => {
     using manager = new GuestMemoryBuilder().prefetchRam(true).build(
       MemoryLayout.fromGaps(64n << 20n, []),
@@ -74,6 +79,27 @@ export const STORM_MODES: Readonly<Record<string, (round: number) => void>> = {
     );
     using partition = KvmPartition.create();
     using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    manager.client().guestMemory().writeU32(0x1000n, round);
+  },
+  dirty: (round) => {
+    using manager = new GuestMemoryBuilder().x86LegacySupport(true).build(
+      MemoryLayout.fromGaps(64n << 20n, []),
+    );
+    using partition = KvmPartition.create();
+    using _attachment = manager.attachPartition(Vtl.Vtl0, partition);
+    const memory = manager.client().guestMemory();
+    const tracker = manager.dirtyTracker();
+    tracker.start();
+    using snapshot = GuestRamSnapshot.take(manager);
+    for (let page = 0; page < 64; page++) memory.writeU32(BigInt(page) << 20n, round + 1);
+    if (tracker.dirtyPages().length !== 64) throw new RangeError("dirty pages lost");
+    if (snapshot.restoreDirty(manager) !== 64) throw new RangeError("restore copied otherwise");
+    snapshot.restore(manager);
+    tracker.stop();
+  },
+  parallelPrefetch: async (round) => {
+    using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(64n << 20n, []));
+    await manager.prefetch({ threads: 2 });
     manager.client().guestMemory().writeU32(0x1000n, round);
   },
   slots: () => {
@@ -95,7 +121,7 @@ export const STORM_MODES: Readonly<Record<string, (round: number) => void>> = {
 /** Runs `rounds` rounds of `round` under the storm; failures and warnings are reported. */
 export async function underSignalStorm(
   rounds: number,
-  round: (i: number) => void,
+  round: (i: number) => void | Promise<void>,
 ): Promise<StormResult> {
   let signals = 0;
   const count = () => signals++;
@@ -120,7 +146,7 @@ export async function underSignalStorm(
     try {
       for (let i = 0; i < rounds; i++) {
         try {
-          round(i);
+          await round(i);
           built++;
         } catch (error) {
           failures.push(`${error}: ${(error as Error).cause}`);
