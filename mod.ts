@@ -62,4 +62,4 @@ export type { Mappable } from "./mapping/mappable.ts";
 export { SyscallError } from "./ffi/syscall_error.ts";
 export { MissingPermissionError } from "./ffi/missing_permission_error.ts";
 export { DisposedError } from "./diagnostics/disposed_error.ts";
-export { setWarningHandler, type Warning } from "./diagnostics/warnings.ts";
+export { setWarningHandler } from "./diagnostics/warnings.ts";

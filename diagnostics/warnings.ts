@@ -45,20 +45,30 @@ const defaultHandler: WarningHandler = (warning) => {
 let handler: WarningHandler = defaultHandler;
 
 /**
- * Installs `next` as the warning handler (`undefined` restores the default)
- * and returns the previous one.
+ * Installs `next` as the warning handler (`undefined` restores the default,
+ * which writes `membacking: {message}: {cause's message}` with
+ * `console.warn`) and returns the previous one. A warning is a non-fatal
+ * problem: `message`, a lower-case sentence saying what failed, and
+ * `cause`, the error behind it if any (DMA target failures, best-effort
+ * prefetch, THP advice refused, a Worker that does not leave a grace period).
  *
+ * @param next The new handler, or `undefined` for the default one.
+ * @returns The handler it replaces.
  * @example
  * ```ts
- * import { setWarningHandler } from "./warnings.ts";
+ * import { setWarningHandler } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
  * const seen: string[] = [];
- * const previous = setWarningHandler((w) => seen.push(w.message));
- * setWarningHandler(previous);
+ * const previous = setWarningHandler((w) => void seen.push(`${w.message} (${w.cause})`));
+ * const mine = setWarningHandler(previous); // the default again; ours comes back
+ * mine({ message: "a test warning", cause: new Error("EFAULT") });
+ * assert.deepEqual(seen, ["a test warning (Error: EFAULT)"]);
  * ```
  */
 export function setWarningHandler(
-  next: ((warning: Warning) => void) | undefined,
-): (warning: Warning) => void {
+  next: ((warning: { readonly message: string; readonly cause?: unknown }) => void) | undefined,
+): (warning: { readonly message: string; readonly cause?: unknown }) => void {
   const previous = handler;
   handler = next ?? defaultHandler;
   return previous;
