@@ -51,9 +51,10 @@ export interface KvmSlotInfo {
  * import type { KvmPartitionOptions } from "../kvm.ts";
  * import assert from "node:assert/strict";
  *
- * const options: KvmPartitionOptions = { maxSlots: 64 };
+ * const options: KvmPartitionOptions = { maxSlots: 64, mergeSlots: false };
  * using partition = KvmPartition.create(options);
  * assert.equal(partition.maxSlots, 64);
+ * assert.equal(partition.mergesSlots, false);
  * ```
  */
 export interface KvmPartitionOptions {
@@ -64,6 +65,13 @@ export interface KvmPartitionOptions {
    * `KVM_CAP_NR_MEMSLOTS`). Lets tests reach the limit cheaply.
    */
   readonly maxSlots?: number;
+  /**
+   * Whether a batch (a manager transaction) may merge adjacent new ranges
+   * into one slot (default true; see {@linkcode KvmPartition.beginBatch}).
+   * Off, every mapped range is its own slot, batches still skip what did
+   * not change.
+   */
+  readonly mergeSlots?: boolean;
 }
 
 const PAGE_MASK = PAGE_SIZE - 1n;
@@ -117,6 +125,7 @@ export class KvmPartition implements Partition, Disposable {
   readonly #vm: KvmVm;
   readonly #maxSlots: number;
   readonly #preFault: boolean;
+  readonly #merge: boolean;
   /** The slots, in the kernel's own record shape, ordered by guest address. */
   readonly #slots = new SortedRangeList<KvmUserspaceMemoryRegion>(SLOT_KEYS);
   /** Numbers of slots with locked host pages. */
@@ -144,10 +153,11 @@ export class KvmPartition implements Partition, Disposable {
     readonly adds: SortedRangeList<PendingSlot>;
   } | undefined;
 
-  private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number) {
+  private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number, merge: boolean) {
     this.#system = system;
     this.#vm = vm;
     this.#maxSlots = maxSlots;
+    this.#merge = merge;
     this.#preFault = vm.checkExtension(KvmCap.KVM_CAP_PRE_FAULT_MEMORY) > 0;
   }
 
@@ -177,7 +187,12 @@ export class KvmPartition implements Partition, Disposable {
     if (!Number.isInteger(wanted) || wanted < 1) {
       throw new RangeError(`maxSlots must be a positive integer, not ${wanted}`);
     }
-    const partition = new KvmPartition(system, vm, Math.min(wanted, kvmMax));
+    const partition = new KvmPartition(
+      system,
+      vm,
+      Math.min(wanted, kvmMax),
+      options.mergeSlots ?? true,
+    );
     stack.move();
     return partition;
   }
@@ -413,7 +428,8 @@ export class KvmPartition implements Partition, Disposable {
     if (batch === undefined) return;
     const dropped = batch.dropped;
     const creates: PendingSlot[] = [];
-    for (const range of mergeAdjacent(batch.adds.toArray())) {
+    const adds = batch.adds.toArray();
+    for (const range of this.#merge ? mergeAdjacent(adds) : adds) {
       // Unmapped and mapped again as it was: the slot stays.
       const same = this.#slots.find(range.gpa);
       if (same !== undefined && dropped.has(same) && this.#isSlot(same, range)) {
@@ -577,6 +593,11 @@ export class KvmPartition implements Partition, Disposable {
       }
       this.#pinned.add(s.slot);
     }
+  }
+
+  /** Whether batches merge adjacent ranges into one slot (`mergeSlots`). */
+  get mergesSlots(): boolean {
+    return this.#merge;
   }
 
   /** Whether dirty page logging is on ({@linkcode KvmPartition.startDirtyLogging}). */
