@@ -427,15 +427,18 @@ export class KvmPartition implements Partition, Disposable {
     this.#batch = undefined;
     if (batch === undefined) return;
     const dropped = batch.dropped;
-    const creates: PendingSlot[] = [];
-    const adds = batch.adds.toArray();
-    for (const range of this.#merge ? mergeAdjacent(adds) : adds) {
-      // Unmapped and mapped again as it was: the slot stays.
-      const same = this.#slots.find(range.gpa);
-      if (same !== undefined && dropped.has(same) && this.#isSlot(same, range)) {
-        dropped.delete(same);
-      } else creates.push(range);
+    // A slot mapped again exactly as it was (its ranges, flags and host
+    // addresses) stays; the other new ranges merge where they can.
+    const kept = new Set<PendingSlot>();
+    for (const s of [...dropped]) {
+      const tiles = batch.adds.overlapping(s.guestPhysAddr, slotEnd(s));
+      if (this.#tiledBy(s, tiles)) {
+        dropped.delete(s);
+        for (const t of tiles) kept.add(t);
+      }
     }
+    const adds = batch.adds.toArray().filter((a) => !kept.has(a));
+    const creates = this.#merge ? mergeAdjacent(adds) : adds;
     if (this.#slots.length - dropped.size + creates.length > this.#maxSlots) {
       throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
     }
@@ -455,11 +458,20 @@ export class KvmPartition implements Partition, Disposable {
     this.#batch = undefined;
   }
 
-  /** Whether slot `s` is exactly `range` (flags and joins included). */
-  #isSlot(s: KvmUserspaceMemoryRegion, range: PendingSlot): boolean {
-    return s.memorySize === range.end - range.gpa && s.userspaceAddr === range.host &&
-      s.flags === this.#flagsFor(range.writable) &&
-      sameJoins(this.#joins.get(s.slot) ?? [], range.joins);
+  /** Whether `tiles` (ascending) make up slot `s` exactly: range, flags, host addresses, joins. */
+  #tiledBy(s: KvmUserspaceMemoryRegion, tiles: readonly PendingSlot[]): boolean {
+    const writable = (s.flags & KvmMemFlag.KVM_MEM_READONLY) === 0;
+    if (tiles.length === 0 || s.flags !== this.#flagsFor(writable)) return false;
+    const joins: bigint[] = [];
+    let at = s.guestPhysAddr;
+    for (const t of tiles) {
+      if (t.gpa !== at || t.writable !== writable) return false;
+      if (t.host !== s.userspaceAddr + (t.gpa - s.guestPhysAddr)) return false;
+      if (at !== s.guestPhysAddr) joins.push(at);
+      joins.push(...t.joins);
+      at = t.end;
+    }
+    return at === slotEnd(s) && sameJoins(joins, this.#joins.get(s.slot) ?? []);
   }
 
   /** A slot that the open batch has not dropped overlapping `[gpa, end)`. */

@@ -294,6 +294,7 @@ export class GuestRamSnapshot implements Disposable {
     const tracker = manager.dirtyTracker();
     const pending = beginPoint(tracker);
     const ram = this.pieces.map((p) => p.range);
+    const hadView = this.#view !== undefined;
     try {
       if (parts.backing !== undefined && parts.hugepageSize === undefined) {
         copyFileRange(this.#fd.fd, 0n, parts.backing.fd, 0n, this.size);
@@ -305,9 +306,10 @@ export class GuestRamSnapshot implements Disposable {
       }
     } catch (cause) {
       pending?.abort(ram);
+      this.#dropNewView(hadView);
       throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
     }
-    this.#finish(manager, pending, ram);
+    this.#finish(manager, pending, ram, hadView);
   }
 
   /**
@@ -347,6 +349,7 @@ export class GuestRamSnapshot implements Disposable {
     const pending = beginPoint(tracker)!;
     const dirty = pending.dirty;
     let copied = 0;
+    const hadView = this.#view !== undefined;
     try {
       const writer = this.#writer(parts);
       for (const piece of this.pieces) {
@@ -359,17 +362,18 @@ export class GuestRamSnapshot implements Disposable {
       }
     } catch (cause) {
       pending.abort();
+      this.#dropNewView(hadView);
       throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
     }
-    this.#finish(manager, pending, []);
+    this.#finish(manager, pending, [], hadView);
     return copied;
   }
 
   /**
    * Sets the visibility of each RAM region of `manager` to what it was in
-   * the snapshot, region by region, for a manager restored or seeded from
-   * it. All or nothing: when a change fails, the regions changed before it
-   * are set back.
+   * the snapshot (in one transaction), for a manager restored or seeded
+   * from it. All or nothing: when a change fails, the regions changed
+   * before it are set back.
    *
    * @param manager A manager with the snapshot's RAM regions.
    * @throws {SnapshotError} `layoutMismatch`, `visibility` (cause: the
@@ -381,21 +385,28 @@ export class GuestRamSnapshot implements Disposable {
     const control = manager.ramVisibilityControl();
     const changed: [MemoryRange, RamVisibility][] = [];
     try {
-      parts.ramRegions.forEach(({ range, handle }, i) => {
-        const was = visibilityOf(handle.mapParams);
-        const wanted = this.pieces[i].visibility;
-        if (was === wanted) return;
-        control.setRamVisibility(range, wanted);
-        changed.push([range, was]);
-      });
-    } catch (cause) {
-      for (const [range, was] of changed.reverse()) {
-        try {
-          control.setRamVisibility(range, was);
-        } catch (undo) {
-          warn(`failed to set the visibility of RAM ${range} back to ${was}`, undo);
+      // One transaction (its commit is all or nothing, and batches the KVM
+      // slot changes); a change refused inside it is undone in it.
+      using _ = manager.transaction();
+      try {
+        parts.ramRegions.forEach(({ range, handle }, i) => {
+          const was = visibilityOf(handle.mapParams);
+          const wanted = this.pieces[i].visibility;
+          if (was === wanted) return;
+          control.setRamVisibility(range, wanted);
+          changed.push([range, was]);
+        });
+      } catch (error) {
+        for (const [range, was] of changed.reverse()) {
+          try {
+            control.setRamVisibility(range, was);
+          } catch (undo) {
+            warn(`failed to set the visibility of RAM ${range} back to ${was}`, undo);
+          }
         }
+        throw error;
       }
+    } catch (cause) {
       throw new SnapshotError({ kind: "visibility" }, { cause });
     }
   }
@@ -471,11 +482,13 @@ export class GuestRamSnapshot implements Disposable {
     manager: GuestMemoryManager,
     pending: PendingPoint | undefined,
     written: readonly MemoryRange[],
+    hadView: boolean,
   ): void {
     try {
       this.restoreVisibility(manager);
     } catch (error) {
       pending?.abort(written);
+      this.#dropNewView(hadView);
       throw error;
     }
     if (pending === undefined) {
@@ -484,6 +497,24 @@ export class GuestRamSnapshot implements Disposable {
     }
     pending.commit();
     this.#point = manager.dirtyTracker().point;
+  }
+
+  /**
+   * After a failed restore: unmaps the view of the snapshot when this call
+   * mapped it (`hadView` false), so that nothing of the call is left; a
+   * failure to unmap keeps the view (it goes with the snapshot).
+   */
+  #dropNewView(hadView: boolean): void {
+    const view = this.#view;
+    if (hadView || view === undefined) return;
+    try {
+      view.unmap();
+    } catch (cause) {
+      warn("failed to unmap the view of a guest RAM snapshot after a failed restore", cause);
+      return;
+    }
+    this.#view = undefined;
+    this.#source = undefined;
   }
 
   /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */

@@ -293,6 +293,13 @@ Deno.test({
       partition.commitBatch();
     };
 
+    await t.step("separate slots mapped again as they were stay separate", () => {
+      const before = slotSummary(partition);
+      assert.equal(before.length, 4);
+      assert.deepEqual(ioctls(() => flip(true)), []);
+      assert.deepEqual(slotSummary(partition), before);
+    });
+
     await t.step("adjacent ranges changed in one batch share one slot", () => {
       assert.equal(slotSummary(partition).length, 4);
       const made = ioctls(() => flip(false));
