@@ -80,6 +80,18 @@ export class HostMapping implements Disposable {
     return new HostMapping(start, length);
   }
 
+  /**
+   * Maps `length` bytes of `fd` from `fileOffset` (shared) over
+   * `[offset, offset + length)` of this mapping (`MAP_FIXED`: what was
+   * there is replaced; unmapping this mapping unmaps it too).
+   */
+  mapFileAt(offset: bigint, length: bigint, fd: number, fileOffset: bigint, prot: number): void {
+    if (offset < 0n || length <= 0n || offset + length > this.length) {
+      throw new RangeError(`range ${offset}+${length} is outside the ${this.length}-byte mapping`);
+    }
+    mmap(this.address + offset, length, prot, Mman.MAP_SHARED | Mman.MAP_FIXED, fd, fileOffset);
+  }
+
   /** The start address; throws once unmapped. */
   get address(): bigint {
     if (this.#address === 0n) throw new DisposedError({ object: "host mapping" });

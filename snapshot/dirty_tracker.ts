@@ -20,6 +20,8 @@ export interface DirtyTrackerHost {
 
 let construct: (host: DirtyTrackerHost) => DirtyTracker;
 let collectOf: (tracker: DirtyTracker) => PageBitmap;
+let takeOf: (tracker: DirtyTracker) => PageBitmap;
+let giveBackTo: (tracker: DirtyTracker, pages: PageBitmap) => void;
 let attached: (tracker: DirtyTracker, partition: Partition) => void;
 let detached: (tracker: DirtyTracker, partition: Partition) => void;
 
@@ -34,6 +36,26 @@ export function newDirtyTracker(host: DirtyTrackerHost): DirtyTracker {
  */
 export function collectDirtyPages(tracker: DirtyTracker): PageBitmap {
   return collectOf(tracker);
+}
+
+/**
+ * Everything written since the tracker's point (collected now), handed
+ * over: the tracker makes a new point, as {@linkcode DirtyTracker.reset}
+ * does, but with one harvest of the logs for both (an incremental restore
+ * copies the pages back after this, so a write racing with the copy is
+ * tracked for the new point). The set is the caller's until the next take.
+ */
+export function takeDirtyPages(tracker: DirtyTracker): PageBitmap {
+  return takeOf(tracker);
+}
+
+/**
+ * Marks `pages` (from {@linkcode takeDirtyPages}) dirty again for the
+ * current point: an incremental restore that failed part-way gives back
+ * what it took, so that the next one copies those pages again.
+ */
+export function giveBackDirtyPages(tracker: DirtyTracker, pages: PageBitmap): void {
+  giveBackTo(tracker, pages);
 }
 
 /** The manager attached `partition`: it logs too while tracking is on. */
@@ -85,13 +107,17 @@ function ignore(): void {}
  */
 export class DirtyTracker {
   readonly #host: DirtyTrackerHost;
-  readonly #collected = new PageBitmap();
+  #collected = new PageBitmap();
+  /** The set the last take handed over, reused (cleared) by the next one. */
+  #taken = new PageBitmap();
   #tracking = false;
   #point = 0;
 
   static {
     construct = (host) => new DirtyTracker(host);
     collectOf = (tracker) => tracker.#collect();
+    takeOf = (tracker) => tracker.#take();
+    giveBackTo = (tracker, pages) => tracker.#collected.orBitmap(pages);
     attached = (tracker, partition) => tracker.#attached(partition);
     detached = (tracker, partition) => tracker.#detached(partition);
   }
@@ -232,6 +258,17 @@ export class DirtyTracker {
       this.#host.va.dirtyLog.drainInto(this.#collected);
     }
     return this.#collected;
+  }
+
+  #take(): PageBitmap {
+    this.#checkLive();
+    const taken = this.#collect();
+    const next = this.#taken;
+    next.clear();
+    this.#taken = taken;
+    this.#collected = next;
+    this.#point++;
+    return taken;
   }
 
   #add(gpa: bigint, words: Uint32Array, pages: number): void {

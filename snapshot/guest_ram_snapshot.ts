@@ -6,11 +6,12 @@ import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
+import type { PageBitmap } from "../collections/_page_bitmap.ts";
 import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
 import { type GuestMemoryManagerParts, managerInternals } from "../manager/guest_memory_manager.ts";
 import { adoptBacking, type SharedMemoryBacking } from "../manager/shared_memory_backing.ts";
 import { RamVisibility } from "../regions/ram_visibility_control.ts";
-import { collectDirtyPages } from "./dirty_tracker.ts";
+import { giveBackDirtyPages, takeDirtyPages } from "./dirty_tracker.ts";
 import { SnapshotError } from "./snapshot_error.ts";
 
 /**
@@ -155,6 +156,10 @@ export class GuestRamSnapshot implements Disposable {
   #source: WindowViews | undefined;
   /** Windows over the last restored manager's reservation. */
   #dest: WindowViews | undefined;
+  /** The runs of an incremental restore. */
+  readonly #scratch = new RunScratch();
+  /** One mapping of RAM and the snapshot side by side (shared and hugetlb RAM). */
+  #joint: JointView | undefined;
   /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
   #point: number | undefined;
   /** Bytes of RAM. */
@@ -301,11 +306,20 @@ export class GuestRamSnapshot implements Disposable {
    * is then this snapshot again, so the next call copies only what changed
    * after this one.
    *
+   * With shared or hugetlb RAM, the first call maps the manager's RAM file
+   * beside a view of the snapshot (a mapping of the snapshot's own, kept
+   * for the next calls: each run is then one copy within one view); that
+   * RAM stays allocated until the snapshot is disposed or restores another
+   * manager incrementally.
+   *
    * @param manager The manager the snapshot was taken of.
    * @returns How many pages were copied.
    * @throws {SnapshotError} `notTracking` (tracking is off), `stalePoint`
    *   (the tracker was reset, or another snapshot taken or restored, since),
-   *   `layoutMismatch`, `copy`; nothing changes for the first three.
+   *   `layoutMismatch`, `copy`; nothing changes for the first three, and
+   *   for a `copy` failure before copying (mapping the views). A `copy`
+   *   failure part-way leaves the tracker's point at this snapshot with
+   *   every page it was to copy still dirty: calling again finishes.
    * @throws {DisposedError} once the snapshot or the manager is disposed.
    */
   restoreDirty(manager: GuestMemoryManager): number {
@@ -321,23 +335,26 @@ export class GuestRamSnapshot implements Disposable {
         snapshotPoint: this.#point,
       });
     }
-    const dirty = collectDirtyPages(tracker);
-    let copied = 0;
+    let writer: RamWriter;
+    let joint: JointView | undefined;
     try {
-      const writer = this.#writer(parts);
-      for (const piece of this.pieces) {
-        const first = Number(piece.range.start / PAGE_SIZE);
-        const last = Number(piece.range.end / PAGE_SIZE);
-        dirty.forEachRun(first, last, (page, count) => {
-          writer.copy(page * 4096, count * 4096);
-          copied += count;
-        });
-      }
+      writer = this.#writer(parts);
+      joint = this.#jointView(parts);
     } catch (cause) {
       throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
     }
-    this.restoreVisibility(manager);
-    this.#newPoint(manager);
+    // One harvest for the dirty set and the new point; the copy comes after,
+    // so a write racing with it is dirty for the new point.
+    const dirty = takeDirtyPages(tracker);
+    this.#point = tracker.point;
+    let copied: number;
+    try {
+      copied = writer.copyDirty(dirty, this.#scratch, joint);
+    } catch (cause) {
+      giveBackDirtyPages(tracker, dirty);
+      throw new SnapshotError({ kind: "copy", step: "restore", bytes: this.size }, { cause });
+    }
+    this.#restoreVisibility(manager, parts);
     return copied;
   }
 
@@ -351,10 +368,22 @@ export class GuestRamSnapshot implements Disposable {
    * @throws {DisposedError} once the manager is disposed.
    */
   restoreVisibility(manager: GuestMemoryManager): void {
-    const parts = this.#check(manager);
+    this.#restoreVisibility(manager, this.#check(manager));
+  }
+
+  /** {@linkcode GuestRamSnapshot.restoreVisibility}, with no transaction when nothing changes. */
+  #restoreVisibility(manager: GuestMemoryManager, parts: GuestMemoryManagerParts): void {
+    const regions = parts.ramRegions;
+    let i = 0;
+    while (
+      i < regions.length && visibilityOf(regions[i].handle.mapParams) === this.pieces[i].visibility
+    ) {
+      i++;
+    }
+    if (i === regions.length) return;
     const control = manager.ramVisibilityControl();
     using _ = manager.transaction();
-    parts.ramRegions.forEach(({ range, handle }, i) => {
+    regions.forEach(({ range, handle }, i) => {
       const wanted = this.pieces[i].visibility;
       if (visibilityOf(handle.mapParams) !== wanted) control.setRamVisibility(range, wanted);
     });
@@ -390,6 +419,9 @@ export class GuestRamSnapshot implements Disposable {
 
   /** Unmaps the view and closes the memfd; idempotent. */
   [Symbol.dispose](): void {
+    const joint = this.#joint;
+    this.#joint = undefined;
+    joint?.mapping.unmap();
     const view = this.#view;
     this.#view = undefined;
     this.#source = undefined;
@@ -408,10 +440,16 @@ export class GuestRamSnapshot implements Disposable {
     this.#open();
     manager.ramVisibilityControl(); // throws DisposedError for a disposed manager
     const parts = managerInternals(manager);
-    const snapshot = this.pieces.map((p) => String(p.range)).join(",");
-    const mine = ramRanges(parts);
-    if (snapshot !== mine) {
-      throw new SnapshotError({ kind: "layoutMismatch", snapshot, manager: mine });
+    const regions = parts.ramRegions;
+    let same = regions.length === this.pieces.length;
+    for (let i = 0; same && i < regions.length; i++) {
+      const a = regions[i].range;
+      const b = this.pieces[i].range;
+      same = a.start === b.start && a.end === b.end;
+    }
+    if (!same) {
+      const snapshot = this.pieces.map((p) => String(p.range)).join(",");
+      throw new SnapshotError({ kind: "layoutMismatch", snapshot, manager: ramRanges(parts) });
     }
     return parts;
   }
@@ -424,6 +462,19 @@ export class GuestRamSnapshot implements Disposable {
     }
     tracker.reset();
     this.#point = tracker.point;
+  }
+
+  /** The joint view of `parts`' RAM and the snapshot, if it can have one (made on first use). */
+  #jointView(parts: GuestMemoryManagerParts): JointView | undefined {
+    if (this.#joint?.backing !== parts.backing) {
+      const old = this.#joint;
+      this.#joint = undefined;
+      old?.mapping.unmap();
+      if (JointView.fits(this.size, parts)) {
+        this.#joint = JointView.map(this.#fd, this.size, parts.backing!, parts.hugepageSize);
+      }
+    }
+    return this.#joint;
   }
 
   /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */
@@ -449,9 +500,86 @@ const WINDOW = 1 << 21;
 /** At most this many windows are kept (16 GiB of views); past that the cache starts again. */
 const MAX_WINDOWS = 8192;
 
+/**
+ * Runs of an incremental restore longer than this many pages are copied in
+ * parts (one `memcpy` each either way).
+ */
+const MAX_RUN_PAGES = 64;
+
+/**
+ * RAM (read-write) and the snapshot (read-only) mapped side by side in a
+ * range of the snapshot's own, with one view over both, for incremental
+ * restores of shared and hugetlb RAM: each run is one `copyWithin` (no
+ * view object per run), and every piece is reached through the RAM file
+ * whatever its visibility. RAM comes first (hugetlb files map only at
+ * hugepage-aligned addresses). The manager's reservation is not touched.
+ *
+ * `restore_dirty_1000` (bench/snapshot_bench.ts): 143-160 µs median with
+ * it, 160-162 µs with two views and `set` (3 runs each on a quiet host).
+ * Its pages fault in on first touch, like those of the snapshot view: the
+ * first incremental restore of 1,000 pages takes some milliseconds, the
+ * next ones none. It maps the manager's RAM file, so that RAM stays
+ * allocated until the snapshot is disposed or restores another manager.
+ */
+class JointView {
+  readonly mapping: HostMapping;
+  readonly backing: OwnedFd;
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Where the snapshot starts in the view. */
+  readonly snapshotAt: number;
+
+  private constructor(mapping: HostMapping, backing: OwnedFd, snapshotAt: number) {
+    this.mapping = mapping;
+    this.backing = backing;
+    this.snapshotAt = snapshotAt;
+    this.bytes = mapping.bytes();
+  }
+
+  /** Whether `parts`' RAM has a file, and one view over both fits {@linkcode SINGLE_VIEW_MAX}. */
+  static fits(size: bigint, parts: GuestMemoryManagerParts): boolean {
+    if (parts.backing === undefined) return false;
+    const align = parts.hugepageSize ?? PAGE_SIZE;
+    return (size + align - 1n) / align * align + size <= BigInt(SINGLE_VIEW_MAX);
+  }
+
+  /** Maps RAM (`backing`) and the snapshot side by side. */
+  static map(
+    snapshot: OwnedFd,
+    size: bigint,
+    backing: OwnedFd,
+    hugepageSize: bigint | undefined,
+  ): JointView {
+    const align = hugepageSize ?? PAGE_SIZE;
+    const at = (size + align - 1n) / align * align;
+    const mapping = HostMapping.reserve(at + size, align);
+    try {
+      mapping.mapFileAt(0n, size, backing.fd, 0n, Mman.PROT_READ | Mman.PROT_WRITE);
+      mapping.mapFileAt(at, size, snapshot.fd, 0n, Mman.PROT_READ);
+      return new JointView(mapping, backing, Number(at));
+    } catch (error) {
+      mapping.unmap();
+      throw error;
+    }
+  }
+}
+
+/** A reusable list of (first page, count) pairs, grown on demand. */
+class RunScratch {
+  runs: Float64Array = new Float64Array(2 * 1024);
+
+  /** Grows the list to hold `count` pairs at least. */
+  grow(count: number): Float64Array {
+    let pairs = this.runs.length >> 1;
+    while (pairs < count) pairs *= 2;
+    this.runs = new Float64Array(2 * pairs);
+    return this.runs;
+  }
+}
+
 /** Byte views of a host range starting at `address`, made on first use. */
 class WindowViews {
   readonly address: number;
+  readonly length: number;
   /** Bytes per view: the whole range, or 2 MiB. */
   readonly window: number;
   readonly #length: number;
@@ -460,6 +588,7 @@ class WindowViews {
 
   constructor(address: number, length: number) {
     this.address = address;
+    this.length = length;
     this.#length = length;
     this.window = length <= SINGLE_VIEW_MAX ? Math.max(length, 1) : WINDOW;
   }
@@ -535,11 +664,63 @@ class RamWriter {
   /** Whether the reservation maps all of `piece` writable, as RAM. */
   #covers(piece: SnapshotRamPiece): boolean {
     const entry = this.#parts.va.find(Number(piece.range.start));
-    if (entry === undefined || !entry.writable || entry.range.end < piece.range.end) return false;
+    if (entry === undefined || !entry.hostWritable || entry.range.end < piece.range.end) {
+      return false;
+    }
     const backing = this.#parts.backing;
     if (backing === undefined) return entry.kind === "private";
     return entry.kind === "shared" && entry.fd === backing.fd &&
       entry.fileOffset + (piece.range.start - entry.range.start) === piece.fileOffset;
+  }
+
+  /**
+   * Copies the pages of `dirty` that are inside the pieces back; returns
+   * how many. `scratch` holds the runs of one piece at a time.
+   */
+  copyDirty(dirty: PageBitmap, scratch: RunScratch, joint: JointView | undefined): number {
+    let copied = 0;
+    const dest = this.#dest;
+    const source = this.#source;
+    const single = dest.window >= dest.length && source.window >= source.length;
+    for (let i = 0; i < this.#starts.length; i++) {
+      const start = this.#starts[i];
+      const first = start / 4096;
+      const last = this.#ends[i] / 4096;
+      let runs = scratch.runs;
+      let n = dirty.runsInto(first, last, MAX_RUN_PAGES, runs, 0);
+      if (2 * n > runs.length) {
+        runs = scratch.grow(n);
+        n = dirty.runsInto(first, last, MAX_RUN_PAGES, runs, 0);
+      }
+      const delta = this.#offsets[i] - start;
+      if (joint !== undefined) {
+        const b = joint.bytes;
+        const at = joint.snapshotAt;
+        for (let k = 0; k < n; k++) {
+          const to = runs[2 * k] * 4096 + delta;
+          b.copyWithin(to, to + at, to + at + runs[2 * k + 1] * 4096);
+          copied += runs[2 * k + 1];
+        }
+        continue;
+      }
+      if (this.#direct[i] && single) {
+        const d = dest.at(0);
+        const s = source.at(0);
+        for (let k = 0; k < n; k++) {
+          const gpa = runs[2 * k] * 4096;
+          const from = gpa + delta;
+          d.set(s.subarray(from, from + runs[2 * k + 1] * 4096), gpa);
+          copied += runs[2 * k + 1];
+        }
+        continue;
+      }
+      this.#piece = i;
+      for (let k = 0; k < n; k++) {
+        this.copy(runs[2 * k] * 4096, runs[2 * k + 1] * 4096);
+        copied += runs[2 * k + 1];
+      }
+    }
+    return copied;
   }
 
   /** Copies guest `[gpa, gpa + length)` (inside one piece, page aligned) back. */
