@@ -22,12 +22,18 @@ function popcount(x: number): number {
 /** A sparse bitmap of page numbers (non-negative safe integers). */
 export class PageBitmap {
   readonly #chunks = new Map<number, Uint32Array>();
+  /** The chunk indexes, ascending (kept sorted as chunks are made). */
+  readonly #order: number[] = [];
 
   #chunk(index: number): Uint32Array {
     let chunk = this.#chunks.get(index);
     if (chunk === undefined) {
       chunk = new Uint32Array(WORDS_PER_CHUNK);
       this.#chunks.set(index, chunk);
+      const order = this.#order;
+      let at = order.length;
+      while (at > 0 && order[at - 1] > index) at--;
+      order.splice(at, 0, index);
     }
     return chunk;
   }
@@ -147,6 +153,72 @@ export class PageBitmap {
       }
     }
     if (runStart >= 0) visit(runStart, runEnd - runStart);
+  }
+
+  /**
+   * Writes the runs of consecutive pages in `[fromPage, toPage)`, ascending,
+   * into `out` as (first page, count) pairs from pair `at` on, runs longer
+   * than `maxCount` pages split; returns `at` plus the number of pairs. Pairs
+   * past the end of `out` are counted but not written (grow it and call
+   * again). No closure per run, for incremental restores.
+   */
+  runsInto(
+    fromPage: number,
+    toPage: number,
+    maxCount: number,
+    out: Float64Array,
+    at: number,
+  ): number {
+    const order = this.#order;
+    const room = out.length >> 1;
+    let runStart = -1;
+    let runEnd = -1;
+    for (let k = 0; k < order.length; k++) {
+      const base = order[k] * PAGES_PER_CHUNK;
+      if (base + PAGES_PER_CHUNK <= fromPage) continue;
+      if (base >= toPage) break;
+      const chunk = this.#chunks.get(order[k])!;
+      const first = fromPage > base ? (fromPage - base) >>> 5 : 0;
+      const last = toPage < base + PAGES_PER_CHUNK ? (toPage - base + 31) >>> 5 : WORDS_PER_CHUNK;
+      for (let i = first; i < last; i++) {
+        let w = chunk[i];
+        if (w === 0) continue;
+        if (w === -1 >>> 0 && base + i * 32 === runEnd && runEnd - runStart + 32 <= maxCount) {
+          const page = base + i * 32;
+          if (page >= fromPage && page + 32 <= toPage) {
+            runEnd += 32;
+            continue;
+          }
+        }
+        do {
+          const b = 31 - Math.clz32(w & -w);
+          w &= w - 1;
+          const page = base + i * 32 + b;
+          if (page < fromPage || page >= toPage) continue;
+          if (page === runEnd && runEnd - runStart < maxCount) {
+            runEnd++;
+          } else {
+            if (runStart >= 0) {
+              if (at < room) {
+                out[2 * at] = runStart;
+                out[2 * at + 1] = runEnd - runStart;
+              }
+              at++;
+            }
+            runStart = page;
+            runEnd = page + 1;
+          }
+        } while (w !== 0);
+      }
+    }
+    if (runStart >= 0) {
+      if (at < room) {
+        out[2 * at] = runStart;
+        out[2 * at + 1] = runEnd - runStart;
+      }
+      at++;
+    }
+    return at;
   }
 
   /** The pages of `[fromPage, toPage)` in the set, ascending. */

@@ -6,6 +6,7 @@ import { hostBytes, hostCopyNumbers } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
+import type { PageBitmap } from "../collections/_page_bitmap.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
 import { type GuestMemoryManagerParts, managerInternals } from "../manager/guest_memory_manager.ts";
@@ -156,6 +157,8 @@ export class GuestRamSnapshot implements Disposable {
   #source: WindowViews | undefined;
   /** Windows over the last restored manager's reservation. */
   #dest: WindowViews | undefined;
+  /** The runs of an incremental restore, reused. */
+  readonly #scratch = new RunScratch();
   /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
   #point: number | undefined;
   /** Bytes of RAM. */
@@ -351,15 +354,7 @@ export class GuestRamSnapshot implements Disposable {
     let copied = 0;
     const hadView = this.#view !== undefined;
     try {
-      const writer = this.#writer(parts);
-      for (const piece of this.pieces) {
-        const first = Number(piece.range.start / PAGE_SIZE);
-        const last = Number(piece.range.end / PAGE_SIZE);
-        dirty.forEachRun(first, last, (page, count) => {
-          writer.copy(page * 4096, count * 4096);
-          copied += count;
-        });
-      }
+      copied = this.#writer(parts).copyDirty(dirty, this.#scratch);
     } catch (cause) {
       pending.abort();
       this.#dropNewView(hadView);
@@ -382,6 +377,14 @@ export class GuestRamSnapshot implements Disposable {
    */
   restoreVisibility(manager: GuestMemoryManager): void {
     const parts = this.#check(manager);
+    const regions = parts.ramRegions;
+    let i = 0;
+    while (
+      i < regions.length && visibilityOf(regions[i].handle.mapParams) === this.pieces[i].visibility
+    ) {
+      i++;
+    }
+    if (i === regions.length) return; // nothing to change: no transaction
     const control = manager.ramVisibilityControl();
     const changed: [MemoryRange, RamVisibility][] = [];
     try {
@@ -465,10 +468,14 @@ export class GuestRamSnapshot implements Disposable {
     this.#open();
     manager.ramVisibilityControl(); // throws DisposedError for a disposed manager
     const parts = managerInternals(manager);
-    const snapshot = this.pieces.map((p) => String(p.range)).join(",");
-    const mine = ramRanges(parts);
-    if (snapshot !== mine) {
-      throw new SnapshotError({ kind: "layoutMismatch", snapshot, manager: mine });
+    const regions = parts.ramRegions;
+    let same = regions.length === this.pieces.length;
+    for (let i = 0; same && i < regions.length; i++) {
+      same = regions[i].range.equals(this.pieces[i].range);
+    }
+    if (!same) {
+      const snapshot = this.pieces.map((p) => String(p.range)).join(",");
+      throw new SnapshotError({ kind: "layoutMismatch", snapshot, manager: ramRanges(parts) });
     }
     return parts;
   }
@@ -540,9 +547,29 @@ const WINDOW = 1 << 21;
 /** At most this many windows are kept (16 GiB of views); past that the cache starts again. */
 const MAX_WINDOWS = 8192;
 
+/**
+ * Runs of an incremental restore longer than this many pages are copied in
+ * parts (one `memcpy` each either way).
+ */
+const MAX_RUN_PAGES = 64;
+
+/** A reusable list of (first page, count) pairs, grown on demand. */
+class RunScratch {
+  runs: Float64Array = new Float64Array(2 * 1024);
+
+  /** Grows the list to hold `count` pairs at least. */
+  grow(count: number): Float64Array {
+    let pairs = this.runs.length >> 1;
+    while (pairs < count) pairs *= 2;
+    this.runs = new Float64Array(2 * pairs);
+    return this.runs;
+  }
+}
+
 /** Byte views of a host range starting at `address`, made on first use. */
 class WindowViews {
   readonly address: number;
+  readonly length: number;
   /** Bytes per view: the whole range, or 2 MiB. */
   readonly window: number;
   readonly #length: number;
@@ -551,6 +578,7 @@ class WindowViews {
 
   constructor(address: number, length: number) {
     this.address = address;
+    this.length = length;
     this.#length = length;
     this.window = length <= SINGLE_VIEW_MAX ? Math.max(length, 1) : WINDOW;
   }
@@ -626,11 +654,54 @@ class RamWriter {
   /** Whether the reservation maps all of `piece` writable, as RAM. */
   #covers(piece: SnapshotRamPiece): boolean {
     const entry = this.#parts.va.find(Number(piece.range.start));
-    if (entry === undefined || !entry.writable || entry.range.end < piece.range.end) return false;
+    // (A read-only region keeps host-writable mappings where it can.)
+    if (entry === undefined || !entry.hostWritable || entry.range.end < piece.range.end) {
+      return false;
+    }
     const backing = this.#parts.backing;
     if (backing === undefined) return entry.kind === "private";
     return entry.kind === "shared" && entry.fd === backing.fd &&
       entry.fileOffset + (piece.range.start - entry.range.start) === piece.fileOffset;
+  }
+
+  /**
+   * Copies the pages of `dirty` inside the pieces back; returns how many.
+   * `scratch` holds the runs of one piece at a time (no closure or object
+   * per run).
+   */
+  copyDirty(dirty: PageBitmap, scratch: RunScratch): number {
+    let copied = 0;
+    const dest = this.#dest;
+    const source = this.#source;
+    const single = dest.window >= dest.length && source.window >= source.length;
+    for (let i = 0; i < this.#starts.length; i++) {
+      const start = this.#starts[i];
+      let runs = scratch.runs;
+      let n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, MAX_RUN_PAGES, runs, 0);
+      if (2 * n > runs.length) {
+        runs = scratch.grow(n);
+        n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, MAX_RUN_PAGES, runs, 0);
+      }
+      if (this.#direct[i] && single) {
+        // One view each way: a typed-array copy per run.
+        const delta = this.#offsets[i] - start;
+        const d = dest.at(0);
+        const s = source.at(0);
+        for (let k = 0; k < n; k++) {
+          const gpa = runs[2 * k] * 4096;
+          const from = gpa + delta;
+          d.set(s.subarray(from, from + runs[2 * k + 1] * 4096), gpa);
+          copied += runs[2 * k + 1];
+        }
+        continue;
+      }
+      this.#piece = i;
+      for (let k = 0; k < n; k++) {
+        this.copy(runs[2 * k] * 4096, runs[2 * k + 1] * 4096);
+        copied += runs[2 * k + 1];
+      }
+    }
+    return copied;
   }
 
   /** Copies guest `[gpa, gpa + length)` (inside one piece, page aligned) back. */
