@@ -84,6 +84,14 @@ const SLOT_KEYS: RangeKeys<KvmUserspaceMemoryRegion> = {
   end: (s) => s.guestPhysAddr + s.memorySize,
 };
 
+/** A range cut out of a merged slot by an unmap: the slot, the range, the slots of the rest. */
+interface SlotSplit {
+  readonly whole: PendingSlot;
+  readonly gpa: bigint;
+  readonly end: bigint;
+  readonly rests: readonly KvmUserspaceMemoryRegion[];
+}
+
 function slotEnd(s: KvmUserspaceMemoryRegion): bigint {
   return s.guestPhysAddr + s.memorySize;
 }
@@ -147,6 +155,12 @@ export class KvmPartition implements Partition, Disposable {
   readonly #bitmaps = new Map<number, Uint8Array<ArrayBuffer>>();
   /** Where the mapped ranges of a merged slot join, by slot number (merged slots only). */
   readonly #joins = new Map<number, readonly bigint[]>();
+  /**
+   * The last unmap that cut a range out of a merged slot (the slot, the
+   * range, the slots made of the rest), until the next change: mapping the
+   * range back as it was restores the merged slot.
+   */
+  #lastSplit: SlotSplit | undefined;
   /** The open batch: slots to delete and ranges to map at its commit. */
   #batch: {
     readonly dropped: Set<KvmUserspaceMemoryRegion>;
@@ -327,6 +341,14 @@ export class KvmPartition implements Partition, Disposable {
       batch.adds.insert(range);
       return;
     }
+    const split = this.#lastSplit;
+    this.#lastSplit = undefined;
+    if (split !== undefined && this.#fillsSplit(split, range)) {
+      // The range just cut out of a merged slot, mapped back as it was (a
+      // failed change undoing itself): the merged slot comes back.
+      this.#replace(split.rests, [split.whole]);
+      return;
+    }
     if (this.#slots.length >= this.#maxSlots) {
       throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
     }
@@ -360,6 +382,12 @@ export class KvmPartition implements Partition, Disposable {
         batch.adds.remove(p);
         for (const part of pendingRests[i]) batch.adds.insert(part);
       }
+      return;
+    }
+    this.#lastSplit = undefined;
+    if (inside.length === 1 && rests[0].length > 0) {
+      const whole = this.#asPending(inside[0]);
+      this.#lastSplit = { whole, gpa, end, rests: this.#replace(inside, rests[0]) };
       return;
     }
     for (let i = inside.length - 1; i >= 0; i--) {
@@ -474,6 +502,17 @@ export class KvmPartition implements Partition, Disposable {
     return at === slotEnd(s) && sameJoins(joins, this.#joins.get(s.slot) ?? []);
   }
 
+  /** Whether mapping `range` refills the hole `split` cut, as it was (the rest still there). */
+  #fillsSplit(
+    split: SlotSplit,
+    range: PendingSlot,
+  ): boolean {
+    const whole = split.whole;
+    return range.gpa === split.gpa && range.end === split.end &&
+      range.writable === whole.writable && range.host === whole.host + (range.gpa - whole.gpa) &&
+      split.rests.every((s) => this.#slots.find(s.guestPhysAddr) === s);
+  }
+
   /** A slot that the open batch has not dropped overlapping `[gpa, end)`. */
   #liveOverlap(gpa: bigint, end: bigint): KvmUserspaceMemoryRegion | undefined {
     const batch = this.#batch;
@@ -523,7 +562,10 @@ export class KvmPartition implements Partition, Disposable {
    * Deletes `olds`, then creates `news`; all or nothing (on failure what
    * was created is deleted and what was deleted is created again).
    */
-  #replace(olds: readonly KvmUserspaceMemoryRegion[], news: readonly PendingSlot[]): void {
+  #replace(
+    olds: readonly KvmUserspaceMemoryRegion[],
+    news: readonly PendingSlot[],
+  ): KvmUserspaceMemoryRegion[] {
     const deleted: PendingSlot[] = [];
     const created: KvmUserspaceMemoryRegion[] = [];
     try {
@@ -533,6 +575,7 @@ export class KvmPartition implements Partition, Disposable {
         deleted.push(range);
       }
       for (const range of news) created.push(this.#create(range));
+      return created;
     } catch (error) {
       for (const s of created.reverse()) {
         try {

@@ -48,6 +48,7 @@ import { GuestRamSnapshot } from "../snapshot/guest_ram_snapshot.ts";
 import { SnapshotError } from "../snapshot/snapshot_error.ts";
 import { GuestProbe } from "../testing/guest_probe.ts";
 import {
+  checkSlotsMatchRegions,
   errnoText,
   Injector,
   managerState,
@@ -509,16 +510,7 @@ const PROBE_CODE = 0xfffff000n;
 
 /** What the guest sees (active regions) against the KVM slots but the probe's. */
 function checkSlots(manager: GuestMemoryManager, kvm: KvmPartition, where: string): void {
-  const regions = managerInternals(manager).regionManager.regionInfos().filter((r) => r.active);
-  assert.deepEqual(
-    kvm.slots().filter((s) => s.gpa !== PROBE_CODE).map((s) =>
-      `${MemoryRange.fromLength(s.gpa, s.size)} ${s.readonly}`
-    ),
-    regions.map((r) => `${r.range} ${r.mapParams?.writable === false}`).sort((a, b) =>
-      Number(BigInt(a.split("-")[0]) - BigInt(b.split("-")[0]))
-    ),
-    `kvm slots against the active regions, ${where}`,
-  );
+  checkSlotsMatchRegions(manager, kvm, where, [PROBE_CODE]);
 }
 
 Deno.test({

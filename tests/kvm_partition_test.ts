@@ -347,6 +347,22 @@ Deno.test({
       );
       assert.equal(ioctls(() => partition.unmapRange(0x12000n, 2n * PAGE)).length, 3);
       assert.deepEqual(slotSummary(partition), ["0:0x10000+0x2000:ro", "1:0x14000+0x4000:ro"]);
+      // Mapped back as it was (what a failed change does to undo itself):
+      // the merged slot comes back.
+      assert.equal(
+        ioctls(() => partition.mapRange(at(2n), 2n * PAGE, 0x12000n, false, true)).length,
+        3,
+      );
+      assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000:ro"]);
+      // Mapped back otherwise: a slot of its own.
+      partition.unmapRange(0x12000n, 2n * PAGE);
+      partition.mapRange(at(2n), 2n * PAGE, 0x12000n, true, true);
+      assert.deepEqual(slotSummary(partition), [
+        "0:0x10000+0x2000:ro",
+        "2:0x12000+0x2000",
+        "1:0x14000+0x4000:ro",
+      ]);
+      partition.unmapRange(0x12000n, 2n * PAGE);
       partition.mapRange(at(2n), 2n * PAGE, 0x12000n, false, true);
     });
 
