@@ -97,6 +97,19 @@ export interface BenchResult {
   readonly samples: readonly number[];
 }
 
+/**
+ * Warm-up of the first KVM slot benchmark of a bench process, in ms. For
+ * the first second or two of a Deno process, V8's compiler and garbage
+ * collector threads map and unmap memory on the other core, and on this
+ * nested host a thread of the same process doing that makes every
+ * `KVM_SET_USER_MEMORY_REGION` slower (C, 28 slot pairs: 0.70 ms alone,
+ * 1.2-1.4 ms beside a thread doing mmap+munmap; a PAM flip from Deno: 3.5
+ * ms in its first 400 flips, 0.75 ms after, and 0.75 ms from the start
+ * pinned to one core with `taskset -c 0`). Without this, each short round
+ * would time mostly that start-up.
+ */
+export const KVM_WARMUP_MS = 2000;
+
 /** Results land here, so the JIT cannot drop the operations. */
 export let sink: unknown;
 

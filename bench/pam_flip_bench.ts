@@ -22,7 +22,7 @@
 
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, RamVisibility, Vtl } from "../mod.ts";
-import { bench, kvmAvailable, MIB, pamRanges, skip } from "./bench_support.ts";
+import { bench, KVM_WARMUP_MS, kvmAvailable, MIB, pamRanges, skip } from "./bench_support.ts";
 
 const RAM = 16n * MIB;
 
@@ -45,7 +45,7 @@ if (!kvmAvailable()) {
   bench("pam_flip", () => {
     set(pam, RamVisibility.ReadOnly);
     set(pam, RamVisibility.ReadWrite);
-  }, { samples: 60, budgetMs: 300 });
+  }, { samples: 60, budgetMs: 300, warmupMs: KVM_WARMUP_MS });
 
   const pieces = pam.slice(1);
   bench("pam_flip13_separate", () => {

@@ -18,7 +18,7 @@
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, Vtl } from "../mod.ts";
 import { BiosRom, I440fxPam } from "../x86.ts";
-import { bench, kvmAvailable, MIB, skip } from "./bench_support.ts";
+import { bench, KVM_WARMUP_MS, kvmAvailable, MIB, skip } from "./bench_support.ts";
 import { SEABIOS_POST_PAM_WRITES } from "./seabios_pam_sequence.ts";
 
 const RAM = 128n * MIB;
@@ -39,5 +39,5 @@ if (!kvmAvailable()) {
   };
   post(); // from power-on to the lock state, where each operation starts
   // Short runs: bench/run.ts alternates many such rounds with the C baseline.
-  bench("seabios_pam", post, { samples: 30, budgetMs: 300 });
+  bench("seabios_pam", post, { samples: 30, budgetMs: 300, warmupMs: KVM_WARMUP_MS });
 }

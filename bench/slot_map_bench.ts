@@ -14,7 +14,7 @@
 
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, MemoryRange, RamVisibility, Vtl } from "../mod.ts";
-import { bench, MIB, skip, skipWithoutKvm } from "./bench_support.ts";
+import { bench, KVM_WARMUP_MS, MIB, skip, skipWithoutKvm } from "./bench_support.ts";
 
 const SLOT = new MemoryRange(16n * MIB, 18n * MIB);
 if (skipWithoutKvm("slot_map")) {
@@ -30,5 +30,5 @@ if (skipWithoutKvm("slot_map")) {
   bench("slot_map", () => {
     control.setRamVisibility(SLOT, RamVisibility.Unmapped);
     control.setRamVisibility(SLOT, RamVisibility.ReadWrite);
-  }, { samples: 300 });
+  }, { samples: 300, warmupMs: KVM_WARMUP_MS });
 }
