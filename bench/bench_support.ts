@@ -106,9 +106,14 @@ export interface BenchResult {
  * 1.2-1.4 ms beside a thread doing mmap+munmap; a PAM flip from Deno: 3.5
  * ms in its first 400 flips, 0.75 ms after, and 0.75 ms from the start
  * pinned to one core with `taskset -c 0`). Without this, each short round
- * would time mostly that start-up.
+ * would time mostly that start-up. The later slot benchmarks of a process
+ * warm up for {@linkcode KVM_ROW_WARMUP_MS}: their code is compiled on
+ * another thread meanwhile, with the same effect.
  */
 export const KVM_WARMUP_MS = 2000;
+
+/** Warm-up of every later KVM slot benchmark of a bench process, in ms. */
+export const KVM_ROW_WARMUP_MS = 1000;
 
 /** Results land here, so the JIT cannot drop the operations. */
 export let sink: unknown;

@@ -24,7 +24,14 @@
 
 import { KvmPartition } from "../kvm.ts";
 import { Vtl } from "../mod.ts";
-import { bench, deviceGuest, KVM_WARMUP_MS, kvmAvailable, skip } from "./bench_support.ts";
+import {
+  bench,
+  deviceGuest,
+  KVM_ROW_WARMUP_MS,
+  KVM_WARMUP_MS,
+  kvmAvailable,
+  skip,
+} from "./bench_support.ts";
 
 /** The region counts. */
 const COUNTS = [10, 1000, 10000, 30000];
@@ -46,6 +53,10 @@ if (!kvmAvailable()) {
     bench(`kvm_scale_${count}`, () => {
       control.unmapFromGuest();
       control.mapToGuest(gpa, writable);
-    }, { samples: 200, budgetMs: 300, warmupMs: count === COUNTS[0] ? KVM_WARMUP_MS : undefined });
+    }, {
+      samples: 200,
+      budgetMs: 300,
+      warmupMs: count === COUNTS[0] ? KVM_WARMUP_MS : KVM_ROW_WARMUP_MS,
+    });
   }
 }

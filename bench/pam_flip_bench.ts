@@ -22,7 +22,15 @@
 
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, RamVisibility, Vtl } from "../mod.ts";
-import { bench, KVM_WARMUP_MS, kvmAvailable, MIB, pamRanges, skip } from "./bench_support.ts";
+import {
+  bench,
+  KVM_ROW_WARMUP_MS,
+  KVM_WARMUP_MS,
+  kvmAvailable,
+  MIB,
+  pamRanges,
+  skip,
+} from "./bench_support.ts";
 
 const RAM = 16n * MIB;
 
@@ -51,7 +59,7 @@ if (!kvmAvailable()) {
   bench("pam_flip13_separate", () => {
     set(pieces, RamVisibility.ReadOnly);
     set(pieces, RamVisibility.ReadWrite);
-  }, { samples: 60, budgetMs: 300 });
+  }, { samples: 60, budgetMs: 300, warmupMs: KVM_ROW_WARMUP_MS });
   // The same 26 changes as one transaction per direction.
   const batched = (visibility: RamVisibility) => {
     using _ = manager.transaction();
@@ -60,5 +68,5 @@ if (!kvmAvailable()) {
   bench("pam_flip13_batched", () => {
     batched(RamVisibility.ReadOnly);
     batched(RamVisibility.ReadWrite);
-  }, { samples: 60, budgetMs: 300 });
+  }, { samples: 60, budgetMs: 300, warmupMs: KVM_ROW_WARMUP_MS });
 }

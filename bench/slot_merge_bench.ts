@@ -24,7 +24,16 @@
 import { KvmPartition } from "../kvm.ts";
 import { GuestMemoryBuilder, MemoryLayout, RamVisibility, Vtl } from "../mod.ts";
 import type { GuestMemoryManager } from "../mod.ts";
-import { bench, GIB, KVM_WARMUP_MS, kvmAvailable, MIB, pamRanges, skip } from "./bench_support.ts";
+import {
+  bench,
+  GIB,
+  KVM_ROW_WARMUP_MS,
+  KVM_WARMUP_MS,
+  kvmAvailable,
+  MIB,
+  pamRanges,
+  skip,
+} from "./bench_support.ts";
 
 const NAMES = [
   "merge_batched_16m",
@@ -64,13 +73,13 @@ if (!kvmAvailable()) {
       bench(`merge_batched_${label}${suffix}`, () => {
         batched(RamVisibility.ReadOnly);
         batched(RamVisibility.ReadWrite);
-      }, { ...options, warmupMs: first ? KVM_WARMUP_MS : undefined });
+      }, { ...options, warmupMs: first ? KVM_WARMUP_MS : KVM_ROW_WARMUP_MS });
       first = false;
       if (label === "16m") {
         bench(`merge_mixed_16m${suffix}`, () => {
           batched(RamVisibility.ReadOnly);
           for (const range of pieces) control.setRamVisibility(range, RamVisibility.ReadWrite);
-        }, options);
+        }, { ...options, warmupMs: KVM_ROW_WARMUP_MS });
       }
     }
   }
