@@ -161,6 +161,13 @@ export class KvmPartition implements Partition, Disposable {
    * range back as it was restores the merged slot.
    */
   #lastSplit: SlotSplit | undefined;
+  /** What the last committed batch deleted and made (for `revertBatch`). */
+  #lastCommit:
+    | {
+      readonly deleted: readonly PendingSlot[];
+      readonly created: readonly KvmUserspaceMemoryRegion[];
+    }
+    | undefined;
   /** The open batch: slots to delete and ranges to map at its commit. */
   #batch: {
     readonly dropped: Set<KvmUserspaceMemoryRegion>;
@@ -436,6 +443,7 @@ export class KvmPartition implements Partition, Disposable {
   beginBatch(): boolean {
     this.#checkOpen();
     if (this.#batch !== undefined || this.#pinned.size > 0) return false;
+    this.#lastCommit = undefined;
     this.#batch = { dropped: new Set(), adds: new SortedRangeList(PENDING_KEYS) };
     return true;
   }
@@ -470,10 +478,36 @@ export class KvmPartition implements Partition, Disposable {
     if (this.#slots.length - dropped.size + creates.length > this.#maxSlots) {
       throw new KvmPartitionError({ kind: "slotsExhausted", maxSlots: this.#maxSlots });
     }
-    this.#replace(
-      [...dropped].sort((a, b) => (a.guestPhysAddr < b.guestPhysAddr ? -1 : 1)),
-      creates,
-    );
+    const olds = [...dropped].sort((a, b) => (a.guestPhysAddr < b.guestPhysAddr ? -1 : 1));
+    const deleted = olds.map((old) => this.#asPending(old));
+    const created = this.#replace(olds, creates);
+    this.#lastCommit = { deleted, created };
+  }
+
+  /**
+   * Undoes the last committed batch exactly (the slots it deleted come
+   * back as they were, merged or not), if no slot it made has changed
+   * since and nothing was mapped where they were; for a failed transaction
+   * taking its changes back.
+   *
+   * @returns Whether it did (false: nothing changed).
+   * @throws {KvmPartitionError} `map` or `unmap` (the slots are then as
+   *   before the call).
+   * @throws {DisposedError} once disposed.
+   */
+  revertBatch(): boolean {
+    this.#checkOpen();
+    const last = this.#lastCommit;
+    this.#lastCommit = undefined;
+    if (last === undefined || this.#batch !== undefined) return false;
+    if (!last.created.every((s) => this.#slots.find(s.guestPhysAddr) === s)) return false;
+    // Nothing mapped since where the deleted slots come back.
+    const created = new Set(last.created);
+    for (const range of last.deleted) {
+      if (this.#slots.overlapping(range.gpa, range.end).some((s) => !created.has(s))) return false;
+    }
+    this.#replace(last.created, last.deleted);
+    return true;
   }
 
   /**

@@ -78,6 +78,21 @@ export class PartitionMapper {
     }
   }
 
+  /**
+   * Undoes the partition's last committed batch exactly, where it can.
+   *
+   * @returns Whether it did.
+   * @throws {PartitionMapperError} `map` with the partition's error as cause.
+   */
+  revertBatch(): boolean {
+    if (this.pin) return false;
+    try {
+      return this.partition.revertBatch?.() ?? false;
+    } catch (cause) {
+      throw new PartitionMapperError("map", cause);
+    }
+  }
+
   /** Forgets the open batch. */
   abortBatch(): void {
     this.#prefetches = undefined;

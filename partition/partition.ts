@@ -56,4 +56,9 @@ export interface Partition {
   commitBatch?(): void;
   /** Optional: forgets the open batch. */
   abortBatch?(): void;
+  /**
+   * Optional: undoes the last committed batch exactly, if nothing it made
+   * has changed since; returns whether it did.
+   */
+  revertBatch?(): boolean;
 }

@@ -1060,7 +1060,9 @@ export class RegionManager implements Disposable {
    */
   #applyStep(step: RegionNode | RegionNode[], forward: boolean): void {
     if (Array.isArray(step)) {
-      this.#changeGroup(step, forward);
+      // Backward is the undo of a group applied forward: exactly, where the
+      // partitions can.
+      this.#changeGroup(step, forward, !forward);
       return;
     }
     const before = step.applied!;
@@ -1073,8 +1075,13 @@ export class RegionManager implements Disposable {
    * params to the tree's, or back): each partition that can batch gets all
    * of them as one batch, committed at the end. All or nothing.
    */
-  #changeGroup(nodes: readonly RegionNode[], forward: boolean): void {
+  #changeGroup(nodes: readonly RegionNode[], forward: boolean, undo = false): void {
     const mappers = this.#partitions;
+    if (undo) {
+      // (Going `forward` takes back a group that went the other way.)
+      this.#revertGroup(nodes, !forward, mappers.map(() => true));
+      return;
+    }
     const batched = mappers.map((m) => m.beginBatch());
     let done = 0;
     try {
@@ -1090,19 +1097,9 @@ export class RegionManager implements Disposable {
         mappers[k].commitBatch();
       } catch (cause) {
         // Partition k is as before its batch, the later ones get none; the
-        // earlier ones, the DMA targets and the table are taken back (in
-        // new batches: nothing changes where no batch was committed).
+        // earlier ones, the DMA targets and the table are taken back.
         for (let j = k + 1; j < mappers.length; j++) if (batched[j]) mappers[j].abortBatch();
-        const again = mappers.map((m, j) => batched[j] && m.beginBatch());
-        for (let i = nodes.length - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
-        mappers.forEach((m, j) => {
-          if (!again[j]) return;
-          try {
-            m.commitBatch();
-          } catch (undo) {
-            warn("failed to undo a batch of partition changes", undo);
-          }
-        });
+        this.#revertGroup(nodes, forward, mappers.map((_, j) => batched[j] && j < k));
         const names = [...new Set(nodes.map((n) => n.name))].join(", ");
         const start = nodes.reduce(
           (lo, n) => (n.range.start < lo ? n.range.start : lo),
@@ -1116,11 +1113,47 @@ export class RegionManager implements Disposable {
           kind: "partitionMap",
           name: names,
           range: new MemoryRange(start, end),
-        }, {
-          cause,
-        });
+        }, { cause });
       }
     }
+  }
+
+  /**
+   * Takes back a group applied `forward` (quietly: a rollback): partitions
+   * that committed its batch (`committed`) undo that batch exactly where
+   * they can (the slot structure as it was), the others get the inverse
+   * changes (in a batch that changes nothing where none was committed);
+   * DMA targets and the table go back too.
+   */
+  #revertGroup(
+    nodes: readonly RegionNode[],
+    forward: boolean,
+    committed: readonly boolean[],
+  ): void {
+    const mappers = this.#partitions;
+    const reverted = mappers.map((m, j) => {
+      if (!committed[j]) return false;
+      try {
+        return m.revertBatch();
+      } catch (cause) {
+        warn("failed to undo a batch of partition changes", cause);
+        return false;
+      }
+    });
+    const batched = mappers.map((m) => m.beginBatch());
+    for (let i = nodes.length - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
+    mappers.forEach((m, j) => {
+      if (!batched[j]) return;
+      if (reverted[j]) {
+        m.abortBatch(); // its slots are back already
+        return;
+      }
+      try {
+        m.commitBatch();
+      } catch (cause) {
+        warn("failed to undo a batch of partition changes", cause);
+      }
+    });
   }
 
   /** Changes the params of the active `node` in place, from `applied` to the tree's (or back). */

@@ -309,6 +309,25 @@ Deno.test({
       assert.deepEqual(slotSummary(partition), ["0:0x10000+0x8000"]);
     });
 
+    await t.step("the last commit can be undone exactly, until its slots change", () => {
+      const merged = slotSummary(partition);
+      flip(false);
+      assert.equal(partition.revertBatch(), true);
+      assert.deepEqual(slotSummary(partition).map((s) => s.replace(/^\d+:/, "")), [
+        "0x10000+0x8000",
+      ]);
+      assert.equal(partition.revertBatch(), false, "only once");
+      flip(false);
+      partition.unmapRange(0x10000n, 2n * PAGE); // splits the merged slot
+      assert.equal(partition.revertBatch(), false);
+      partition.mapRange(at(0n), 2n * PAGE, 0x10000n, false, true);
+      flip(true);
+      assert.deepEqual(slotSummary(partition).map((s) => s.replace(/^\d+:/, "")), [
+        "0x10000+0x8000",
+      ]);
+      assert.equal(merged.length, 1);
+    });
+
     await t.step("a range unmapped and mapped again as it was keeps its slot", () => {
       assert.deepEqual(ioctls(() => flip(true)), []);
       assert.equal(partition.beginBatch(), true);
