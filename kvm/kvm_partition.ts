@@ -84,6 +84,15 @@ const SLOT_KEYS: RangeKeys<KvmUserspaceMemoryRegion> = {
   end: (s) => s.guestPhysAddr + s.memorySize,
 };
 
+/** An open batch: the slots to delete and the ranges to map at its commit. */
+interface SlotBatch {
+  readonly dropped: Set<KvmUserspaceMemoryRegion>;
+  readonly adds: SortedRangeList<PendingSlot>;
+}
+
+/** What an unmap leaves of a slot or range wholly inside it. */
+const NOTHING_LEFT: readonly PendingSlot[] = [];
+
 /** A range cut out of a merged slot by an unmap: the slot, the range, the slots of the rest. */
 interface SlotSplit {
   readonly whole: PendingSlot;
@@ -169,10 +178,7 @@ export class KvmPartition implements Partition, Disposable {
     }
     | undefined;
   /** The open batch: slots to delete and ranges to map at its commit. */
-  #batch: {
-    readonly dropped: Set<KvmUserspaceMemoryRegion>;
-    readonly adds: SortedRangeList<PendingSlot>;
-  } | undefined;
+  #batch: SlotBatch | undefined;
 
   private constructor(system: KvmSystem, vm: KvmVm, maxSlots: number, merge: boolean) {
     this.#system = system;
@@ -319,9 +325,10 @@ export class KvmPartition implements Partition, Disposable {
       throw new KvmPartitionError({ kind: "invalidRange", gpa, size, hostAddress });
     }
     const batch = this.#batch;
-    const clash = this.#slots.firstOverlapping(gpa, end);
-    if (clash !== undefined && (batch === undefined || this.#liveOverlap(gpa, end) !== undefined)) {
-      const live = batch === undefined ? clash : this.#liveOverlap(gpa, end)!;
+    const live = batch === undefined
+      ? this.#slots.firstOverlapping(gpa, end)
+      : this.#liveOverlap(gpa, end);
+    if (live !== undefined) {
       throw new KvmPartitionError({
         kind: "overlap",
         start: gpa,
@@ -374,54 +381,70 @@ export class KvmPartition implements Partition, Disposable {
     this.#checkOpen();
     const end = gpa + size;
     const batch = this.#batch;
-    const inside = this.#slots.overlapping(gpa, end).filter((s) => !batch?.dropped.has(s));
-    // What remains of slots (and pending ranges) only partly inside: refused
-    // before anything changes unless the cuts fall where merged ranges join.
-    const rests = inside.map((s) => this.#rest(s, this.#asPending(s), gpa, end));
-    const pending = batch?.adds.overlapping(gpa, end) ?? [];
-    const pendingRests = pending.map((p) => this.#rest(undefined, p, gpa, end));
     if (batch !== undefined) {
-      for (const [i, s] of inside.entries()) {
-        batch.dropped.add(s);
-        for (const part of rests[i]) batch.adds.insert(part);
-      }
-      for (const [i, p] of pending.entries()) {
-        batch.adds.remove(p);
-        for (const part of pendingRests[i]) batch.adds.insert(part);
-      }
+      this.#unmapInBatch(batch, gpa, end);
       return;
     }
+    // What remains of slots only partly inside: refused before anything
+    // changes unless the cuts fall where merged ranges join.
+    const inside = this.#slots.overlapping(gpa, end);
     this.#lastSplit = undefined;
-    if (inside.length === 1 && rests[0].length > 0) {
-      const whole = this.#asPending(inside[0]);
-      this.#lastSplit = { whole, gpa, end, rests: this.#replace(inside, rests[0]) };
+    if (inside.length === 1) {
+      // One region's unmap (the hot path): one slot, deleted or cut.
+      const s = inside[0];
+      const rest = this.#slotRest(s, gpa, end);
+      if (rest.length === 0) this.#delete(s);
+      else {this.#lastSplit = {
+          whole: this.#asPending(s),
+          gpa,
+          end,
+          rests: this.#replace(inside, rest),
+        };}
       return;
     }
+    const rests = inside.map((s) => this.#slotRest(s, gpa, end));
     for (let i = inside.length - 1; i >= 0; i--) {
       if (rests[i].length === 0) this.#delete(inside[i]);
       else this.#replace([inside[i]], rests[i]);
     }
   }
 
+  /** {@linkcode KvmPartition.unmapRange} inside the open `batch`: recorded only. */
+  #unmapInBatch(batch: SlotBatch, gpa: bigint, end: bigint): void {
+    const inside = this.#slots.overlapping(gpa, end).filter((s) => !batch.dropped.has(s));
+    const rests = inside.map((s) => this.#slotRest(s, gpa, end));
+    const pending = batch.adds.overlapping(gpa, end);
+    const pendingRests = pending.map((p) => this.#cut(p, -1, gpa, end));
+    inside.forEach((s, i) => {
+      batch.dropped.add(s);
+      for (const part of rests[i]) batch.adds.insert(part);
+    });
+    pending.forEach((p, i) => {
+      batch.adds.remove(p);
+      for (const part of pendingRests[i]) batch.adds.insert(part);
+    });
+  }
+
+  /** What remains of slot `s` once `[gpa, end)` is unmapped (see {@linkcode #cut}). */
+  #slotRest(s: KvmUserspaceMemoryRegion, gpa: bigint, end: bigint): readonly PendingSlot[] {
+    if (s.guestPhysAddr >= gpa && slotEnd(s) <= end) return NOTHING_LEFT;
+    return this.#cut(this.#asPending(s), s.slot, gpa, end);
+  }
+
   /**
-   * What remains of `range` (the slot `s`, or a pending range) once
-   * `[gpa, end)` is unmapped; throws `partialUnmap` when that would cut one
-   * of its mapped ranges.
+   * What remains of `range` (slot number `slot`, -1 for a pending range)
+   * once `[gpa, end)` is unmapped; throws `partialUnmap` when that would cut
+   * one of its mapped ranges.
    */
-  #rest(
-    s: KvmUserspaceMemoryRegion | undefined,
-    range: PendingSlot,
-    gpa: bigint,
-    end: bigint,
-  ): PendingSlot[] {
-    if (range.gpa >= gpa && range.end <= end) return [];
+  #cut(range: PendingSlot, slot: number, gpa: bigint, end: bigint): readonly PendingSlot[] {
+    if (range.gpa >= gpa && range.end <= end) return NOTHING_LEFT;
     const rest = cutOut(range, gpa, end);
     if (rest !== undefined) return rest;
     throw new KvmPartitionError({
       kind: "partialUnmap",
       start: gpa,
       end,
-      slot: s?.slot ?? -1,
+      slot,
       slotStart: range.gpa,
       slotEnd: range.end,
     });
