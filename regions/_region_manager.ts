@@ -742,16 +742,7 @@ export class RegionManager implements Disposable {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
     const partitions = this.#partitions;
-    let unmapped = 0;
-    try {
-      for (; unmapped < partitions.length; unmapped++) partitions[unmapped].unmapRegion(node.range);
-    } catch (cause) {
-      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), old);
-      if (dma) this.#dmaMapAll(node);
-      throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
-        cause,
-      });
-    }
+    this.#unmapFromPartitions(node, old, dma);
     node.params = params;
     if (writableChanged) {
       try {
@@ -915,24 +906,33 @@ export class RegionManager implements Disposable {
     if (node.dmaTarget) {
       for (const entry of this.#dmaTargets) this.#dmaUnmap(entry, node.range);
     }
-    // (Counted, not collected: no allocation on the way that succeeds.)
+    this.#unmapFromPartitions(node, node.params!, true);
+    try {
+      this.#va.unmap(node.range);
+    } catch (error) {
+      this.#mapPartitionsQuietly(node, this.#partitions, node.params!);
+      this.#dmaMapAll(node);
+      throw error;
+    }
+  }
+
+  /**
+   * Unmaps `node` from every partition. When one refuses, the ones done
+   * get it back with `params` (and the DMA targets, when `dmaBack`) and
+   * {@linkcode RegionError} `partitionUnmap` is thrown. (Counted, not
+   * collected: no allocation on the way that succeeds.)
+   */
+  #unmapFromPartitions(node: RegionNode, params: MapParams, dmaBack: boolean): void {
     const partitions = this.#partitions;
     let unmapped = 0;
     try {
       for (; unmapped < partitions.length; unmapped++) partitions[unmapped].unmapRegion(node.range);
     } catch (cause) {
-      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), node.params!);
-      this.#dmaMapAll(node);
+      this.#mapPartitionsQuietly(node, partitions.slice(0, unmapped), params);
+      if (dmaBack) this.#dmaMapAll(node);
       throw new RegionError({ kind: "partitionUnmap", name: node.name, range: node.range }, {
         cause,
       });
-    }
-    try {
-      this.#va.unmap(node.range);
-    } catch (error) {
-      this.#mapPartitionsQuietly(node, partitions, node.params!);
-      this.#dmaMapAll(node);
-      throw error;
     }
   }
 
