@@ -810,12 +810,6 @@ Deno.test({
 });
 
 Deno.test("at least 1,000 faults were injected into tracker, snapshot and prefetch operations", () => {
-  const names = [...injector.byName].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`);
-  const absorbed = [...injector.absorbed].map(([n, c]) => `${n} ${c}`);
-  console.log(
-    `${injector.faults} faults injected (seed ${seed}): ${names.join(", ")}; absorbed: ${
-      absorbed.join(", ") || "none"
-    }`,
-  );
+  console.log(injector.summary(seed));
   assert.ok(injector.faults >= 1000, `only ${injector.faults} faults`);
 });

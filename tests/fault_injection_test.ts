@@ -531,12 +531,6 @@ Deno.test("fault-injection regressions (found by the test above)", async (t) => 
 });
 
 Deno.test("at least 5,000 faults were injected", () => {
-  const names = [...injector.byName].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`);
-  const absorbed = [...injector.absorbed].map(([n, c]) => `${n} ${c}`);
-  console.log(
-    `${injector.faults} faults injected (seed ${seed}): ${names.join(", ")}; absorbed: ${
-      absorbed.join(", ") || "none"
-    }`,
-  );
+  console.log(injector.summary(seed));
   assert.ok(injector.faults >= 5000, `only ${injector.faults} faults`);
 });

@@ -331,7 +331,7 @@ Deno.test("every system call of a transaction's commit fails once, undoing the t
     setWarningHandler(previous);
   }
   assert.deepEqual(processState(false), fresh, "descriptors or mappings leaked");
-  console.log(`${injector.faults} faults injected (seed ${seed})`);
+  console.log(injector.summary(seed));
   assert.ok(injector.faults >= 1000, `only ${injector.faults} faults`);
 });
 

@@ -73,6 +73,15 @@ export class Injector {
    */
   #bestEffort = new Set<string>();
 
+  /** One line: how many faults, by call name, and which were absorbed (retried, best effort). */
+  summary(seed: number): string {
+    const names = [...this.byName].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`);
+    const absorbed = [...this.absorbed].map(([n, c]) => `${n} ${c}`);
+    return `${this.faults} faults injected (seed ${seed}): ${names.join(", ")}; absorbed: ${
+      absorbed.join(", ") || "none"
+    }`;
+  }
+
   errno = (name: string): number => {
     const list = errnosFor(name).filter((e) => e !== Errno.EINTR || !this.#retried.has(name));
     return list[Math.floor(this.#next() * list.length)];
