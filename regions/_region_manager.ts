@@ -1060,9 +1060,10 @@ export class RegionManager implements Disposable {
    */
   #applyStep(step: RegionNode | RegionNode[], forward: boolean): void {
     if (Array.isArray(step)) {
-      // Backward is the undo of a group applied forward: exactly, where the
-      // partitions can.
-      this.#changeGroup(step, forward, !forward);
+      // Backward is the undo of the group applied forward: exactly, where
+      // the partitions can.
+      if (forward) this.#changeGroup(step);
+      else this.#revertGroup(step, this.#partitions.map(() => true));
       return;
     }
     const before = step.applied!;
@@ -1071,23 +1072,18 @@ export class RegionManager implements Disposable {
   }
 
   /**
-   * Changes the params of active `nodes` in place (from their `applied`
-   * params to the tree's, or back): each partition that can batch gets all
-   * of them as one batch, committed at the end. All or nothing.
+   * Changes the params of active `nodes` in place, from their `applied`
+   * params to the tree's: each partition that can batch gets all of them as
+   * one batch, committed at the end. All or nothing.
    */
-  #changeGroup(nodes: readonly RegionNode[], forward: boolean, undo = false): void {
+  #changeGroup(nodes: readonly RegionNode[]): void {
     const mappers = this.#partitions;
-    if (undo) {
-      // (Going `forward` takes back a group that went the other way.)
-      this.#revertGroup(nodes, !forward, mappers.map(() => true));
-      return;
-    }
     const batched = mappers.map((m) => m.beginBatch());
     let done = 0;
     try {
-      for (; done < nodes.length; done++) this.#changeInPlace(nodes[done], forward);
+      for (; done < nodes.length; done++) this.#changeInPlace(nodes[done], true);
     } catch (error) {
-      for (let i = done - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
+      for (let i = done - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], false);
       mappers.forEach((m, i) => batched[i] && m.abortBatch());
       throw error;
     }
@@ -1099,7 +1095,7 @@ export class RegionManager implements Disposable {
         // Partition k is as before its batch, the later ones get none; the
         // earlier ones, the DMA targets and the table are taken back.
         for (let j = k + 1; j < mappers.length; j++) if (batched[j]) mappers[j].abortBatch();
-        this.#revertGroup(nodes, forward, mappers.map((_, j) => batched[j] && j < k));
+        this.#revertGroup(nodes, mappers.map((_, j) => batched[j] && j < k));
         const names = [...new Set(nodes.map((n) => n.name))].join(", ");
         const start = nodes.reduce(
           (lo, n) => (n.range.start < lo ? n.range.start : lo),
@@ -1119,17 +1115,13 @@ export class RegionManager implements Disposable {
   }
 
   /**
-   * Takes back a group applied `forward` (quietly: a rollback): partitions
+   * Takes back a group of in-place changes (quietly: a rollback): partitions
    * that committed its batch (`committed`) undo that batch exactly where
    * they can (the slot structure as it was), the others get the inverse
    * changes (in a batch that changes nothing where none was committed);
    * DMA targets and the table go back too.
    */
-  #revertGroup(
-    nodes: readonly RegionNode[],
-    forward: boolean,
-    committed: readonly boolean[],
-  ): void {
+  #revertGroup(nodes: readonly RegionNode[], committed: readonly boolean[]): void {
     const mappers = this.#partitions;
     const reverted = mappers.map((m, j) => {
       if (!committed[j]) return false;
@@ -1141,7 +1133,7 @@ export class RegionManager implements Disposable {
       }
     });
     const batched = mappers.map((m) => m.beginBatch());
-    for (let i = nodes.length - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], !forward);
+    for (let i = nodes.length - 1; i >= 0; i--) this.#changeInPlaceQuietly(nodes[i], false);
     mappers.forEach((m, j) => {
       if (!batched[j]) return;
       if (reverted[j]) {
