@@ -5,12 +5,22 @@
  * slots, from host writes and from slots deleted while logging all land in
  * one of these.
  *
+ * Each chunk also has a summary: one bit per word, set when the word may
+ * hold a page (every non-zero word has its bit; a bit may outlive its
+ * page). Walking the pages follows the summary, so a sparse chunk costs
+ * the words that hold pages, not a test of every word: with 1,000 pages
+ * spread over 1 GiB, testing each of the 8,192 words mispredicted a branch
+ * per non-zero word and was most of an incremental restore's bookkeeping
+ * (`bench/snapshot_bench.ts`, `restore_dirty_1000`).
+ *
  * @module
  */
 
 /** Pages per chunk: 2^15 (32-bit words: 1024). */
 export const PAGES_PER_CHUNK = 1 << 15;
-const WORDS_PER_CHUNK = PAGES_PER_CHUNK >>> 5;
+/** Words of pages per chunk; the summary words follow them in the same array. */
+export const WORDS_PER_CHUNK = PAGES_PER_CHUNK >>> 5;
+const SUMMARY_WORDS = WORDS_PER_CHUNK >>> 5;
 
 /** Set bits of 32-bit words, counted. */
 function popcount(x: number): number {
@@ -19,16 +29,29 @@ function popcount(x: number): number {
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }
 
+/**
+ * ORs `bits` (non-zero) into word `i` of `chunk` (from
+ * {@linkcode PageBitmap.chunkWords}) and sets the word's summary bit.
+ */
+export function orChunkWord(chunk: Int32Array, i: number, bits: number): void {
+  chunk[i] |= bits;
+  chunk[WORDS_PER_CHUNK + (i >>> 5)] |= 1 << (i & 31);
+}
+
 /** A sparse bitmap of page numbers (non-negative safe integers). */
 export class PageBitmap {
-  readonly #chunks = new Map<number, Uint32Array>();
+  /**
+   * Per chunk: {@linkcode WORDS_PER_CHUNK} words of pages, then the summary.
+   * Signed words: a word with bit 31 set stays a small integer in V8.
+   */
+  readonly #chunks = new Map<number, Int32Array>();
   /** The chunk indexes, ascending (kept sorted as chunks are made). */
   readonly #order: number[] = [];
 
-  #chunk(index: number): Uint32Array {
+  #chunk(index: number): Int32Array {
     let chunk = this.#chunks.get(index);
     if (chunk === undefined) {
-      chunk = new Uint32Array(WORDS_PER_CHUNK);
+      chunk = new Int32Array(WORDS_PER_CHUNK + SUMMARY_WORDS);
       this.#chunks.set(index, chunk);
       const order = this.#order;
       let at = order.length;
@@ -42,7 +65,7 @@ export class PageBitmap {
   set(page: number): void {
     const chunk = this.#chunk(Math.floor(page / PAGES_PER_CHUNK));
     const bit = page % PAGES_PER_CHUNK;
-    chunk[bit >>> 5] |= 1 << (bit & 31);
+    orChunkWord(chunk, bit >>> 5, 1 << (bit & 31));
   }
 
   /** Adds pages `[first, first + count)`. */
@@ -66,22 +89,23 @@ export class PageBitmap {
    * Adds the pages of a little-endian bitmap (bit i of `words` is page
    * `firstPage + i`), `pages` of them. Word-aligned starts OR whole words.
    */
-  orWords(firstPage: number, words: Uint32Array, pages: number): void {
+  orWords(firstPage: number, words: Uint32Array | Int32Array, pages: number): void {
     const count = Math.min(words.length, Math.ceil(pages / 32));
     if (firstPage % 32 === 0) {
       for (let i = 0; i < count; i++) {
-        let w = words[i];
+        let w = words[i] | 0;
         if (w === 0) continue;
         const left = pages - i * 32;
         if (left < 32) w &= (1 << left) - 1;
+        if (w === 0) continue;
         const page = firstPage + i * 32;
         const chunk = this.#chunk(Math.floor(page / PAGES_PER_CHUNK));
-        chunk[(page % PAGES_PER_CHUNK) >>> 5] |= w;
+        orChunkWord(chunk, (page % PAGES_PER_CHUNK) >>> 5, w);
       }
       return;
     }
     for (let i = 0; i < count; i++) {
-      let w = words[i];
+      let w = words[i] | 0;
       while (w !== 0) {
         const b = 31 - Math.clz32(w & -w);
         w &= w - 1;
@@ -91,22 +115,30 @@ export class PageBitmap {
     }
   }
 
-  /** The words of chunk `index` (pages `index * PAGES_PER_CHUNK` and up), made on first use. */
-  chunkWords(index: number): Uint32Array {
+  /**
+   * The words of chunk `index` (pages `index * PAGES_PER_CHUNK` and up,
+   * bit i of word w is page `32 w + i`), made on first use. Write them with
+   * {@linkcode orChunkWord} only (it keeps the summary).
+   */
+  chunkWords(index: number): Int32Array {
     return this.#chunk(index);
   }
 
   /** ORs `bits` into 32-bit word `wordIndex` (pages `32 * wordIndex` and up). */
   orWord(wordIndex: number, bits: number): void {
+    if (bits === 0) return;
     const chunk = this.#chunk(Math.floor(wordIndex / WORDS_PER_CHUNK));
-    chunk[wordIndex % WORDS_PER_CHUNK] |= bits;
+    orChunkWord(chunk, wordIndex % WORDS_PER_CHUNK, bits);
   }
 
   /** Adds every page of `other`. */
   orBitmap(other: PageBitmap): void {
     for (const [index, chunk] of other.#chunks) {
-      const mine = this.#chunk(index);
-      for (let i = 0; i < WORDS_PER_CHUNK; i++) mine[i] |= chunk[i];
+      let mine: Int32Array | undefined;
+      forEachWord(chunk, 0, WORDS_PER_CHUNK, (i, w) => {
+        mine ??= this.#chunk(index);
+        orChunkWord(mine, i, w);
+      });
     }
   }
 
@@ -114,7 +146,9 @@ export class PageBitmap {
   get size(): number {
     let n = 0;
     for (const chunk of this.#chunks.values()) {
-      for (let i = 0; i < WORDS_PER_CHUNK; i++) if (chunk[i] !== 0) n += popcount(chunk[i]);
+      forEachWord(chunk, 0, WORDS_PER_CHUNK, (_, w) => {
+        n += popcount(w);
+      });
     }
     return n;
   }
@@ -128,47 +162,24 @@ export class PageBitmap {
     toPage: number,
     visit: (firstPage: number, count: number) => void,
   ): void {
-    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
-    let runStart = -1;
-    let runEnd = -1;
-    for (const index of indexes) {
-      const base = index * PAGES_PER_CHUNK;
-      if (base + PAGES_PER_CHUNK <= fromPage || base >= toPage) continue;
-      const chunk = this.#chunks.get(index)!;
-      for (let i = 0; i < WORDS_PER_CHUNK; i++) {
-        let w = chunk[i];
-        while (w !== 0) {
-          const b = 31 - Math.clz32(w & -w);
-          w &= w - 1;
-          const page = base + i * 32 + b;
-          if (page < fromPage || page >= toPage) continue;
-          if (page === runEnd) {
-            runEnd++;
-          } else {
-            if (runStart >= 0) visit(runStart, runEnd - runStart);
-            runStart = page;
-            runEnd = page + 1;
-          }
-        }
-      }
+    let runs = new Float64Array(2 * 64);
+    let n = this.runsInto(fromPage, toPage, runs, 0);
+    if (2 * n > runs.length) {
+      runs = new Float64Array(2 * n);
+      n = this.runsInto(fromPage, toPage, runs, 0);
     }
-    if (runStart >= 0) visit(runStart, runEnd - runStart);
+    for (let k = 0; k < n; k++) visit(runs[2 * k], runs[2 * k + 1]);
   }
 
   /**
    * Writes the runs of consecutive pages in `[fromPage, toPage)`, ascending,
-   * into `out` as (first page, count) pairs from pair `at` on, runs longer
-   * than `maxCount` pages split; returns `at` plus the number of pairs. Pairs
-   * past the end of `out` are counted but not written (grow it and call
-   * again). No closure per run, for incremental restores.
+   * into `out` as (first page, count) pairs from pair `at` on; returns `at`
+   * plus the number of pairs. Pairs past the end of `out` are counted but
+   * not written (grow it and call again). No closure per run or word, for
+   * incremental restores: it follows the summary, and the words at the ends
+   * of the range are masked instead of testing every page.
    */
-  runsInto(
-    fromPage: number,
-    toPage: number,
-    maxCount: number,
-    out: Float64Array,
-    at: number,
-  ): number {
+  runsInto(fromPage: number, toPage: number, out: Float64Array, at: number): number {
     const order = this.#order;
     const room = out.length >> 1;
     let runStart = -1;
@@ -178,26 +189,31 @@ export class PageBitmap {
       if (base + PAGES_PER_CHUNK <= fromPage) continue;
       if (base >= toPage) break;
       const chunk = this.#chunks.get(order[k])!;
-      const first = fromPage > base ? (fromPage - base) >>> 5 : 0;
-      const last = toPage < base + PAGES_PER_CHUNK ? (toPage - base + 31) >>> 5 : WORDS_PER_CHUNK;
-      for (let i = first; i < last; i++) {
-        let w = chunk[i];
-        if (w === 0) continue;
-        if (w === -1 >>> 0 && base + i * 32 === runEnd && runEnd - runStart + 32 <= maxCount) {
-          const page = base + i * 32;
-          if (page >= fromPage && page + 32 <= toPage) {
+      const from = Math.max(fromPage - base, 0);
+      const to = Math.min(toPage - base, PAGES_PER_CHUNK);
+      const first = from >>> 5;
+      const last = (to + 31) >>> 5; // words [first, last)
+      for (let j = first >>> 5; j <= (last - 1) >>> 5; j++) {
+        let s = chunk[WORDS_PER_CHUNK + j];
+        while (s !== 0) {
+          const i = j * 32 + 31 - Math.clz32(s & -s);
+          s &= s - 1;
+          if (i < first || i >= last) continue;
+          let w = chunk[i];
+          if (i === first) w &= -1 << (from & 31);
+          if (i === last - 1 && (to & 31) !== 0) w &= (1 << (to & 31)) - 1;
+          const wordPage = base + i * 32;
+          if (w === -1 && wordPage === runEnd) {
             runEnd += 32;
             continue;
           }
-        }
-        do {
-          const b = 31 - Math.clz32(w & -w);
-          w &= w - 1;
-          const page = base + i * 32 + b;
-          if (page < fromPage || page >= toPage) continue;
-          if (page === runEnd && runEnd - runStart < maxCount) {
-            runEnd++;
-          } else {
+          while (w !== 0) {
+            const page = wordPage + 31 - Math.clz32(w & -w);
+            w &= w - 1;
+            if (page === runEnd) {
+              runEnd++;
+              continue;
+            }
             if (runStart >= 0) {
               if (at < room) {
                 out[2 * at] = runStart;
@@ -208,7 +224,7 @@ export class PageBitmap {
             runStart = page;
             runEnd = page + 1;
           }
-        } while (w !== 0);
+        }
       }
     }
     if (runStart >= 0) {
@@ -231,23 +247,57 @@ export class PageBitmap {
   }
 
   /**
-   * Calls `visit(firstPage, words, pages)` for each chunk (ascending): bit
-   * i of `words` is page `firstPage + i`, for `pages` pages.
+   * Calls `visit(firstPage, words, pages)` for each chunk with pages
+   * (ascending): bit i of `words` is page `firstPage + i`, for `pages` pages.
    */
   forEachChunk(visit: (firstPage: number, words: Uint32Array, pages: number) => void): void {
-    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
-    for (const index of indexes) {
-      const words = this.#chunks.get(index)!;
-      if (words.some((w) => w !== 0)) visit(index * PAGES_PER_CHUNK, words, PAGES_PER_CHUNK);
+    for (const index of this.#order) {
+      const chunk = this.#chunks.get(index)!;
+      let any = false;
+      forEachWord(chunk, 0, WORDS_PER_CHUNK, () => {
+        any = true;
+      });
+      if (any) {
+        const words = new Uint32Array(chunk.buffer, 0, WORDS_PER_CHUNK);
+        visit(index * PAGES_PER_CHUNK, words, PAGES_PER_CHUNK);
+      }
     }
   }
 
   /**
-   * Empties the set. The chunks are zeroed and kept (at most 32 KiB per GiB
-   * of guest memory seen): making them again costs an off-heap allocation
-   * each, which showed in incremental restores.
+   * Empties the set. The chunks are zeroed (the words the summary names)
+   * and kept (at most 33 KiB per GiB of guest memory seen): making them
+   * again costs an off-heap allocation each, which showed in incremental
+   * restores.
    */
   clear(): void {
-    for (const chunk of this.#chunks.values()) chunk.fill(0);
+    for (const chunk of this.#chunks.values()) {
+      for (let j = 0; j < SUMMARY_WORDS; j++) {
+        let s = chunk[WORDS_PER_CHUNK + j];
+        if (s === 0) continue;
+        chunk[WORDS_PER_CHUNK + j] = 0;
+        while (s !== 0) {
+          chunk[j * 32 + 31 - Math.clz32(s & -s)] = 0;
+          s &= s - 1;
+        }
+      }
+    }
+  }
+}
+
+/** Calls `visit(i, word)` for the non-zero words `[first, last)` of `chunk`, by its summary. */
+function forEachWord(
+  chunk: Int32Array,
+  first: number,
+  last: number,
+  visit: (i: number, word: number) => void,
+): void {
+  for (let j = first >>> 5; j <= (last - 1) >>> 5; j++) {
+    let s = chunk[WORDS_PER_CHUNK + j];
+    while (s !== 0) {
+      const i = j * 32 + 31 - Math.clz32(s & -s);
+      s &= s - 1;
+      if (i >= first && i < last && chunk[i] !== 0) visit(i, chunk[i]);
+    }
   }
 }

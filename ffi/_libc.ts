@@ -308,6 +308,15 @@ export const LIBC_SYMBOLS = {
     ],
     result: "isize",
   },
+  /** `int memcmp(const void *s1, const void *s2, size_t n);` */
+  memcmp: {
+    parameters: [
+      "usize", // const void *s1
+      "usize", // const void *s2
+      "usize", // size_t n
+    ],
+    result: "i32",
+  },
   /** `void *memcpy(void *dest, const void *src, size_t n);` */
   memcpy: {
     parameters: [

@@ -1,5 +1,5 @@
 import { hostBytes } from "../ffi/_host_memory.ts";
-import { markPages } from "../mapping/_host_dirty_log.ts";
+import { type HostDirtyLog, markPages } from "../mapping/_host_dirty_log.ts";
 import type { SharedTableReader } from "../mapping/_shared_table.ts";
 import type { VaMapper } from "../mapping/_va_mapper.ts";
 import { type GuestMemoryTable, WorkerTable } from "../mapping/_worker_table.ts";
@@ -188,9 +188,9 @@ export class GuestMemory {
   #closed = false;
   #scratch = new Uint8Array(8);
   #scratchView = new DataView(this.#scratch.buffer);
-  /** `[0]` is non-zero while dirty tracking is on; `[1]`: see `markPages` (shared with every accessor). */
+  /** `[0]` is non-zero while dirty tracking is on (shared with every accessor). */
   readonly #dirtyOn: Int32Array<SharedArrayBuffer>;
-  readonly #dirtyWords: Uint32Array<SharedArrayBuffer>;
+  readonly #dirtyLog: HostDirtyLog;
 
   static {
     construct = (table, reader) => new GuestMemory(table, reader);
@@ -206,12 +206,12 @@ export class GuestMemory {
     this.#base = table.base;
     this.#reader = reader;
     this.#dirtyOn = table.dirtyLog.flag;
-    this.#dirtyWords = table.dirtyLog.words;
+    this.#dirtyLog = table.dirtyLog;
   }
 
   /** Marks the pages of a write that has landed (tracking is on; `length` > 0). */
   #markDirty(gpa: bigint | number, length: number): void {
-    markPages(this.#dirtyOn, this.#dirtyWords, Number(gpa), length);
+    markPages(this.#dirtyLog, Number(gpa), length);
   }
 
   /** Bytes of guest physical address space covered (the reservation size). */

@@ -4,6 +4,7 @@ import { type RangeKeys, SortedRangeList } from "../collections/_sorted_range_li
 import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
 import { Madv } from "../ffi/_constants.ts";
+import { bufferAddress, hostIsZero } from "../ffi/_host_memory.ts";
 import { madvise, mlock, munlock } from "../ffi/_mman.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { Partition } from "../partition/partition.ts";
@@ -161,7 +162,7 @@ export class KvmPartition implements Partition, Disposable {
    */
   readonly #kept = new PageBitmap();
   /** A bitmap buffer per slot number, reused (its own ArrayBuffer: the kernel writes it). */
-  readonly #bitmaps = new Map<number, Uint8Array<ArrayBuffer>>();
+  readonly #bitmaps = new Map<number, { bytes: Uint8Array<ArrayBuffer>; address: bigint }>();
   /** Where the mapped ranges of a merged slot join, by slot number (merged slots only). */
   readonly #joins = new Map<number, readonly bigint[]>();
   /**
@@ -861,22 +862,16 @@ export class KvmPartition implements Partition, Disposable {
   #readLog(s: KvmUserspaceMemoryRegion, clear: boolean): Uint8Array<ArrayBuffer> | undefined {
     const pages = Number(s.memorySize / PAGE_SIZE);
     const bytes = Math.ceil(pages / 64) * 8;
-    let bitmap = this.#bitmaps.get(s.slot);
-    if (bitmap === undefined || bitmap.length !== bytes) {
-      bitmap = new Uint8Array(new ArrayBuffer(bytes));
-      this.#bitmaps.set(s.slot, bitmap);
+    let log = this.#bitmaps.get(s.slot);
+    if (log === undefined || log.bytes.length !== bytes) {
+      const buffer = new Uint8Array(new ArrayBuffer(bytes));
+      log = { bytes: buffer, address: bufferAddress(buffer) };
+      this.#bitmaps.set(s.slot, log);
     }
+    const bitmap = log.bytes;
     try {
       this.#vm.getDirtyLog({ slot: s.slot, dirtyBitmap: bitmap });
-      const words = new Int32Array(bitmap.buffer);
-      let any = false;
-      for (let i = 0; i < words.length; i++) {
-        if (words[i] !== 0) {
-          any = true;
-          break;
-        }
-      }
-      if (!any) return undefined;
+      if (hostIsZero(log.address, bytes)) return undefined;
       if (clear && this.#manualProtect) {
         this.#vm.clearDirtyLog({
           slot: s.slot,

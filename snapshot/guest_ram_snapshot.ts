@@ -2,7 +2,7 @@ import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
 import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
 import { copyFileRange } from "../ffi/_copy_file_range.ts";
-import { hostBytes, hostCopyNumbers } from "../ffi/_host_memory.ts";
+import { hostCopy, hostCopyNumbers, hostCopyPageRuns } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
@@ -152,11 +152,8 @@ function visibilityOf(params: { readonly writable: boolean } | undefined): RamVi
  */
 export class GuestRamSnapshot implements Disposable {
   #fd: OwnedFd;
-  /** A read-only view of the snapshot, mapped on first restore, and windows over it. */
+  /** A read-only mapping of the snapshot, made on first restore. */
   #view: HostMapping | undefined;
-  #source: WindowViews | undefined;
-  /** Windows over the last restored manager's reservation. */
-  #dest: WindowViews | undefined;
   /** The runs of an incremental restore, reused. */
   readonly #scratch = new RunScratch();
   /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
@@ -448,8 +445,6 @@ export class GuestRamSnapshot implements Disposable {
    * unmapped by the next call).
    */
   [Symbol.dispose](): void {
-    this.#source = undefined;
-    this.#dest = undefined;
     try {
       this.#view?.unmap();
       this.#view = undefined;
@@ -521,37 +516,14 @@ export class GuestRamSnapshot implements Disposable {
       return;
     }
     this.#view = undefined;
-    this.#source = undefined;
   }
 
   /** Copies guest ranges of RAM back from the snapshot into `parts`' RAM. */
   #writer(parts: GuestMemoryManagerParts): RamWriter {
-    if (this.#view === undefined) {
-      this.#view = HostMapping.shared(this.#fd.fd, 0n, this.size, Mman.PROT_READ);
-      this.#source = new WindowViews(Number(this.#view.address), Number(this.size));
-    }
-    const base = Number(parts.va.base);
-    if (this.#dest?.address !== base) this.#dest = new WindowViews(base, Number(parts.va.size));
-    return new RamWriter(parts, this.pieces, this.#source!, this.#dest!);
+    this.#view ??= HostMapping.shared(this.#fd.fd, 0n, this.size, Mman.PROT_READ);
+    return new RamWriter(parts, this.pieces, this.#view.address);
   }
 }
-
-/**
- * Views of a host range larger than this are made over 2 MiB windows (as
- * `GuestMemory` does: one view over a huge range makes V8 collect garbage
- * for "external memory pressure"); smaller ones get one view, which saves
- * a lookup per copied run.
- */
-const SINGLE_VIEW_MAX = 16 * 2 ** 30;
-const WINDOW = 1 << 21;
-/** At most this many windows are kept (16 GiB of views); past that the cache starts again. */
-const MAX_WINDOWS = 8192;
-
-/**
- * Runs of an incremental restore longer than this many pages are copied in
- * parts (one `memcpy` each either way).
- */
-const MAX_RUN_PAGES = 64;
 
 /** A reusable list of (first page, count) pairs, grown on demand. */
 class RunScratch {
@@ -566,69 +538,16 @@ class RunScratch {
   }
 }
 
-/** Byte views of a host range starting at `address`, made on first use. */
-class WindowViews {
-  readonly address: number;
-  readonly length: number;
-  /** Bytes per view: the whole range, or 2 MiB. */
-  readonly window: number;
-  readonly #length: number;
-  #views: Uint8Array<ArrayBuffer>[] = [];
-  #count = 0;
-
-  constructor(address: number, length: number) {
-    this.address = address;
-    this.length = length;
-    this.#length = length;
-    this.window = length <= SINGLE_VIEW_MAX ? Math.max(length, 1) : WINDOW;
-  }
-
-  /** The view of window `index`. */
-  at(index: number): Uint8Array<ArrayBuffer> {
-    const view = this.#views[index];
-    if (view !== undefined) return view;
-    const start = index * this.window;
-    const len = Math.min(this.window, this.#length - start);
-    if (this.#count >= MAX_WINDOWS) {
-      this.#views = [];
-      this.#count = 0;
-    }
-    this.#count++;
-    return this.#views[index] = hostBytes(BigInt(this.address + start), BigInt(len));
-  }
-}
-
-/** Copies `length` bytes from offset `from` of `source` to offset `to` of `dest`, view by view. */
-function copyViews(
-  dest: WindowViews,
-  to: number,
-  source: WindowViews,
-  from: number,
-  length: number,
-) {
-  const dw = dest.window;
-  const sw = source.window;
-  while (length > 0) {
-    const d = to % dw;
-    const s = from % sw;
-    const n = Math.min(length, dw - d, sw - s);
-    dest.at((to - d) / dw).set(source.at((from - s) / sw).subarray(s, s + n), d);
-    to += n;
-    from += n;
-    length -= n;
-  }
-}
-
 /**
  * Copies guest ranges from the snapshot into RAM: straight into the host
- * reservation where RAM is mapped writable there (a typed-array copy per
- * run, which is `memcpy`), else through a temporary shared mapping of the
- * RAM file (hidden or read-only pieces).
+ * reservation where RAM is mapped writable there (a `memcpy` per run),
+ * else through a temporary shared mapping of the RAM file (hidden or
+ * read-only pieces).
  */
 class RamWriter {
   readonly #parts: GuestMemoryManagerParts;
-  readonly #source: WindowViews;
-  readonly #dest: WindowViews;
+  /** Host address of the snapshot's mapping. */
+  readonly #source: bigint;
   readonly #starts: number[];
   readonly #ends: number[];
   readonly #offsets: number[];
@@ -636,15 +555,9 @@ class RamWriter {
   readonly #direct: boolean[];
   #piece = 0;
 
-  constructor(
-    parts: GuestMemoryManagerParts,
-    pieces: readonly SnapshotRamPiece[],
-    source: WindowViews,
-    dest: WindowViews,
-  ) {
+  constructor(parts: GuestMemoryManagerParts, pieces: readonly SnapshotRamPiece[], source: bigint) {
     this.#parts = parts;
     this.#source = source;
-    this.#dest = dest;
     this.#starts = pieces.map((p) => Number(p.range.start));
     this.#ends = pieces.map((p) => Number(p.range.end));
     this.#offsets = pieces.map((p) => Number(p.fileOffset));
@@ -671,35 +584,24 @@ class RamWriter {
    */
   copyDirty(dirty: PageBitmap, scratch: RunScratch): number {
     let copied = 0;
-    const dest = this.#dest;
-    const source = this.#source;
-    const single = dest.window >= dest.length && source.window >= source.length;
     for (let i = 0; i < this.#starts.length; i++) {
       const start = this.#starts[i];
       let runs = scratch.runs;
-      let n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, MAX_RUN_PAGES, runs, 0);
+      let n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, runs, 0);
       if (2 * n > runs.length) {
         runs = scratch.grow(n);
-        n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, MAX_RUN_PAGES, runs, 0);
+        n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, runs, 0);
       }
-      if (this.#direct[i] && single) {
-        // One view each way: a typed-array copy per run.
-        const delta = this.#offsets[i] - start;
-        const d = dest.at(0);
-        const s = source.at(0);
-        for (let k = 0; k < n; k++) {
-          const gpa = runs[2 * k] * 4096;
-          const from = gpa + delta;
-          d.set(s.subarray(from, from + runs[2 * k + 1] * 4096), gpa);
-          copied += runs[2 * k + 1];
-        }
+      for (let k = 0; k < n; k++) copied += runs[2 * k + 1];
+      if (this.#direct[i]) {
+        // Page p of the piece is at va.base + 4096 p in RAM, at
+        // source + offset - start + 4096 p in the snapshot.
+        const delta = BigInt(this.#offsets[i] - start);
+        hostCopyPageRuns(this.#parts.va.base, this.#source + delta, runs, n);
         continue;
       }
       this.#piece = i;
-      for (let k = 0; k < n; k++) {
-        this.copy(runs[2 * k] * 4096, runs[2 * k + 1] * 4096);
-        copied += runs[2 * k + 1];
-      }
+      for (let k = 0; k < n; k++) this.copy(runs[2 * k] * 4096, runs[2 * k + 1] * 4096);
     }
     return copied;
   }
@@ -712,8 +614,9 @@ class RamWriter {
       this.#piece = i;
     }
     const offset = this.#offsets[i] + gpa - this.#starts[i];
+    const source = this.#source + BigInt(offset);
     if (this.#direct[i]) {
-      copyViews(this.#dest, gpa, this.#source, offset, length);
+      hostCopy(this.#parts.va.base + BigInt(gpa), source, BigInt(length));
       return;
     }
     const backing = this.#parts.backing;
@@ -730,7 +633,7 @@ class RamWriter {
       BigInt(to - from),
       Mman.PROT_READ | Mman.PROT_WRITE,
     );
-    hostCopyNumbers(Number(map.address) + offset - from, this.#source.address + offset, length);
+    hostCopy(map.address + BigInt(offset - from), source, BigInt(length));
     map.unmap(); // (a failed unmap is tried again on the way out: no mapping stays)
   }
 }

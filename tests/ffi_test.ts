@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
 import { Errno, errnoName } from "../ffi/_errno.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
-import { hostBytes, hostCopy } from "../ffi/_host_memory.ts";
+import { hostBytes, hostCopy, hostCopyPageRuns, hostIsZero } from "../ffi/_host_memory.ts";
 import { cString, lastErrno, libc, strerror } from "../ffi/_libc.ts";
 import { mmap, mprotect, munmap, protFor } from "../ffi/_mman.ts";
 import { hugetlbMemfdFlags, OwnedFd } from "../ffi/_owned_fd.ts";
@@ -54,6 +54,50 @@ Deno.test("ffi round trip: memfd + mmap + write + read back + munmap", async (t)
     assert.equal(reader.isMapped, false);
     assert.throws(() => reader.address, { message: "host mapping has been disposed" });
     reader.unmap(); // idempotent
+  });
+
+  await t.step("page runs are copied, and only they", () => {
+    const pages = 16;
+    using source = HostMapping.anonymous(BigInt(pages) * 4096n, true);
+    using dest = HostMapping.anonymous(BigInt(pages) * 4096n, true);
+    source.bytes().forEach((_, i, bytes) => bytes[i] = (i >> 12) + 1); // page p holds p + 1
+    // (first page, pages): 0, 3-5, 15; page 0 of the runs is the mappings' first page.
+    hostCopyPageRuns(dest.address, source.address, Float64Array.of(0, 1, 3, 3, 15, 1, 9, 9), 3);
+    const firsts = Array.from({ length: pages }, (_, p) => dest.bytes()[p * 4096]);
+    const lasts = Array.from({ length: pages }, (_, p) => dest.bytes()[p * 4096 + 4095]);
+    const expected = [1, 0, 0, 4, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16];
+    assert.deepEqual(firsts, expected);
+    assert.deepEqual(lasts, expected);
+    // Page numbers of 2^30 and above (made bigints the other way): the
+    // same copy with page 0 placed 2^30 pages below the mappings.
+    dest.bytes().fill(0);
+    const below = 1n << 42n;
+    hostCopyPageRuns(
+      dest.address - below,
+      source.address - below,
+      Float64Array.of(2 ** 30 + 2, 2),
+      1,
+    );
+    assert.deepEqual(Array.from({ length: 5 }, (_, p) => dest.bytes()[p * 4096 + 7]), [
+      0,
+      0,
+      3,
+      4,
+      0,
+    ]);
+  });
+
+  await t.step("hostIsZero compares a page at a time, to the last byte", () => {
+    using map = HostMapping.anonymous(3n * 4096n, true);
+    assert.equal(hostIsZero(map.address, 3 * 4096), true);
+    assert.equal(hostIsZero(map.address, 0), true);
+    for (const at of [0, 4095, 4096, 8191, 10000, 12287]) {
+      map.bytes()[at] = 1;
+      assert.equal(hostIsZero(map.address, 3 * 4096), false, `byte ${at}`);
+      assert.equal(hostIsZero(map.address, at), true, `before byte ${at}`);
+      assert.equal(hostIsZero(map.address + BigInt(at), 1), false, `byte ${at} alone`);
+      map.bytes()[at] = 0;
+    }
   });
 
   await t.step("raw mmap/munmap wrappers", () => {
