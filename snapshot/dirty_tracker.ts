@@ -70,6 +70,13 @@ export function trackerPartitionDetached(tracker: DirtyTracker, partition: Parti
 
 function ignore(): void {}
 
+/** The last point number given out, by any tracker of this thread. */
+let lastPointNumber = 0;
+
+function newPointNumber(): number {
+  return ++lastPointNumber;
+}
+
 /**
  * Dirty page tracking of one manager's guest memory, from
  * `GuestMemoryManager.dirtyTracker()`: which pages changed since a point
@@ -132,7 +139,9 @@ export class DirtyTracker {
   /**
    * The current point's number: it changes at every start, reset, and
    * snapshot taken or restored while tracking (a snapshot remembers the
-   * point it made, for its incremental restore).
+   * point it made, for its incremental restore). 0 before the first start;
+   * then unique among the trackers of this thread, so that a snapshot of
+   * one manager never matches another manager's point.
    */
   get point(): number {
     return this.#point;
@@ -178,7 +187,7 @@ export class DirtyTracker {
     }
     this.#collected.clear();
     this.#tracking = true;
-    this.#point++;
+    this.#point = newPointNumber();
   }
 
   /**
@@ -235,7 +244,7 @@ export class DirtyTracker {
     this.#checkLive();
     this.#collect();
     this.#collected.clear();
-    this.#point++;
+    this.#point = newPointNumber();
   }
 
   /**
@@ -289,7 +298,7 @@ export class DirtyTracker {
       commit: () => {
         if (!open) return;
         open = false;
-        this.#point++;
+        this.#point = newPointNumber();
       },
       abort: (written = []) => {
         if (!open) return;

@@ -327,8 +327,8 @@ export class GuestRamSnapshot implements Disposable {
    * @param manager The manager the snapshot was taken of.
    * @returns How many pages were copied.
    * @throws {SnapshotError} `notTracking` (tracking is off), `stalePoint`
-   *   (the tracker was reset, or another snapshot taken or restored, since),
-   *   `layoutMismatch`, `tracking` (`read`); nothing changes for these.
+   *   (the tracker was reset, or another snapshot taken or restored, since;
+   *   or `manager` is another manager with the same RAM), `layoutMismatch`, `tracking` (`read`); nothing changes for these.
    *   `copy` (cause: the OS error), `visibility` (cause: the region
    *   change's error): see above.
    * @throws {DisposedError} once the snapshot or the manager is disposed.
@@ -389,13 +389,15 @@ export class GuestRamSnapshot implements Disposable {
       // slot changes); a change refused inside it is undone in it.
       using _ = manager.transaction();
       try {
-        parts.ramRegions.forEach(({ range, handle }, i) => {
+        // (Regions before `i` are as wanted already.)
+        for (let k = i; k < regions.length; k++) {
+          const { range, handle } = regions[k];
           const was = visibilityOf(handle.mapParams);
-          const wanted = this.pieces[i].visibility;
-          if (was === wanted) return;
+          const wanted = this.pieces[k].visibility;
+          if (was === wanted) continue;
           control.setRamVisibility(range, wanted);
           changed.push([range, was]);
-        });
+        }
       } catch (error) {
         for (const [range, was] of changed.reverse()) {
           try {

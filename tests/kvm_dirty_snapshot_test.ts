@@ -11,23 +11,12 @@ import {
 import { GuestRamSnapshot } from "../snapshot.ts";
 import { GuestProbe } from "../testing.ts";
 import { skipWithoutKvm } from "./support/requirements.ts";
+import { mulberry32 } from "./support/seeded_random.ts";
 
 const MiB = 1n << 20n;
 const RAM_SIZE = 32n * MiB;
 const GAP = new MemoryRange(0xe000_0000n, 0x1_0000_0000n);
 const PAGE = 4096n;
-
-/** A small seeded PRNG (mulberry32), so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `count` distinct random RAM pages not in `taken` (which gains them). */
 function pickPages(random: () => number, count: number, taken: Set<bigint>, within: MemoryRange) {
@@ -103,7 +92,7 @@ Deno.test({
     assert.equal(await snapshotChecksum(snapshot), before);
     assert.deepEqual(tracker.dirtyPages(), []);
 
-    const random = prng(15);
+    const random = mulberry32(15);
     const taken = new Set<bigint>();
     const all = new MemoryRange(0n, RAM_SIZE);
     const N = 64;
@@ -173,7 +162,7 @@ Deno.test({
     const before = await ramChecksum(manager);
     const slotBefore = partition.slotAt(piece.start)!.slot;
 
-    const random = prng(1515);
+    const random = mulberry32(1515);
     const taken = new Set<bigint>();
     const guestPages = [0xc5000n, ...pickPages(random, 20, taken, new MemoryRange(MiB, RAM_SIZE))];
     for (const page of guestPages) {

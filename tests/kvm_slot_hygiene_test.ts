@@ -4,6 +4,7 @@ import type { KvmVm } from "../kvm/kvm_vm.ts";
 import { KvmPartition } from "../kvm/kvm_partition.ts";
 import { KvmPartitionError } from "../kvm/kvm_partition_error.ts";
 import { openFdCount, skipWithoutKvm } from "./support/requirements.ts";
+import { mulberry32Below } from "./support/seeded_random.ts";
 
 const PAGE = 0x1000n;
 const WINDOW_PAGES = 2048;
@@ -15,18 +16,6 @@ interface ModelSlot {
   gpa: bigint;
   size: bigint;
   readonly: boolean;
-}
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
-function random(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
 }
 
 function lowestFree(model: ModelSlot[]): number {
@@ -59,7 +48,7 @@ Deno.test({
   ignore: skipWithoutKvm(),
   fn: () => {
     const seed = Number(Deno.env.get("MEMBACKING_SEED") ?? Date.now() % 2 ** 31);
-    const next = random(seed);
+    const next = mulberry32Below(seed);
     const fdsBefore = openFdCount();
     const host = HostMapping.reserve(BigInt(WINDOW_PAGES) * PAGE);
     const partition = KvmPartition.create({ maxSlots: MAX_SLOTS });

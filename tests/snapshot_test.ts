@@ -150,6 +150,31 @@ Deno.test("restoring into other RAM is refused and changes nothing", () => {
   assert.throws(() => snapshot.read(0n, 1), /guest RAM snapshot has been disposed/);
 });
 
+Deno.test("an incremental restore into another manager with the same RAM is refused", () => {
+  using a = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n * MiB, []));
+  using b = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n * MiB, []));
+  a.dirtyTracker().start();
+  using snapshot = GuestRamSnapshot.take(a);
+  // As many points on b as on a: numbers per tracker would match here.
+  b.dirtyTracker().start();
+  b.dirtyTracker().reset();
+  const memory = b.client().guestMemory();
+  memory.writeU8(0x1000n, 7);
+  const point = b.dirtyTracker().point;
+  const snapshotPoint = a.dirtyTracker().point;
+  assert.notEqual(point, snapshotPoint);
+  assert.throws(
+    () => snapshot.restoreDirty(b),
+    (err: unknown) =>
+      err instanceof SnapshotError && err.kind === "stalePoint" &&
+      err.message ===
+        `the dirty tracker was reset after this snapshot was taken (point ${point}, snapshot at ${snapshotPoint})`,
+  );
+  assert.equal(memory.readU8(0x1000n), 7);
+  assert.deepEqual(b.dirtyTracker().dirtyPages(), [0x1000n]);
+  assert.equal(snapshot.restoreDirty(a), 0);
+});
+
 Deno.test("writes through a shared client (as a Worker makes them) are tracked", () => {
   using manager = new GuestMemoryBuilder().build(MemoryLayout.fromGaps(2n * MiB, []));
   const tracker = manager.dirtyTracker();

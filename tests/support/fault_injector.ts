@@ -17,6 +17,7 @@ import type { GuestMemoryManager } from "../../manager/guest_memory_manager.ts";
 import { managerInternals } from "../../manager/guest_memory_manager.ts";
 import { vaProtections } from "./proc_maps.ts";
 import { openFdCount } from "./requirements.ts";
+import { mulberry32 } from "./seeded_random.ts";
 
 /** The errnos a failing call of each kind gets, as the kernel could fail it. */
 export function errnosFor(name: string): number[] {
@@ -49,18 +50,10 @@ export class Injector {
   absorbed = new Map<string, number>();
   byName = new Map<string, number>();
   warnings: Warning[] = [];
-  #state: number;
+  readonly #next: () => number;
 
   constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-
-  /** mulberry32. */
-  #next(): number {
-    let t = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+    this.#next = mulberry32(seed);
   }
 
   /** Calls seen to be made again on EINTR: from then on they fail otherwise. */

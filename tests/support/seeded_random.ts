@@ -17,6 +17,12 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** A mulberry32 generator of integers: `next(n)` is in `[0, n)`. */
+export function mulberry32Below(seed: number): (n: number) => number {
+  const next = mulberry32(seed);
+  return (n) => Math.floor(next() * n);
+}
+
 /** A test's random source, with the seed it was made from. */
 export interface SeededRandom {
   readonly seed: number;
@@ -34,7 +40,6 @@ export function seededRandom(variable: string, label: string): SeededRandom {
   const text = Deno.env.get(variable);
   const seed = text === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(text);
   console.log(`${label} seed ${seed} (replay: ${variable}=${seed})`);
-  const next = mulberry32(seed);
-  const below = (n: number) => Math.floor(next() * n);
+  const below = mulberry32Below(seed);
   return { seed, below, chance: (percent) => below(100) < percent };
 }
