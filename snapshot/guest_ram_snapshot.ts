@@ -328,9 +328,9 @@ export class GuestRamSnapshot implements Disposable {
    * @returns How many pages were copied.
    * @throws {SnapshotError} `notTracking` (tracking is off), `stalePoint`
    *   (the tracker was reset, or another snapshot taken or restored, since;
-   *   or `manager` is another manager with the same RAM), `layoutMismatch`, `tracking` (`read`); nothing changes for these.
-   *   `copy` (cause: the OS error), `visibility` (cause: the region
-   *   change's error): see above.
+   *   or `manager` is another manager with the same RAM), `layoutMismatch`,
+   *   `tracking` (`read`); nothing changes for these. `copy` (cause: the OS
+   *   error), `visibility` (cause: the region change's error): see above.
    * @throws {DisposedError} once the snapshot or the manager is disposed.
    */
   restoreDirty(manager: GuestMemoryManager): number {
