@@ -198,6 +198,11 @@ export class KvmVm implements Disposable {
   readonly #region = new Uint8Array(KvmStructSize.userspaceMemoryRegion);
   readonly #regionView = new DataView(this.#region.buffer);
   readonly #irqLevel = new Uint8Array(KvmStructSize.irqLevel);
+  /** The `kvm_dirty_log` and `kvm_clear_dirty_log` structs, reused (every field is set per call). */
+  readonly #dirtyLog = new Uint8Array(KvmStructSize.dirtyLog);
+  readonly #dirtyLogView = new DataView(this.#dirtyLog.buffer);
+  readonly #clearDirtyLog = new Uint8Array(KvmStructSize.clearDirtyLog);
+  readonly #clearDirtyLogView = new DataView(this.#clearDirtyLog.buffer);
   readonly #irqLevelView = new DataView(this.#irqLevel.buffer);
 
   static {
@@ -293,8 +298,8 @@ export class KvmVm implements Disposable {
    * @throws {SyscallError} `ioctl(KVM_GET_DIRTY_LOG)` (ENOENT for a slot without logging).
    */
   getDirtyLog(log: KvmDirtyLog): void {
-    const bytes = new Uint8Array(KvmStructSize.dirtyLog);
-    const v = new DataView(bytes.buffer);
+    const bytes = this.#dirtyLog;
+    const v = this.#dirtyLogView;
     v.setUint32(DirtyLogLayout.slot, log.slot, true);
     v.setBigUint64(DirtyLogLayout.dirtyBitmap, bufferAddress(log.dirtyBitmap), true);
     ioctlStruct("KVM_GET_DIRTY_LOG", this.unsafeFd, KvmIoctl.KVM_GET_DIRTY_LOG, bytes);
@@ -309,8 +314,8 @@ export class KvmVm implements Disposable {
    * @throws {SyscallError} `ioctl(KVM_CLEAR_DIRTY_LOG)` (EINVAL for a misaligned range).
    */
   clearDirtyLog(log: KvmClearDirtyLog): void {
-    const bytes = new Uint8Array(KvmStructSize.clearDirtyLog);
-    const v = new DataView(bytes.buffer);
+    const bytes = this.#clearDirtyLog;
+    const v = this.#clearDirtyLogView;
     v.setUint32(ClearDirtyLogLayout.slot, log.slot, true);
     v.setUint32(ClearDirtyLogLayout.numPages, log.numPages, true);
     v.setBigUint64(ClearDirtyLogLayout.firstPage, log.firstPage, true);

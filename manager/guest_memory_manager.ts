@@ -110,6 +110,8 @@ export class GuestMemoryManager implements Disposable {
   #pin: boolean;
   #client: GuestMemoryClient | undefined;
   #attachments = new Set<PartitionAttachment>();
+  /** The attached partitions, each once (made again after an attach or detach). */
+  #partitionList: readonly Partition[] | undefined;
   #tracker: DirtyTracker | undefined;
   #disposed = false;
 
@@ -203,7 +205,8 @@ export class GuestMemoryManager implements Disposable {
     this.#checkLive();
     this.#tracker ??= newDirtyTracker({
       va: this.#va,
-      partitions: () => [...new Set([...this.#attachments].map((a) => a.partition))],
+      partitions: () =>
+        this.#partitionList ??= [...new Set([...this.#attachments].map((a) => a.partition))],
       aliasOffset: this.#aliasOffset,
       isDisposed: () => this.#disposed,
     });
@@ -241,6 +244,7 @@ export class GuestMemoryManager implements Disposable {
       // a region; while the manager goes away it detaches anyway.
       this.#removeMappers(mappers, !this.#disposed);
       this.#attachments.delete(attachment);
+      this.#partitionList = undefined;
       const stillAttached = [...this.#attachments].some((a) => a.partition === partition);
       if (this.#tracker !== undefined && !stillAttached) {
         trackerPartitionDetached(this.#tracker, partition);
@@ -248,6 +252,7 @@ export class GuestMemoryManager implements Disposable {
     });
     const first = ![...this.#attachments].some((a) => a.partition === partition);
     this.#attachments.add(attachment);
+    this.#partitionList = undefined;
     if (this.#tracker !== undefined && first) trackerPartitionAttached(this.#tracker, partition);
     return attachment;
   }
