@@ -1,7 +1,8 @@
 /**
  * The demo scenario: build guest memory, attach a partition (KVM when it
  * can, else a recording partition), and walk through RAM accesses, PAM
- * visibility changes and a framebuffer under the VGA window, recording what
+ * visibility changes, a framebuffer under the VGA window and a reset to a
+ * checkpoint (dirty tracking and an incremental restore), recording what
  * the guest saw at every step next to what it should have seen.
  *
  * @module
@@ -18,6 +19,7 @@ import {
   Vtl,
 } from "../mod.ts";
 import { KvmPartition } from "../kvm.ts";
+import { GuestRamSnapshot } from "../snapshot.ts";
 import { GuestProbe, type ProbeResult, type ProbeSize, RecordingPartition } from "../testing.ts";
 import { KvmProber, type Prober, RecordingProber } from "./prober.ts";
 
@@ -132,6 +134,10 @@ const GUEST_VALUE = 0xc0ffee42;
 const PAM_ADDR = PAM_PIECE.start + 0x10n;
 const PAM_VALUE = 0x0badf00d;
 const RAM_UNDER_VGA = 0x1a2b3c4d;
+/** Checkpoint step: RAM the guest and the host change after the snapshot. */
+const RAM_B = 0x300000n;
+const CHECKPOINT_GUEST = 0x0ddba11;
+const CHECKPOINT_HOST = 0x7e577e57;
 
 /** The framebuffer's pattern: the 32-bit word at byte offset `o` is `0xfb000000 | o`. */
 export function framebufferWord(offset: bigint): number {
@@ -498,6 +504,27 @@ export function runScenario(options: DemoOptions): DemoReport {
     r.action("control.unmapFromGuest()");
     r.load(at + 0x10n, mmioRead(at + 0x10n, 4));
   }
+
+  r.step("checkpoint: dirty tracking on, RAM snapshotted, then the guest writes");
+  const tracker = manager.dirtyTracker();
+  tracker.start();
+  const checkpoint = stack.use(GuestRamSnapshot.take(manager));
+  r.action("dirtyTracker().start(), then GuestRamSnapshot.take(manager)");
+  r.store(RAM_A, CHECKPOINT_GUEST, { kind: "done" });
+
+  r.step("the host writes: the tracker reports the guest's page and the host's");
+  memory.writeU32(RAM_B, CHECKPOINT_HOST);
+  r.action(`host writes ${hexValue(CHECKPOINT_HOST)} at ${hex(RAM_B)} through GuestMemory`);
+  r.action(`dirtyTracker().dirtyPages(): ${tracker.dirtyPages().map(hex).join(", ")}`);
+  r.host(`GuestMemory.readU32(${hex(RAM_B)})`, () => memory.readU32(RAM_B), CHECKPOINT_HOST);
+
+  r.step("reset to the checkpoint: only the dirty pages are copied back");
+  const copied = checkpoint.restoreDirty(manager);
+  r.action(`checkpoint.restoreDirty(manager): ${copied} pages copied`);
+  r.action(`dirtyTracker().dirtyPages(): ${tracker.dirtyPages().length} pages`);
+  r.load(RAM_A, { kind: "value", value: RAM_VALUE });
+  r.host(`GuestMemory.readU32(${hex(RAM_B)})`, () => memory.readU32(RAM_B), 0);
+  tracker.stop();
 
   const ok = r.steps.every((s) => s.observations.every((o) => o.ok));
   return {

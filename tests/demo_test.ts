@@ -86,6 +86,33 @@ function step(report: JsonReport, title: string): JsonObservation[] {
   return found.observations;
 }
 
+/** The steps of every layout: a checkpoint, a guest and a host write, the reset to it. */
+function assertCheckpointSteps(report: JsonReport): void {
+  const steps = (title: string) => {
+    const found = report.steps.find((s) => s.title === title);
+    assert.ok(found !== undefined, `no step "${title}"`);
+    return found;
+  };
+  const taken = steps("checkpoint: dirty tracking on, RAM snapshotted, then the guest writes");
+  assert.deepEqual(taken.observations.map((o) => [o.action, o.seen]), [
+    ["store32 0x200000 = 0x00ddba11", { kind: "done" }],
+  ]);
+  const written = steps("the host writes: the tracker reports the guest's page and the host's");
+  assert.deepEqual(written.actions, [
+    "host writes 0x7e577e57 at 0x300000 through GuestMemory",
+    "dirtyTracker().dirtyPages(): 0x200000, 0x300000",
+  ]);
+  const reset = steps("reset to the checkpoint: only the dirty pages are copied back");
+  assert.deepEqual(reset.actions, [
+    "checkpoint.restoreDirty(manager): 2 pages copied",
+    "dirtyTracker().dirtyPages(): 0 pages",
+  ]);
+  assert.deepEqual(reset.observations.map((o) => o.seen), [
+    { kind: "value", value: "0x600dcafe" },
+    { kind: "host", value: "0x00000000" },
+  ]);
+}
+
 /** The observations a run on the x86 legacy layout must make (KVM or recording). */
 function assertLegacyScenario(report: JsonReport): void {
   assert.equal(report.ok, true);
@@ -136,6 +163,8 @@ function assertLegacyScenario(report: JsonReport): void {
     step(report, "VGA window RAM mapped again: RAM hides the framebuffer").map((o) => o.seen),
     [{ kind: "value", value: "0x1a2b3c4d" }],
   );
+
+  assertCheckpointSteps(report);
 
   // 16 RAM regions at the start; with the framebuffer showing, the VGA RAM is unmapped.
   const [start, shown] = report.snapshots;
@@ -208,7 +237,7 @@ function assertFirmwareText(stdout: string): void {
       "KVM memory slots, at the end of POST (PAM locked)",
       "  ✓ a warm reset through 0xcf9 closed PAM and the second banner ran from ROM",
       "membacking demo",
-      "All 19 observations as expected.",
+      "All 23 observations as expected.",
     ]
   ) {
     assert.ok(lines.includes(line), `missing line ${JSON.stringify(line)}`);
@@ -261,7 +290,7 @@ Deno.test({
         "  512 MB RAM, MMIO gap 0xe0000000-0x100000000, x86 legacy on",
         "  a KVM guest (one vCPU, 32-bit protected mode) makes every access",
         "KVM memory slots, after build and attach",
-        "All 19 observations as expected.",
+        "All 23 observations as expected.",
       ]
     ) {
       assert.ok(run.stdout.split("\n").includes(line), `missing line ${JSON.stringify(line)}`);
@@ -299,6 +328,7 @@ Deno.test({
     assert.deepEqual(step(report, "framebuffer unmapped from the guest").map((o) => o.seen), [
       { kind: "mmio", gpa: "0xe0000010", direction: "read", size: 4, data: "" },
     ]);
+    assertCheckpointSteps(report); // private RAM: snapshots and incremental restores as well
   },
 });
 
