@@ -53,6 +53,8 @@ export class SortedRangeList<T> {
   readonly #keys: RangeKeys<T>;
   readonly #probe: Probe<T>;
   #list = new ChunkedSortedList<T>();
+  /** The last search's answer (never modified: callers get it as it is). */
+  #finger: ListCursor = { chunk: 0, index: 0 };
 
   /** An empty list reading ranges with `keys`. */
   constructor(keys: RangeKeys<T>) {
@@ -142,8 +144,19 @@ export class SortedRangeList<T> {
   }
 
   #firstEndingAbove(address: bigint): ListCursor {
+    // The last answer first: callers often look at the same place again
+    // (a region flipped back and forth, an item removed then inserted).
+    // Whatever changed since, it is the answer when its item ends above
+    // `address` and the item before it does not (the predicate is monotone).
+    const list = this.#list;
+    const finger = this.#finger;
+    const item = list.at(finger);
+    if (item !== undefined && this.#keys.end(item) > address) {
+      const before = list.before(finger);
+      if (before === undefined || this.#keys.end(before) <= address) return finger;
+    }
     const probe = this.#probe;
     probe.at = address;
-    return this.#list.firstWhere(endsAbove, probe);
+    return this.#finger = list.firstWhere(endsAbove, probe);
   }
 }
