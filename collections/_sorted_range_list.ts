@@ -125,9 +125,11 @@ export class SortedRangeList<T> {
       }
     }
     if (found.length === 0) return found;
-    const list = this.#list;
-    const cursor = this.#firstEndingAbove(start);
-    for (let i = 0; i < found.length; i++) list.removeAt(cursor);
+    // Found again before each removal: removing the last item of a chunk
+    // leaves a cursor past its end, and the next item is in the next chunk
+    // (one cursor for all removals left the rest of the range behind). The
+    // search after the first removal is the last answer, checked.
+    for (let i = 0; i < found.length; i++) this.#list.removeAt(this.#firstEndingAbove(start));
     return found;
   }
 
