@@ -74,7 +74,11 @@ const DIR_OFFSET = align8(NAMES_OFFSET + MAX_READERS * NAME_BYTES);
 const DIR_CAPACITY = 1 << 16;
 /** Chunk slots: `[count, (start, end, flags) x CHUNK_CAPACITY]` float64s each. */
 const SLOTS_OFFSET = DIR_OFFSET + DIR_CAPACITY * 16;
-/** The chunked list's chunks hold at most 128 items between operations. */
+/**
+ * The chunked list's chunks hold at most 64 items between operations
+ * (`MAX_CHUNK` in `collections/_chunked_sorted_list.ts`); a slot has room
+ * for twice that.
+ */
 const CHUNK_CAPACITY = 128;
 const SLOT_DOUBLES = 1 + 3 * CHUNK_CAPACITY;
 const SLOT_BYTES = SLOT_DOUBLES * 8;
