@@ -84,11 +84,3 @@ export function hostCopyPageRuns(
     memcpy(dest + at, src + at, pages === 1 ? PAGE : BigInt(pages) * PAGE);
   }
 }
-
-/**
- * `memcpy(dest, src, n)` with the addresses as numbers (exact: host
- * addresses are below 2^47), for loops of many small copies.
- */
-export function hostCopyNumbers(dest: number, src: number, length: number): void {
-  libc().memcpy(BigInt(dest), BigInt(src), BigInt(length));
-}

@@ -2,7 +2,7 @@ import { DisposedError } from "../diagnostics/disposed_error.ts";
 import { warn } from "../diagnostics/warnings.ts";
 import { Fcntl, Memfd, Mman } from "../ffi/_constants.ts";
 import { copyFileRange } from "../ffi/_copy_file_range.ts";
-import { hostCopy, hostCopyNumbers, hostCopyPageRuns } from "../ffi/_host_memory.ts";
+import { hostCopy, hostCopyPageRuns } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
@@ -651,18 +651,17 @@ function copyOut(parts: GuestMemoryManagerParts, fd: OwnedFd, size: bigint): voi
   if (backing !== undefined) {
     // hugetlbfs cannot splice: copy through a view of the file.
     using ram = HostMapping.shared(backing.fd, 0n, size, Mman.PROT_READ);
-    hostCopyNumbers(Number(out.address), Number(ram.address), Number(size));
+    hostCopy(out.address, ram.address, size);
     // (A failed unmap is tried again on the way out: no mapping outlives a failed snapshot.)
     ram.unmap();
     out.unmap();
     return;
   }
   // Private RAM: no fd; every RAM range is accessible in the reservation.
-  let offset = 0;
+  let offset = 0n;
   for (const { range } of parts.ramRegions) {
-    const len = Number(range.len);
-    hostCopyNumbers(Number(out.address) + offset, Number(parts.va.base + range.start), len);
-    offset += len;
+    hostCopy(out.address + offset, parts.va.base + range.start, range.len);
+    offset += range.len;
   }
   out.unmap();
 }
