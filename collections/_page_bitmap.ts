@@ -38,6 +38,24 @@ export function orChunkWord(chunk: Int32Array, i: number, bits: number): void {
   chunk[WORDS_PER_CHUNK + (i >>> 5)] |= 1 << (i & 31);
 }
 
+/** A reusable list of runs of pages: `count` (first page, pages) pairs in `pairs`. */
+export class PageRuns {
+  pairs: Float64Array;
+  count = 0;
+
+  /** Room for `capacity` runs at first. */
+  constructor(capacity: number) {
+    this.pairs = new Float64Array(2 * Math.max(capacity, 1));
+  }
+
+  /** Makes room for `count` runs at least (the pairs are not kept). */
+  grow(count: number): void {
+    let room = this.pairs.length >> 1;
+    while (room < count) room *= 2;
+    this.pairs = new Float64Array(2 * room);
+  }
+}
+
 /** A sparse bitmap of page numbers (non-negative safe integers). */
 export class PageBitmap {
   /**
@@ -162,13 +180,22 @@ export class PageBitmap {
     toPage: number,
     visit: (firstPage: number, count: number) => void,
   ): void {
-    let runs = new Float64Array(2 * 64);
-    let n = this.runsInto(fromPage, toPage, runs, 0);
-    if (2 * n > runs.length) {
-      runs = new Float64Array(2 * n);
-      n = this.runsInto(fromPage, toPage, runs, 0);
+    const { pairs, count } = this.runs(fromPage, toPage, new PageRuns(64));
+    for (let k = 0; k < count; k++) visit(pairs[2 * k], pairs[2 * k + 1]);
+  }
+
+  /**
+   * The runs of consecutive pages in `[fromPage, toPage)` into `into`
+   * (grown when they do not fit), which is returned.
+   */
+  runs(fromPage: number, toPage: number, into: PageRuns): PageRuns {
+    let count = this.runsInto(fromPage, toPage, into.pairs, 0);
+    if (2 * count > into.pairs.length) {
+      into.grow(count);
+      count = this.runsInto(fromPage, toPage, into.pairs, 0);
     }
-    for (let k = 0; k < n; k++) visit(runs[2 * k], runs[2 * k + 1]);
+    into.count = count;
+    return into;
   }
 
   /**

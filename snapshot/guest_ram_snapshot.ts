@@ -6,7 +6,7 @@ import { hostCopy, hostCopyPageRuns } from "../ffi/_host_memory.ts";
 import { HostMapping } from "../ffi/_host_mapping.ts";
 import { OwnedFd } from "../ffi/_owned_fd.ts";
 import { MissingPermissionError } from "../ffi/missing_permission_error.ts";
-import type { PageBitmap } from "../collections/_page_bitmap.ts";
+import { type PageBitmap, PageRuns } from "../collections/_page_bitmap.ts";
 import { MemoryRange, PAGE_SIZE } from "../layout/memory_range.ts";
 import type { GuestMemoryManager } from "../manager/guest_memory_manager.ts";
 import { type GuestMemoryManagerParts, managerInternals } from "../manager/guest_memory_manager.ts";
@@ -155,7 +155,7 @@ export class GuestRamSnapshot implements Disposable {
   /** A read-only mapping of the snapshot, made on first restore. */
   #view: HostMapping | undefined;
   /** The runs of an incremental restore, reused. */
-  readonly #scratch = new RunScratch();
+  readonly #runs = new PageRuns(1024);
   /** The tracker point this snapshot's contents belong to (undefined: not tracked). */
   #point: number | undefined;
   /** Bytes of RAM. */
@@ -351,7 +351,7 @@ export class GuestRamSnapshot implements Disposable {
     let copied = 0;
     const hadView = this.#view !== undefined;
     try {
-      copied = this.#writer(parts).copyDirty(dirty, this.#scratch);
+      copied = this.#writer(parts).copyDirty(dirty, this.#runs);
     } catch (cause) {
       pending.abort();
       this.#dropNewView(hadView);
@@ -527,19 +527,6 @@ export class GuestRamSnapshot implements Disposable {
   }
 }
 
-/** A reusable list of (first page, count) pairs, grown on demand. */
-class RunScratch {
-  runs: Float64Array = new Float64Array(2 * 1024);
-
-  /** Grows the list to hold `count` pairs at least. */
-  grow(count: number): Float64Array {
-    let pairs = this.runs.length >> 1;
-    while (pairs < count) pairs *= 2;
-    this.runs = new Float64Array(2 * pairs);
-    return this.runs;
-  }
-}
-
 /**
  * Copies guest ranges from the snapshot into RAM: straight into the host
  * reservation where RAM is mapped writable there (a `memcpy` per run),
@@ -581,19 +568,14 @@ class RamWriter {
 
   /**
    * Copies the pages of `dirty` inside the pieces back; returns how many.
-   * `scratch` holds the runs of one piece at a time (no closure or object
-   * per run).
+   * `list` holds the runs of one piece at a time (no closure or object per
+   * run).
    */
-  copyDirty(dirty: PageBitmap, scratch: RunScratch): number {
+  copyDirty(dirty: PageBitmap, list: PageRuns): number {
     let copied = 0;
     for (let i = 0; i < this.#starts.length; i++) {
       const start = this.#starts[i];
-      let runs = scratch.runs;
-      let n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, runs, 0);
-      if (2 * n > runs.length) {
-        runs = scratch.grow(n);
-        n = dirty.runsInto(start / 4096, this.#ends[i] / 4096, runs, 0);
-      }
+      const { pairs: runs, count: n } = dirty.runs(start / 4096, this.#ends[i] / 4096, list);
       for (let k = 0; k < n; k++) copied += runs[2 * k + 1];
       if (this.#direct[i]) {
         // Page p of the piece is at va.base + 4096 p in RAM, at
