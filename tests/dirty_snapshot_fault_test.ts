@@ -56,16 +56,14 @@ import {
   processState,
 } from "./support/fault_injector.ts";
 import { hugetlbPool, skipWithoutHugetlb, skipWithoutKvm } from "./support/requirements.ts";
-import { mulberry32Below } from "./support/seeded_random.ts";
+import { mulberry32Below, testSeed } from "./support/seeded_random.ts";
 
 nameIoctls(KvmIoctl);
 
 const MiB = 1n << 20n;
 const PAGE = 4096n;
 
-const seedText = Deno.env.get("MEMBACKING_FAULT_SEED");
-const seed = seedText === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(seedText);
-console.log(`fault injection seed ${seed} (replay: MEMBACKING_FAULT_SEED=${seed})`);
+const seed = testSeed("MEMBACKING_FAULT_SEED", "fault injection");
 
 const injector = new Injector(seed);
 setWarningHandler((w) => injector.warnings.push(w));
@@ -186,13 +184,9 @@ async function attemptAsync(
       if (threw) throw error;
       return;
     }
-    injector.faults++;
-    injector.byName.set(report.fired, (injector.byName.get(report.fired) ?? 0) + 1);
+    injector.count(report.fired, report.errno, !threw);
     const what = `${where}: ${report.fired} (call ${k}) failed with ${errnoText(report.errno)}`;
-    if (!threw) {
-      const key = `${report.fired} ${errnoText(report.errno)}`;
-      injector.absorbed.set(key, (injector.absorbed.get(key) ?? 0) + 1);
-    } else {
+    if (threw) {
       check(error);
       assert.equal(
         (rootCause(error) as SyscallError).errno,

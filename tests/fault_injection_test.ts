@@ -41,14 +41,13 @@ import { vaProtections } from "./support/proc_maps.ts";
 import type { RegionFixture } from "./support/region_fixture.ts";
 import { opArbitrary, runScenario } from "./support/region_scenario.ts";
 import { hugetlbPool, skipWithoutHugetlb, skipWithoutKvm } from "./support/requirements.ts";
+import { testSeed } from "./support/seeded_random.ts";
 
 nameIoctls(KvmIoctl);
 
 const MiB = 1n << 20n;
 
-const seedText = Deno.env.get("MEMBACKING_FAULT_SEED");
-const seed = seedText === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(seedText);
-console.log(`fault injection seed ${seed} (replay: MEMBACKING_FAULT_SEED=${seed})`);
+const seed = testSeed("MEMBACKING_FAULT_SEED", "fault injection");
 
 const injector = new Injector(seed);
 setWarningHandler((w) => injector.warnings.push(w));

@@ -12,6 +12,7 @@ import { MemoryRange } from "../layout/memory_range.ts";
 import { VaMapper } from "../mapping/_va_mapper.ts";
 import { GuestMemoryError, type GuestMemoryErrorKind } from "../guest_memory/guest_memory_error.ts";
 import { newGuestMemory } from "../guest_memory/guest_memory.ts";
+import { testSeed } from "./support/seeded_random.ts";
 
 const PAGE = 0x1000;
 const PAGES = 64;
@@ -200,9 +201,7 @@ function message(expected: Expected & { ok: false }, length: bigint): string {
 }
 
 Deno.test("GuestMemory fuzz against a model of the map", () => {
-  const seedText = Deno.env.get("MEMBACKING_FUZZ_SEED");
-  const seed = seedText === undefined ? (Math.random() * 2 ** 32) >>> 0 : Number(seedText);
-  console.log(`guest memory fuzz seed: ${seed} (replay with MEMBACKING_FUZZ_SEED=${seed})`);
+  const seed = testSeed("MEMBACKING_FUZZ_SEED", "guest memory fuzz");
   const rand = prng(seed);
   const below = (n: number) => rand() % n;
   const chance = (percent: number) => below(100) < percent;

@@ -22,6 +22,7 @@ import { Injector, NEVER_FAULTED, processState, slotState } from "./support/faul
 import { vaProtections } from "./support/proc_maps.ts";
 import { skipWithoutKvm } from "./support/requirements.ts";
 import { r, RecordingDmaTarget, RegionFixture, RWX, RX } from "./support/region_fixture.ts";
+import { testSeed } from "./support/seeded_random.ts";
 
 const PAGE = 0x1000;
 const SIZE = 0x40000;
@@ -47,6 +48,14 @@ interface Side {
   readonly f: RegionFixture;
   readonly dma: RecordingDmaTarget;
   readonly regions: RegionHandle[];
+}
+
+/** A manager over a fresh fixture, with a recording DMA target. */
+function newSide(): Side {
+  const f = new RegionFixture(BigInt(SIZE));
+  const dma = new RecordingDmaTarget();
+  f.manager.addDmaTarget(dma, false);
+  return { f, dma, regions: [] };
 }
 
 function host(side: Side): unknown {
@@ -100,21 +109,13 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 Deno.test("transactions apply the net result of the changes made in them", () => {
-  const seedText = Deno.env.get("MEMBACKING_TX_SEED");
-  const seed = seedText === undefined ? (Math.random() * 2 ** 31) | 0 : Number(seedText);
-  console.log(`transaction seed: ${seed} (replay with MEMBACKING_TX_SEED=${seed})`);
+  const seed = testSeed("MEMBACKING_TX_SEED", "transaction");
   let operations = 0;
   let batchedChanges = 0;
   fc.assert(
     fc.property(fc.array(op, { minLength: 30, maxLength: 120 }), (ops) => {
-      const make = (): Side => {
-        const f = new RegionFixture(BigInt(SIZE));
-        const dma = new RecordingDmaTarget();
-        f.manager.addDmaTarget(dma, false);
-        return { f, dma, regions: [] };
-      };
-      const direct = make();
-      const batched = make();
+      const direct = newSide();
+      const batched = newSide();
       const open: Disposable[] = [];
       let frozen: unknown;
       try {
@@ -255,9 +256,7 @@ function runTxOp(f: RegionFixture, regions: RegionHandle[], o: TxOp): string {
 const QUERIES = [...NEVER_FAULTED, "fstat", "fcntl(F_GET_SEALS)", "fcntl(F_GETFL)"];
 
 Deno.test("every system call of a transaction's commit fails once, undoing the transaction", async (t) => {
-  const seedText = Deno.env.get("MEMBACKING_FAULT_SEED");
-  const seed = seedText === undefined ? (Math.random() * 2 ** 31) | 0 : Number(seedText);
-  console.log(`transaction fault seed: ${seed} (replay with MEMBACKING_FAULT_SEED=${seed})`);
+  const seed = testSeed("MEMBACKING_FAULT_SEED", "transaction fault");
   nameIoctls(KvmIoctl);
   const injector = new Injector(seed);
   const previous = setWarningHandler((w) => injector.warnings.push(w));
@@ -278,14 +277,8 @@ Deno.test("every system call of a transaction's commit fails once, undoing the t
             { numRuns: 40, seed: seed + run++ },
           ).entries()
         ) {
-          const make = (): Side => {
-            const f = new RegionFixture(BigInt(SIZE));
-            const dma = new RecordingDmaTarget();
-            f.manager.addDmaTarget(dma, false);
-            return { f, dma, regions: [] };
-          };
-          const batched = make();
-          const direct = make();
+          const batched = newSide();
+          const direct = newSide();
           try {
             if (kvm !== undefined) {
               batched.f.manager.addPartition(new PartitionMapper(kvm, batched.f.va, 0n, false));

@@ -4,7 +4,7 @@
  * A Worker of the host dirty log test: marks the pages it is given in a
  * shared log, one at a time, publishing after each how many it has marked
  * (so the main thread knows which marks completed before its drain),
- * with a short pause between marks.
+ * paced by the main thread's drains.
  *
  * @module
  */
@@ -16,12 +16,15 @@ export interface DirtyLogJob {
   readonly log: SharedArrayBuffer;
   /**
    * `Int32Array`: slot `index` is set to the number of pages marked; slot 2
-   * counts the Workers ready; they start when slot 3 becomes non-zero.
+   * counts the Workers ready; they start when slot 3 becomes non-zero; slot
+   * 4 counts the main thread's drains.
    */
   readonly progress: SharedArrayBuffer;
   readonly index: number;
   /** Page numbers to mark, in order. */
   readonly pages: readonly number[];
+  /** At most this many marks per drain of the main thread (so that they interleave). */
+  readonly marksPerDrain: number;
 }
 
 self.onmessage = (event: MessageEvent<DirtyLogJob>) => {
@@ -30,12 +33,12 @@ self.onmessage = (event: MessageEvent<DirtyLogJob>) => {
   const progress = new Int32Array(job.progress);
   Atomics.add(progress, 2, 1);
   Atomics.wait(progress, 3, 0);
-  let spin = 0;
+  // Paced by the drains made since this Worker started, however the
+  // threads are scheduled.
+  const start = Atomics.load(progress, 4);
   for (let k = 0; k < job.pages.length; k++) {
+    while (Atomics.load(progress, 4) < start + Math.floor(k / job.marksPerDrain));
     log.mark(job.pages[k] * 4096, 1);
     Atomics.store(progress, job.index, k + 1);
-    // A short pause, so that the marks spread over many drains.
-    for (let i = 0; i < 300; i++) spin += i;
   }
-  Atomics.add(progress, job.index, spin & 0); // (keeps the pause from being optimized away)
 };

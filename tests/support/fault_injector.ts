@@ -80,6 +80,15 @@ export class Injector {
     return list[Math.floor(this.#next() * list.length)];
   };
 
+  /** Counts a fault that fired in `name`, and whether the operation absorbed it (still succeeded). */
+  count(name: string, errno: number, absorbed: boolean): void {
+    this.faults++;
+    this.byName.set(name, (this.byName.get(name) ?? 0) + 1);
+    if (!absorbed) return;
+    const key = `${name} ${errnoText(errno)}`;
+    this.absorbed.set(key, (this.absorbed.get(key) ?? 0) + 1);
+  }
+
   /**
    * Runs `run` with its 1st, 2nd, ... system call failing until a run makes
    * no call that could fail; after every failure, `snapshot()` must equal
@@ -110,16 +119,13 @@ export class Injector {
         if (threw) throw error;
         return result as T;
       }
-      this.faults++;
-      this.byName.set(report.fired, (this.byName.get(report.fired) ?? 0) + 1);
+      this.count(report.fired, report.errno, !threw);
       const what = `${where}: ${report.fired} (call ${k}: ${report.trace.join(", ")}) failed with ${
         errnoText(report.errno)
       }`;
       if (!threw) {
         // The fault was absorbed (retried EINTR, best-effort prefetch): the
         // operation is done and what it did is checked by the caller.
-        const key = `${report.fired} ${errnoText(report.errno)}`;
-        this.absorbed.set(key, (this.absorbed.get(key) ?? 0) + 1);
         if (report.errno === Errno.EINTR) this.#retried.add(report.fired);
         else this.#bestEffort.add(report.fired);
         return result as T;

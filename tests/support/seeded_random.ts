@@ -36,10 +36,16 @@ export interface SeededRandom {
  * The seed from environment variable `variable` (a replay), or a fresh
  * one; printed with the line that replays it.
  */
-export function seededRandom(variable: string, label: string): SeededRandom {
+export function testSeed(variable: string, label: string): number {
   const text = Deno.env.get(variable);
   const seed = text === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(text);
   console.log(`${label} seed ${seed} (replay: ${variable}=${seed})`);
+  return seed;
+}
+
+/** A random source seeded by {@linkcode testSeed}. */
+export function seededRandom(variable: string, label: string): SeededRandom {
+  const seed = testSeed(variable, label);
   const below = mulberry32Below(seed);
   return { seed, below, chance: (percent) => below(100) < percent };
 }
